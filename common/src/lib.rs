@@ -1,0 +1,177 @@
+//! Types shared by the eBPF programs and the controller, and the pure-Rust
+//! reference classifier the XDP program is tested against.
+//!
+//! Everything the kernel side reads or writes is defined here once, so a
+//! layout change is one edit (aya's template does the same).
+#![no_std]
+
+pub mod classify;
+pub mod proto;
+
+/// Names of the maps in the eBPF object. The controller pins each one under
+/// `<pin_path>/maps/<NAME>`; the names are also the kernel object names, so
+/// they stay within BPF_OBJ_NAME_LEN (15 bytes).
+pub mod map_names {
+    pub const ALLOW: &str = "ALLOW";
+    pub const CONFIG: &str = "CONFIG";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const PARTNER_HITS: &str = "PARTNER_HITS";
+    pub const ALL: [&str; 4] = [ALLOW, CONFIG, COUNTERS, PARTNER_HITS];
+}
+
+/// Name of the XDP program in the object (its function name).
+pub const XDP_PROGRAM: &str = "mx6gate_xdp";
+
+/// What the gate does with a SYN from a source outside the allowlist.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Let it pass, count it as "would act".
+    Monitor = 0,
+    /// Let it pass; sk_lookup hands it to the reject-banner responder.
+    Defer = 1,
+    /// Answer with a TCP RST from XDP.
+    Reset = 2,
+    /// Drop it silently.
+    Drop = 3,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Monitor, Mode::Defer, Mode::Reset, Mode::Drop];
+
+    /// Unknown values read from the config map mean "monitor": a garbled
+    /// config must fail open, never turn the gate into a black hole.
+    pub const fn from_u32(v: u32) -> Mode {
+        match v {
+            1 => Mode::Defer,
+            2 => Mode::Reset,
+            3 => Mode::Drop,
+            _ => Mode::Monitor,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mode::Monitor => "monitor",
+            Mode::Defer => "defer",
+            Mode::Reset => "reset",
+            Mode::Drop => "drop",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// How many protected ports the config map holds.
+pub const MAX_PORTS: usize = 8;
+
+/// The single entry of the CONFIG array map. The programs read it on every
+/// SYN, so mode and ports change without reloading anything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateConfig {
+    /// A [`Mode`] as u32.
+    pub mode: u32,
+    /// Number of valid entries in `ports`.
+    pub nports: u32,
+    /// Protected TCP destination ports (host byte order).
+    pub ports: [u16; MAX_PORTS],
+}
+
+impl GateConfig {
+    pub const fn new(mode: Mode, ports: &[u16]) -> GateConfig {
+        let mut p = [0u16; MAX_PORTS];
+        let mut i = 0;
+        while i < ports.len() && i < MAX_PORTS {
+            p[i] = ports[i];
+            i += 1;
+        }
+        GateConfig {
+            mode: mode as u32,
+            nports: i as u32,
+            ports: p,
+        }
+    }
+
+    /// Same loop shape as the XDP side: fixed bound, early exit.
+    #[inline(always)]
+    pub fn protects(&self, port: u16) -> bool {
+        let mut i = 0;
+        while i < MAX_PORTS {
+            if (i as u32) < self.nports && self.ports[i] == port {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+/// Indices into the per-CPU COUNTERS array: one per outcome.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Not an IPv6 TCP SYN to a protected port (IPv4, ARP, ND, other ports…).
+    PassedOther = 0,
+    /// SYN from a source inside the allowlist.
+    PartnerAllowed = 1,
+    /// Non-partner SYN let through in monitor mode ("would act").
+    Monitored = 2,
+    /// Non-partner SYN dropped.
+    Dropped = 3,
+    /// Non-partner SYN answered with a RST.
+    Reset = 4,
+    /// Non-partner SYN passed on for sk_lookup to steer (defer mode).
+    Deferred = 5,
+    /// IPv6 packet whose TCP header XDP could not see within its bounds
+    /// (truncated, non-first fragment, header chain too long, ESP): passed,
+    /// the sk_lookup backstop judges it after the kernel has parsed it.
+    Unparsed = 6,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 7] = [
+        Counter::PassedOther,
+        Counter::PartnerAllowed,
+        Counter::Monitored,
+        Counter::Dropped,
+        Counter::Reset,
+        Counter::Deferred,
+        Counter::Unparsed,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Counter::PassedOther => "passed_other",
+            Counter::PartnerAllowed => "partner_allowed",
+            Counter::Monitored => "monitored",
+            Counter::Dropped => "dropped",
+            Counter::Reset => "reset",
+            Counter::Deferred => "deferred",
+            Counter::Unparsed => "unparsed",
+        }
+    }
+}
+
+/// Slots in the COUNTERS map (room for the sk_lookup side's own outcomes).
+pub const COUNTER_SLOTS: u32 = 16;
+
+/// Key of the ALLOW LPM trie: prefix length in bits, then the address in
+/// network byte order (layout of `struct bpf_lpm_trie_key` with 16 bytes).
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllowKey {
+    pub prefix_len: u32,
+    pub addr: [u8; 16],
+}
+
+/// Value of the ALLOW trie: the partner id, an index into PARTNER_HITS.
+pub type PartnerId = u32;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain #[repr(C)] data without padding-dependent invariants.
+    unsafe impl aya::Pod for super::GateConfig {}
+}

@@ -1,0 +1,141 @@
+//! The `mx6gate` command line: one file per verb. Every verb takes
+//! `--config`, works with or without a running daemon, and validates its
+//! input whole before touching the store, the state or the maps.
+mod check;
+mod detach;
+mod mode;
+mod partner;
+mod run;
+mod status;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{config::Config, state::StateDir};
+
+#[derive(Parser, Debug)]
+#[command(name = "mx6gate", version, about = "Turn IPv6 SMTP from non-partner networks back to IPv4, at the NIC")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Log format for `run` (and warnings of other commands).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Monitor,
+    Defer,
+    Reset,
+    Drop,
+}
+
+impl From<ModeArg> for mx6gate_common::Mode {
+    fn from(m: ModeArg) -> Self {
+        use mx6gate_common::Mode;
+        match m {
+            ModeArg::Monitor => Mode::Monitor,
+            ModeArg::Defer => Mode::Defer,
+            ModeArg::Reset => Mode::Reset,
+            ModeArg::Drop => Mode::Drop,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Load, attach and keep the gate in sync with the partner store.
+    Run(run::Args),
+    /// Edit and list the partner allowlist.
+    #[command(subcommand)]
+    Partner(partner::Cmd),
+    /// Set what happens to non-partner IPv6 SYNs (persisted).
+    Mode {
+        #[arg(value_enum)]
+        mode: ModeArg,
+    },
+    /// Show the gate: attachment, mode, counters, allowlist.
+    Status,
+    /// Say what the gate would do with an SMTP connection from ADDR.
+    Check {
+        /// An IPv6 (or IPv4) source address.
+        addr: String,
+    },
+    /// Remove the gate: detach XDP, unpin programs and maps, stop the daemon.
+    Detach,
+}
+
+/// What every verb needs: the validated config and its state dir.
+pub struct Ctx {
+    pub config_path: PathBuf,
+    pub cfg: Config,
+    pub state: StateDir,
+}
+
+impl Ctx {
+    pub fn load(path: &Path) -> Result<Ctx> {
+        let cfg = Config::load(path)?;
+        let state = StateDir::new(&cfg.state_dir);
+        Ok(Ctx {
+            config_path: path.to_path_buf(),
+            cfg,
+            state,
+        })
+    }
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    crate::logging::init(cli.log_format, matches!(cli.cmd, Cmd::Run(_)));
+    let result = match cli.cmd {
+        Cmd::Run(args) => run::run(&cli.config, args),
+        Cmd::Partner(cmd) => partner::run(&cli.config, cmd),
+        Cmd::Mode { mode } => mode::run(&cli.config, mode.into()),
+        Cmd::Status => status::run(&cli.config),
+        Cmd::Check { addr } => check::run(&cli.config, &addr),
+        Cmd::Detach => detach::run(&cli.config),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mx6gate: error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// "gate updated" or why not, for messages after an edit.
+pub fn loaded_note(loaded: bool) -> &'static str {
+    if loaded {
+        "the running gate is updated"
+    } else {
+        "no gate is loaded; it applies when `mx6gate run` starts"
+    }
+}
+
+pub fn read_pid(state: &StateDir) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(state.path.join("mx6gate.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // Alive and really us (a recycled pid would be someone else).
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "mx6gate").then_some(pid)
+}
+
+pub fn pid_path(state: &StateDir) -> PathBuf {
+    state.path.join("mx6gate.pid")
+}

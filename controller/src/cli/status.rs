@@ -1,0 +1,95 @@
+//! `mx6gate status`
+use std::path::Path;
+
+use anyhow::Result;
+use aya::programs::links::{FdLink, PinnedLink};
+
+use super::{read_pid, Ctx};
+use crate::{
+    gate::{AttachRecord, PinLayout},
+    maps::GateMaps,
+    store::{today_utc, Store},
+    sync,
+};
+
+pub fn run(config: &Path) -> Result<()> {
+    let ctx = Ctx::load(config)?;
+    let cfg = &ctx.cfg;
+    let layout = PinLayout::new(&cfg.pin_path);
+    let mode = sync::effective_mode(cfg, &ctx.state)?;
+    let overridden = ctx.state.mode_override()?.is_some_and(|m| m != cfg.mode);
+    println!("config:      {}", ctx.config_path.display());
+    let daemon = match read_pid(&ctx.state) {
+        Some(pid) => format!("running (pid {pid})"),
+        None => "not running (the pinned gate keeps working without it)".into(),
+    };
+    let maps = GateMaps::open_if_loaded(&cfg.pin_path)?;
+    match &maps {
+        Some(_) => println!("gate:        loaded, pinned at {}", cfg.pin_path.display()),
+        None => println!("gate:        not loaded (nothing pinned at {})", cfg.pin_path.display()),
+    }
+    println!("daemon:      {daemon}");
+    println!(
+        "mode:        {}{}",
+        mode.as_str(),
+        if overridden {
+            format!(" (set by `mx6gate mode`; the config file says {})", cfg.mode.as_str())
+        } else {
+            String::new()
+        }
+    );
+    let ports: Vec<String> = cfg.ports.iter().map(u16::to_string).collect();
+    println!("ports:       {}", ports.join(", "));
+
+    let record = AttachRecord::load(&ctx.state.path);
+    let attached = layout.attached_interfaces();
+    if attached.is_empty() {
+        println!("interfaces:  none attached");
+    }
+    for iface in &attached {
+        let how = record
+            .interfaces
+            .get(iface)
+            .map(|r| r.mode.as_str())
+            .unwrap_or("unknown");
+        let ids = PinnedLink::from_pin(layout.xdp_link(iface))
+            .map(FdLink::from)
+            .and_then(|l| l.info())
+            .map(|i| format!("link {} prog {}", i.id(), i.program_id()))
+            .unwrap_or_else(|e| format!("link unreadable: {e}"));
+        let warn = if how == "generic" { "  (generic XDP: slower, runs after the skb is built)" } else { "" };
+        println!("interface:   {iface:<12} xdp {how:<8} {ids}{warn}");
+    }
+    for iface in &cfg.interfaces {
+        if !attached.contains(iface) {
+            println!("interface:   {iface:<12} configured but NOT attached");
+        }
+    }
+
+    let store = Store::load(&cfg.partners_dir)?;
+    let today = today_utc();
+    let active = store.partners.values().filter(|p| p.is_active(today)).count();
+    let expired = store.partners.len() - active;
+    let prefixes = store.active_prefixes(today).len();
+    print!(
+        "allowlist:   {active} partner(s), {prefixes} prefix(es)",
+    );
+    if expired > 0 {
+        print!(" ({expired} expired partner(s) not allowed)");
+    }
+    println!();
+    if let Some(maps) = &maps {
+        let in_map = maps.allow_entries()?.len();
+        println!(
+            "ALLOW map:   {in_map}/{} entries ({:.1}% full){}",
+            maps.allow_capacity,
+            100.0 * in_map as f64 / maps.allow_capacity.max(1) as f64,
+            if in_map != prefixes { "  MISMATCH with the store: run `mx6gate run` or SIGHUP the daemon" } else { "" }
+        );
+        println!("counters (XDP, since load):");
+        for (c, n) in maps.counters()? {
+            println!("  {:<16} {n}", c.as_str());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! `mx6gate run`: load or adopt the gate, then keep it in step with the
+//! config (SIGHUP), the partner store (polled, so files dropped by config
+//! management count too) and the calendar (partner expiry).
+//! SIGTERM/SIGINT exit and leave the gate pinned and enforcing.
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{bail, Context, Result};
+use mx6gate_common::Mode;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::{
+    cli::{pid_path, read_pid},
+    config::Config,
+    gate::Gate,
+    maps::GateMaps,
+    state::StateDir,
+    store::{today_utc, Store},
+    sync,
+};
+
+/// How often the store directory is looked at; edits made by the CLI are
+/// applied by the CLI itself, this catches files dropped in by other tools.
+const STORE_POLL: Duration = Duration::from_millis(500);
+/// Full resync: expiry, and repair if someone edited the map by hand.
+const RESYNC: Duration = Duration::from_secs(30);
+
+struct Daemon {
+    config_path: PathBuf,
+    iface_override: Vec<String>,
+    cfg: Config,
+    state: StateDir,
+    gate: Gate,
+    maps: GateMaps,
+    store_seen: Vec<(PathBuf, SystemTime, u64)>,
+}
+
+pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) -> Result<()> {
+    let cfg = load_config(config_path, &ifaces)?;
+    let state = StateDir::new(&cfg.state_dir);
+    if let Some(pid) = read_pid(&state) {
+        bail!("another mx6gate daemon (pid {pid}) is running for state dir {}", state.path.display());
+    }
+    let (gate, maps) = {
+        let _lock = state.lock()?;
+        if let Some(m) = mode {
+            state.set_mode(m)?;
+        }
+        let mut gate = Gate::load(&cfg)?;
+        let mut maps = GateMaps::open(&cfg.pin_path)?;
+        if maps.allow_capacity != cfg.maps.allow_entries || maps.partner_capacity != cfg.maps.max_partners {
+            warn!(
+                allow_entries = maps.allow_capacity,
+                max_partners = maps.partner_capacity,
+                "adopted maps keep their sizes; `mx6gate detach` and restart to apply the configured sizes"
+            );
+        }
+        // Policy first, then attach: a fresh link starts with the right
+        // mode and allowlist.
+        let mode = sync::sync_config(&cfg, &state, &mut maps)?;
+        let store = Store::load(&cfg.partners_dir)?;
+        sync::sync_allow(&store, &state, &mut maps, today_utc())?;
+        gate.attach(&cfg.interfaces, cfg.xdp_mode, &state.path)?;
+        info!(
+            mode = mode.as_str(),
+            adopted = gate.adopted,
+            interfaces = ?cfg.interfaces,
+            partners = store.partners.len(),
+            prefixes = store.prefix_count(),
+            "gate running"
+        );
+        (gate, maps)
+    };
+    crate::fsutil::write_atomic(&pid_path(&state), format!("{}\n", std::process::id()).as_bytes())?;
+    let mut d = Daemon {
+        config_path: config_path.to_path_buf(),
+        iface_override: ifaces,
+        store_seen: store_fingerprint(&cfg.partners_dir),
+        cfg,
+        state,
+        gate,
+        maps,
+    };
+    let result = d.serve().await;
+    std::fs::remove_file(pid_path(&d.state)).ok();
+    result
+}
+
+fn load_config(path: &Path, ifaces: &[String]) -> Result<Config> {
+    let mut cfg = Config::load(path)?;
+    if !ifaces.is_empty() {
+        cfg.interfaces = ifaces.to_vec();
+    }
+    if cfg.interfaces.is_empty() {
+        bail!("no interfaces to protect: set `interfaces` in {} or pass --iface", path.display());
+    }
+    Ok(cfg)
+}
+
+impl Daemon {
+    async fn serve(&mut self) -> Result<()> {
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut poll = tokio::time::interval(STORE_POLL);
+        let mut last_full = Instant::now();
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading config and store");
+                    if let Err(e) = self.reload() {
+                        error!(error = format!("{e:#}"), "reload failed; the running policy is unchanged");
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = poll.tick() => {
+                    let seen = store_fingerprint(&self.cfg.partners_dir);
+                    let full = last_full.elapsed() >= RESYNC;
+                    if seen != self.store_seen || full {
+                        self.store_seen = seen;
+                        last_full = Instant::now();
+                        if let Err(e) = self.sync_store() {
+                            error!(error = format!("{e:#}"), "partner store not applied; the allowlist is unchanged");
+                        }
+                    }
+                }
+            }
+        }
+        info!("exiting; the gate stays attached and pinned (`mx6gate detach` removes it)");
+        Ok(())
+    }
+
+    fn sync_store(&mut self) -> Result<()> {
+        let _lock = self.state.lock()?;
+        let store = Store::load(&self.cfg.partners_dir)?;
+        sync::sync_allow(&store, &self.state, &mut self.maps, today_utc())?;
+        // `mx6gate mode` writes the map itself; this only repairs drift.
+        sync::sync_config(&self.cfg, &self.state, &mut self.maps)?;
+        Ok(())
+    }
+
+    /// Validate everything first; apply only a config that loaded whole.
+    fn reload(&mut self) -> Result<()> {
+        let cfg = load_config(&self.config_path, &self.iface_override)
+            .context("reloading the config")?;
+        if cfg.pin_path != self.cfg.pin_path || cfg.state_dir != self.cfg.state_dir {
+            bail!("pin_path and state_dir cannot change on reload; restart the daemon");
+        }
+        let _lock = self.state.lock()?;
+        let store = Store::load(&cfg.partners_dir)?;
+        sync::sync_config(&cfg, &self.state, &mut self.maps)?;
+        sync::sync_allow(&store, &self.state, &mut self.maps, today_utc())?;
+        if cfg.interfaces != self.cfg.interfaces || cfg.xdp_mode != self.cfg.xdp_mode {
+            self.gate.attach(&cfg.interfaces, cfg.xdp_mode, &self.state.path)?;
+        }
+        self.store_seen = store_fingerprint(&cfg.partners_dir);
+        self.cfg = cfg;
+        info!("reloaded");
+        Ok(())
+    }
+}
+
+/// Names, sizes and mtimes of the store's files: cheap change detection.
+fn store_fingerprint(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), m.modified().ok()?, m.len()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+

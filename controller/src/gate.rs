@@ -1,0 +1,343 @@
+//! The pinned state of one gate: load the embedded object, adopt what an
+//! earlier controller pinned, attach XDP, detach. Owns the bpffs layout:
+//!
+//! ```text
+//! <pin_path>/maps/<MAP>         ALLOW, CONFIG, COUNTERS, PARTNER_HITS
+//! <pin_path>/progs/xdp          the XDP program now attached
+//! <pin_path>/links/xdp@<iface>  one bpf_link per protected interface
+//! ```
+//!
+//! Links hold the programs, so the gate keeps working with no controller
+//! running (invariant 4); an upgrade swaps programs under the pinned links
+//! with BPF_LINK_UPDATE, never detaching (no window without policy).
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    programs::{
+        links::{FdLink, PinnedLink},
+        Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use mx6gate_common::{map_names, XDP_PROGRAM};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::config::{Config, XdpAttach};
+
+/// The eBPF object, built by `cargo xtask build` and embedded at compile time.
+pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("MX6GATE_BPF_OBJ"));
+
+const LINK_PREFIX: &str = "xdp@";
+
+#[derive(Clone, Debug)]
+pub struct PinLayout {
+    pub root: PathBuf,
+}
+
+impl PinLayout {
+    pub fn new(root: &Path) -> PinLayout {
+        PinLayout {
+            root: root.to_path_buf(),
+        }
+    }
+    pub fn maps(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps().join(name)
+    }
+    pub fn progs(&self) -> PathBuf {
+        self.root.join("progs")
+    }
+    pub fn xdp_prog(&self) -> PathBuf {
+        self.progs().join("xdp")
+    }
+    pub fn links(&self) -> PathBuf {
+        self.root.join("links")
+    }
+    pub fn xdp_link(&self, iface: &str) -> PathBuf {
+        self.links().join(format!("{LINK_PREFIX}{iface}"))
+    }
+    /// Whether a gate is loaded here (its maps are pinned).
+    pub fn is_loaded(&self) -> bool {
+        self.map(map_names::CONFIG).exists()
+    }
+    /// Interfaces that have a pinned XDP link.
+    pub fn attached_interfaces(&self) -> Vec<String> {
+        let Ok(dir) = fs::read_dir(self.links()) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(LINK_PREFIX))
+                    .map(str::to_string)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// How each interface got attached, recorded in the state dir because a
+/// bpf_link does not report native vs generic.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AttachRecord {
+    #[serde(default)]
+    pub interfaces: BTreeMap<String, AttachedIface>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AttachedIface {
+    /// "native" or "generic".
+    pub mode: String,
+    pub ifindex: u32,
+}
+
+impl AttachRecord {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("attached.toml")
+    }
+    pub fn load(state_dir: &Path) -> AttachRecord {
+        fs::read_to_string(Self::path(state_dir))
+            .ok()
+            .and_then(|s| toml::from_str(&s).ok())
+            .unwrap_or_default()
+    }
+    pub fn save(&self, state_dir: &Path) -> Result<()> {
+        crate::fsutil::write_atomic(&Self::path(state_dir), toml::to_string(self)?.as_bytes())
+    }
+}
+
+/// bpffs must be mounted at the pin path's file system; mount the standard
+/// one if nothing is there (minimal hosts and fresh namespaces lack it).
+pub fn ensure_bpffs(pin_path: &Path) -> Result<()> {
+    let bpffs = Path::new("/sys/fs/bpf");
+    if pin_path.starts_with(bpffs) && !is_bpffs(bpffs) {
+        fs::create_dir_all(bpffs).ok();
+        let src = std::ffi::CString::new("bpf").unwrap();
+        let dst = std::ffi::CString::new("/sys/fs/bpf").unwrap();
+        let rc = unsafe {
+            libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+        };
+        if rc != 0 {
+            bail!(
+                "mounting bpffs on /sys/fs/bpf: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    let parent = pin_path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if !is_bpffs(parent) {
+        bail!(
+            "pin_path {}: {} is not on a bpf file system (mount -t bpf bpf {})",
+            pin_path.display(),
+            parent.display(),
+            parent.display()
+        );
+    }
+    Ok(())
+}
+
+fn is_bpffs(p: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// A loaded gate: the object with its maps opened from (or created at) their
+/// pins, and the XDP program attached through pinned links.
+pub struct Gate {
+    pub layout: PinLayout,
+    pub ebpf: Ebpf,
+    /// True when the maps existed before this load (an earlier controller's).
+    pub adopted: bool,
+}
+
+impl Gate {
+    /// Load the embedded object against the pins under `cfg.pin_path`,
+    /// creating what is missing and adopting what is there. Does not attach.
+    pub fn load(cfg: &Config) -> Result<Gate> {
+        let layout = PinLayout::new(&cfg.pin_path);
+        ensure_bpffs(&layout.root)?;
+        for d in [layout.maps(), layout.progs(), layout.links()] {
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let adopted = layout.is_loaded();
+        let paths: Vec<(&str, PathBuf)> = map_names::ALL
+            .iter()
+            .map(|n| (*n, layout.map(n)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        loader
+            .map_max_entries(map_names::ALLOW, cfg.maps.allow_entries)
+            .map_max_entries(map_names::PARTNER_HITS, cfg.maps.max_partners);
+        let mut ebpf = loader
+            .load(BPF_OBJECT)
+            .context("loading the eBPF object")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or_else(|| anyhow!("the eBPF object has no program {XDP_PROGRAM}"))?
+            .try_into()?;
+        prog.load().context("loading the XDP program (verifier)")?;
+        Ok(Gate {
+            layout,
+            ebpf,
+            adopted,
+        })
+    }
+
+    fn xdp(&mut self) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(XDP_PROGRAM)
+            .expect("checked at load")
+            .try_into()?)
+    }
+
+    /// Swap this gate's program into a pinned link (BPF_LINK_UPDATE): the
+    /// interface is never without a program.
+    fn adopt_link(&mut self, pin: &Path) -> Result<()> {
+        let link = PinnedLink::from_pin(pin)
+            .with_context(|| format!("opening pinned link {}", pin.display()))?;
+        let fd_link: FdLink = link.into();
+        let xdp_link = fd_link.try_into().context("pinned link is not an XDP link")?;
+        let prog = self.xdp()?;
+        let id = prog.attach_to_link(xdp_link)?;
+        // Dropping the taken link only closes our fd; the pin keeps it.
+        drop(prog.take_link(id)?);
+        Ok(())
+    }
+
+    /// Attach to exactly `ifaces`: interfaces already linked get the new
+    /// program swapped in atomically, new ones are attached and pinned,
+    /// pinned ones no longer wanted are detached. Returns the attach record.
+    pub fn attach(&mut self, ifaces: &[String], mode: XdpAttach, state_dir: &Path) -> Result<AttachRecord> {
+        for iface in ifaces {
+            if ifindex(iface).is_none() {
+                bail!("interface {iface:?} does not exist");
+            }
+        }
+        let mut record = AttachRecord::load(state_dir);
+        let layout = self.layout.clone();
+        for iface in ifaces {
+            let pin = layout.xdp_link(iface);
+            let idx = ifindex(iface).unwrap();
+            if pin.exists() {
+                match self.adopt_link(&pin) {
+                    Ok(()) => {
+                        record
+                            .interfaces
+                            .entry(iface.clone())
+                            .or_insert_with(|| AttachedIface {
+                                mode: "unknown".into(),
+                                ifindex: idx,
+                            });
+                        info!(iface, "adopted pinned XDP link, program updated in place");
+                        continue;
+                    }
+                    // A link whose interface went away is defunct
+                    // (ENOLINK); nothing is attached through it any more.
+                    Err(e) => {
+                        warn!(iface, error = format!("{e:#}"), "pinned XDP link is unusable; attaching afresh");
+                        fs::remove_file(&pin).ok();
+                    }
+                }
+            }
+            let (id, how) = {
+                let prog = self.xdp()?;
+                match mode {
+                    XdpAttach::Native => (prog.attach(iface, XdpMode::Driver).with_context(|| format!("attaching XDP to {iface} in native mode"))?, "native"),
+                    XdpAttach::Generic => (prog.attach(iface, XdpMode::Skb).with_context(|| format!("attaching XDP to {iface} in generic mode"))?, "generic"),
+                    XdpAttach::Auto => match prog.attach(iface, XdpMode::Driver) {
+                        Ok(id) => (id, "native"),
+                        Err(e) => {
+                            warn!(iface, error = %e, "native XDP unavailable, falling back to generic (slower: runs after the skb is built)");
+                            (prog.attach(iface, XdpMode::Skb).with_context(|| format!("attaching XDP to {iface} in generic mode"))?, "generic")
+                        }
+                    },
+                }
+            };
+            let link = self.xdp()?.take_link(id)?;
+            let fd_link: FdLink = link
+                .try_into()
+                .map_err(|_| anyhow!("{iface}: the kernel attached XDP without a bpf_link; cannot pin it"))?;
+            fd_link
+                .pin(&pin)
+                .with_context(|| format!("pinning {}", pin.display()))?;
+            record.interfaces.insert(
+                iface.clone(),
+                AttachedIface {
+                    mode: how.to_string(),
+                    ifindex: idx,
+                },
+            );
+            info!(iface, mode = how, "XDP attached");
+        }
+        for old in layout.attached_interfaces() {
+            if !ifaces.contains(&old) {
+                fs::remove_file(layout.xdp_link(&old)).ok();
+                record.interfaces.remove(&old);
+                info!(iface = old, "XDP detached (no longer configured)");
+            }
+        }
+        record.interfaces.retain(|k, _| ifaces.contains(k));
+        record.save(state_dir)?;
+        // The program pin is for inspection (bpftool prog show pinned …);
+        // the links are what keep it running.
+        let prog_pin = layout.xdp_prog();
+        fs::remove_file(&prog_pin).ok();
+        self.xdp()?
+            .pin(&prog_pin)
+            .with_context(|| format!("pinning {}", prog_pin.display()))?;
+        Ok(record)
+    }
+}
+
+/// Remove the gate: links first (that detaches XDP at once), then programs
+/// and maps. Returns what was removed, for the operator.
+pub fn detach(pin_path: &Path, state_dir: &Path) -> Result<Vec<String>> {
+    let layout = PinLayout::new(pin_path);
+    let mut removed = Vec::new();
+    for sub in [layout.links(), layout.progs(), layout.maps()] {
+        if let Ok(dir) = fs::read_dir(&sub) {
+            for e in dir.flatten() {
+                fs::remove_file(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+                removed.push(e.path().display().to_string());
+            }
+        }
+        fs::remove_dir(&sub).ok();
+    }
+    if layout.root.exists() {
+        fs::remove_dir(&layout.root)
+            .with_context(|| format!("removing {}", layout.root.display()))?;
+    }
+    fs::remove_file(AttachRecord::path(state_dir)).ok();
+    Ok(removed)
+}
+
+pub fn ifindex(iface: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(iface).ok()?;
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => None,
+        i => Some(i),
+    }
+}

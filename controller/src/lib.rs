@@ -1,0 +1,21 @@
+//! mx6gate's controller: loads and pins the eBPF programs, keeps the
+//! allowlist in sync with the partner store, and serves the CLI.
+//!
+//! - `gate`   — the pinned state (load, adopt, attach, detach)
+//! - `maps`   — typed access to the pinned maps
+//! - `config` — the TOML config, validated whole
+//! - `store`  — the partner store (partners_dir/*.toml)
+//! - `state`  — runtime state: mode override, partner ids, the lock
+//! - `sync`   — store and config → maps
+//! - `daemon` — `mx6gate run`
+//! - `cli`    — one module per verb
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod fsutil;
+pub mod gate;
+pub mod logging;
+pub mod maps;
+pub mod state;
+pub mod store;
+pub mod sync;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    mx6gate::cli::main()
+}

@@ -1,0 +1,119 @@
+//! Typed access to the pinned maps, for the daemon and for CLI commands that
+//! run while (or without) a daemon: both open the same pins.
+use std::{collections::BTreeMap, net::Ipv6Addr, path::Path};
+
+use anyhow::{Context, Result};
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues,
+};
+use ipnet::Ipv6Net;
+use mx6gate_common::{map_names, Counter, GateConfig, PartnerId};
+
+use crate::gate::PinLayout;
+
+pub struct GateMaps {
+    pub allow: LpmTrie<MapData, [u8; 16], PartnerId>,
+    pub config: Array<MapData, GateConfig>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub partner_hits: PerCpuArray<MapData, u64>,
+    /// max_entries of ALLOW and PARTNER_HITS as created (may differ from
+    /// the config if the maps were adopted from before a config change).
+    pub allow_capacity: u32,
+    pub partner_capacity: u32,
+}
+
+fn open(layout: &PinLayout, name: &str) -> Result<Map> {
+    let path = layout.map(name);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening pinned map {}", path.display()))?;
+    Ok(Map::from_map_data(data)?)
+}
+
+impl GateMaps {
+    /// Open the maps a loaded gate pinned under `pin_path`.
+    pub fn open(pin_path: &Path) -> Result<GateMaps> {
+        let l = PinLayout::new(pin_path);
+        Ok(GateMaps {
+            allow: open(&l, map_names::ALLOW)?.try_into()?,
+            config: open(&l, map_names::CONFIG)?.try_into()?,
+            counters: open(&l, map_names::COUNTERS)?.try_into()?,
+            partner_hits: open(&l, map_names::PARTNER_HITS)?.try_into()?,
+            allow_capacity: MapInfo::from_pin(l.map(map_names::ALLOW))?.max_entries(),
+            partner_capacity: MapInfo::from_pin(l.map(map_names::PARTNER_HITS))?.max_entries(),
+        })
+    }
+
+    /// Open them if a gate is loaded there, None if not.
+    pub fn open_if_loaded(pin_path: &Path) -> Result<Option<GateMaps>> {
+        if !PinLayout::new(pin_path).is_loaded() {
+            return Ok(None);
+        }
+        Self::open(pin_path).map(Some)
+    }
+
+    pub fn read_config(&self) -> Result<GateConfig> {
+        Ok(self.config.get(&0, 0)?)
+    }
+
+    pub fn write_config(&mut self, cfg: &GateConfig) -> Result<()> {
+        self.config
+            .set(0, *cfg, 0)
+            .context("writing the CONFIG map")
+    }
+
+    /// Everything in ALLOW, as prefix → partner id.
+    pub fn allow_entries(&self) -> Result<BTreeMap<Ipv6Net, PartnerId>> {
+        let mut out = BTreeMap::new();
+        for kv in self.allow.iter() {
+            let (k, v) = kv?;
+            let net = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8)?;
+            out.insert(net, v);
+        }
+        Ok(out)
+    }
+
+    pub fn allow_insert(&mut self, net: Ipv6Net, id: PartnerId) -> Result<()> {
+        self.allow
+            .insert(&key(net), id, 0)
+            .with_context(|| format!("adding {net} to the ALLOW map"))
+    }
+
+    pub fn allow_remove(&mut self, net: Ipv6Net) -> Result<()> {
+        self.allow
+            .remove(&key(net))
+            .with_context(|| format!("removing {net} from the ALLOW map"))
+    }
+
+    /// The kernel's own longest-prefix lookup, for `check`.
+    pub fn allow_lookup(&self, addr: Ipv6Addr) -> Option<PartnerId> {
+        self.allow.get(&Key::new(128, addr.octets()), 0).ok()
+    }
+
+    /// Per-outcome counters summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
+        Counter::ALL
+            .iter()
+            .map(|c| Ok((*c, sum(&self.counters.get(&(*c as u32), 0)?))))
+            .collect()
+    }
+
+    pub fn partner_hits(&self, id: PartnerId) -> Result<u64> {
+        Ok(sum(&self.partner_hits.get(&id, 0)?))
+    }
+
+    pub fn reset_partner_hits(&mut self, id: PartnerId) -> Result<()> {
+        let n = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        self.partner_hits
+            .set(id, PerCpuValues::try_from(vec![0u64; n])?, 0)?;
+        Ok(())
+    }
+}
+
+fn key(net: Ipv6Net) -> Key<[u8; 16]> {
+    Key::new(net.prefix_len() as u32, net.network().octets())
+}
+
+fn sum(v: &PerCpuValues<u64>) -> u64 {
+    v.iter().sum()
+}

@@ -1,0 +1,198 @@
+//! The XDP classifier. Same semantics as `mx6gate_common::classify`, which
+//! the differential tests hold it to: parse helpers first, policy at the end.
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_tail, macros::xdp, programs::XdpContext};
+use mx6gate_common::{proto::*, Counter, Mode};
+
+use crate::maps::{allowed, config, count, count_partner};
+use crate::packet::{be16, load, ptr_at, u8_at};
+
+enum L4 {
+    Other,
+    Unparsed,
+    Tcp { ip: usize, tcp: usize },
+}
+
+#[xdp]
+pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
+    let (ip, tcp) = match locate_tcp(&ctx) {
+        L4::Other => return pass(Counter::PassedOther),
+        L4::Unparsed => return pass(Counter::Unparsed),
+        L4::Tcp { ip, tcp } => (ip, tcp),
+    };
+    let Some(flags) = u8_at(&ctx, tcp + 13) else {
+        return pass(Counter::Unparsed);
+    };
+    if flags & TCP_SYN == 0 || flags & TCP_ACK != 0 {
+        return pass(Counter::PassedOther);
+    }
+    let (Some(dport), Some(cfg)) = (be16(&ctx, tcp + 2), config()) else {
+        return pass(Counter::PassedOther);
+    };
+    if !cfg.protects(dport) {
+        return pass(Counter::PassedOther);
+    }
+    let Some(src) = load::<[u8; 16]>(&ctx, ip + 8) else {
+        return pass(Counter::Unparsed);
+    };
+    if let Some(id) = allowed(&src) {
+        count_partner(id);
+        return pass(Counter::PartnerAllowed);
+    }
+    match Mode::from_u32(cfg.mode) {
+        Mode::Monitor => pass(Counter::Monitored),
+        Mode::Defer => pass(Counter::Deferred),
+        Mode::Drop => {
+            count(Counter::Dropped);
+            xdp_action::XDP_DROP
+        }
+        Mode::Reset => match write_rst(&ctx, ip, tcp) {
+            Some(()) => {
+                count(Counter::Reset);
+                xdp_action::XDP_TX
+            }
+            // Cannot happen for a packet that parsed, but never send half a
+            // rewrite: the frame is no longer the sender's SYN either.
+            None => {
+                count(Counter::Dropped);
+                xdp_action::XDP_DROP
+            }
+        },
+    }
+}
+
+#[inline(always)]
+fn pass(c: Counter) -> u32 {
+    count(c);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn locate_tcp(ctx: &XdpContext) -> L4 {
+    let Some(mut ethertype) = be16(ctx, 12) else {
+        return L4::Other;
+    };
+    let mut off = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        match be16(ctx, off + 2) {
+            Some(t) => ethertype = t,
+            None => return L4::Other,
+        }
+        off += VLAN_HLEN;
+    }
+    if ethertype != ETH_P_IPV6 {
+        return L4::Other;
+    }
+    let ip = off;
+    if ptr_at::<[u8; IPV6_HLEN]>(ctx, ip).is_none() {
+        return L4::Unparsed;
+    }
+    let Some(mut nexthdr) = u8_at(ctx, ip + 6) else {
+        return L4::Unparsed;
+    };
+    let mut cur = ip + IPV6_HLEN;
+    for _ in 0..MAX_EXT_HEADERS {
+        match nexthdr {
+            IPPROTO_TCP => break,
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let Some([nh, len]) = load::<[u8; 2]>(ctx, cur) else {
+                    return L4::Unparsed;
+                };
+                nexthdr = nh;
+                cur += (len as usize + 1) * 8;
+            }
+            IPPROTO_FRAGMENT => {
+                let Some(frag) = load::<[u8; 8]>(ctx, cur) else {
+                    return L4::Unparsed;
+                };
+                if u16::from_be_bytes([frag[2], frag[3]]) & 0xfff8 != 0 {
+                    return L4::Unparsed;
+                }
+                nexthdr = frag[0];
+                cur += 8;
+            }
+            IPPROTO_AH => {
+                let Some([nh, len]) = load::<[u8; 2]>(ctx, cur) else {
+                    return L4::Unparsed;
+                };
+                nexthdr = nh;
+                cur += (len as usize + 2) * 4;
+            }
+            IPPROTO_ESP => return L4::Unparsed,
+            _ => return L4::Other,
+        }
+    }
+    if nexthdr != IPPROTO_TCP {
+        return L4::Unparsed;
+    }
+    if ptr_at::<[u8; TCP_HLEN]>(ctx, cur).is_none() {
+        return L4::Unparsed;
+    }
+    L4::Tcp { ip, tcp: cur }
+}
+
+/// Rewrite the SYN into its RST+ACK in place and trim the frame; see
+/// `mx6gate_common::classify::write_rst` for the rules.
+#[inline(always)]
+fn write_rst(ctx: &XdpContext, ip: usize, tcp: usize) -> Option<()> {
+    let sport = load::<[u8; 2]>(ctx, tcp)?;
+    let dport = load::<[u8; 2]>(ctx, tcp + 2)?;
+    let seq = u32::from_be_bytes(load::<[u8; 4]>(ctx, tcp + 4)?);
+    let ack = seq.wrapping_add(1);
+    let src = load::<[u8; 16]>(ctx, ip + 8)?;
+    let dst = load::<[u8; 16]>(ctx, ip + 24)?;
+    let macs = load::<[u8; 12]>(ctx, 0)?;
+
+    // The RST's checksum from the values we are about to write; nothing is
+    // read back from the packet.
+    let mut sum: u32 = sum16(&src) + sum16(&dst);
+    sum += TCP_HLEN as u32 + IPPROTO_TCP as u32;
+    sum += u16::from_be_bytes(sport) as u32 + u16::from_be_bytes(dport) as u32;
+    sum += (ack >> 16) + (ack & 0xffff);
+    sum += (5u32 << 12) | (TCP_RST | TCP_ACK) as u32;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    let csum = !(sum as u16);
+
+    let eth = ptr_at::<[u8; 12]>(ctx, 0)?;
+    let hdr = ptr_at::<[u8; IPV6_HLEN + TCP_HLEN]>(ctx, ip)?;
+    let mut out = [0u8; IPV6_HLEN + TCP_HLEN];
+    out[0] = 0x60;
+    out[5] = TCP_HLEN as u8;
+    out[6] = IPPROTO_TCP;
+    out[7] = RST_HOP_LIMIT;
+    out[8..24].copy_from_slice(&dst);
+    out[24..40].copy_from_slice(&src);
+    out[40..42].copy_from_slice(&dport);
+    out[42..44].copy_from_slice(&sport);
+    out[48..52].copy_from_slice(&ack.to_be_bytes());
+    out[52] = 5 << 4;
+    out[53] = TCP_RST | TCP_ACK;
+    out[56..58].copy_from_slice(&csum.to_be_bytes());
+    let mut swapped = [0u8; 12];
+    swapped[0..6].copy_from_slice(&macs[6..12]);
+    swapped[6..12].copy_from_slice(&macs[0..6]);
+    unsafe {
+        core::ptr::write_unaligned(eth, swapped);
+        core::ptr::write_unaligned(hdr, out);
+    }
+
+    let excess = ctx.data_end() - ctx.data() - (ip + IPV6_HLEN + TCP_HLEN);
+    if excess > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(excess as i32)) } != 0 {
+        return None;
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn sum16(a: &[u8; 16]) -> u32 {
+    let mut s = 0u32;
+    let mut i = 0;
+    while i < 16 {
+        s += u16::from_be_bytes([a[i], a[i + 1]]) as u32;
+        i += 2;
+    }
+    s
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Everything mx6gate's build, lab and tests need on Debian, idempotent.
+# Used by `.ci/run` and by the README's set-up; run as root.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+pkgs=(iproute2 ethtool postfix swaks dnsmasq-base nftables xdp-tools bpftool procps psmisc)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  # Postfix must not configure or start a system instance: tests run their
+  # own instances inside network namespaces.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The eBPF object is built with the nightly toolchain's own llc (DESIGN.md).
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+rustup component add rust-src llvm-tools --toolchain nightly
+
+# bpffs for pins (fresh VMs may not mount it).
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

@@ -1,0 +1,72 @@
+//! `cargo xtask …`: everything that is more than one cargo command.
+mod build_ebpf;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "mx6gate build, test, lab and bench tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the eBPF object and the controller (release).
+    Build,
+    /// Build the eBPF object only.
+    BuildEbpf,
+    /// Run every test suite, privileged ones included (needs root).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::BuildEbpf => {
+            let obj = build_ebpf::build()?;
+            println!("eBPF object: {}", obj.display());
+        }
+        Cmd::Build => {
+            build_all()?;
+        }
+        Cmd::Test { args } => {
+            build_ebpf::build()?;
+            run(Command::new("cargo")
+                .args(["test", "--workspace", "--release"])
+                .args(&args)
+                .env("MX6GATE_REQUIRE_PRIV", "1"))?;
+        }
+    }
+    Ok(())
+}
+
+/// eBPF object, then the controller that embeds it. Returns the binary.
+pub fn build_all() -> Result<PathBuf> {
+    build_ebpf::build()?;
+    run(Command::new("cargo").args(["build", "--release", "-p", "mx6gate"]))?;
+    Ok(workspace_root().join("target/release/mx6gate"))
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
