@@ -189,14 +189,29 @@ impl Gate {
         loader
             .map_max_entries(map_names::ALLOW, cfg.maps.allow_entries)
             .map_max_entries(map_names::PARTNER_HITS, cfg.maps.max_partners);
-        let mut ebpf = loader
+        let loaded = loader
             .load(BPF_OBJECT)
-            .context("loading the eBPF object")?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(XDP_PROGRAM)
-            .ok_or_else(|| anyhow!("the eBPF object has no program {XDP_PROGRAM}"))?
-            .try_into()?;
-        prog.load().context("loading the XDP program (verifier)")?;
+            .context("loading the eBPF object")
+            .and_then(|mut ebpf| {
+                let prog: &mut Xdp = ebpf
+                    .program_mut(XDP_PROGRAM)
+                    .ok_or_else(|| anyhow!("the eBPF object has no program {XDP_PROGRAM}"))?
+                    .try_into()?;
+                prog.load().context("loading the XDP program (verifier)")?;
+                Ok(ebpf)
+            });
+        let ebpf = match loaded {
+            Ok(ebpf) => ebpf,
+            Err(e) => {
+                // Leave no half-made gate behind; an adopted one stays as it was.
+                if !adopted {
+                    for (_, path) in &paths {
+                        fs::remove_file(path).ok();
+                    }
+                }
+                return Err(e);
+            }
+        };
         Ok(Gate {
             layout,
             ebpf,

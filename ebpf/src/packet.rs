@@ -21,8 +21,3 @@ pub fn load<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
 pub fn be16(ctx: &XdpContext, off: usize) -> Option<u16> {
     load::<[u8; 2]>(ctx, off).map(u16::from_be_bytes)
 }
-
-#[inline(always)]
-pub fn u8_at(ctx: &XdpContext, off: usize) -> Option<u8> {
-    load::<u8>(ctx, off)
-}

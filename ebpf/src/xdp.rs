@@ -4,12 +4,18 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_tail, macros::xdp, 
 use mx6gate_common::{proto::*, Counter, Mode};
 
 use crate::maps::{allowed, config, count, count_partner};
-use crate::packet::{be16, load, ptr_at, u8_at};
+use crate::packet::{be16, load, ptr_at};
 
 enum L4 {
     Other,
     Unparsed,
-    Tcp { ip: usize, tcp: usize },
+    /// Bounds-checked pointers to the IPv6 and TCP headers. Fields are read
+    /// at constant offsets from these, never from a recomputed
+    /// `data + offset`: the verifier only trusts the pointer it saw checked.
+    Tcp {
+        ip: *mut [u8; IPV6_HLEN],
+        tcp: *mut [u8; TCP_HLEN],
+    },
 }
 
 #[xdp]
@@ -19,21 +25,19 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
         L4::Unparsed => return pass(Counter::Unparsed),
         L4::Tcp { ip, tcp } => (ip, tcp),
     };
-    let Some(flags) = u8_at(&ctx, tcp + 13) else {
-        return pass(Counter::Unparsed);
-    };
+    let th = unsafe { &*tcp };
+    let flags = th[13];
     if flags & TCP_SYN == 0 || flags & TCP_ACK != 0 {
         return pass(Counter::PassedOther);
     }
-    let (Some(dport), Some(cfg)) = (be16(&ctx, tcp + 2), config()) else {
+    let Some(cfg) = config() else {
         return pass(Counter::PassedOther);
     };
-    if !cfg.protects(dport) {
+    if !cfg.protects(u16::from_be_bytes([th[2], th[3]])) {
         return pass(Counter::PassedOther);
     }
-    let Some(src) = load::<[u8; 16]>(&ctx, ip + 8) else {
-        return pass(Counter::Unparsed);
-    };
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&unsafe { &*ip }[8..24]);
     if let Some(id) = allowed(&src) {
         count_partner(id);
         return pass(Counter::PartnerAllowed);
@@ -85,14 +89,11 @@ fn locate_tcp(ctx: &XdpContext) -> L4 {
     if ethertype != ETH_P_IPV6 {
         return L4::Other;
     }
-    let ip = off;
-    if ptr_at::<[u8; IPV6_HLEN]>(ctx, ip).is_none() {
-        return L4::Unparsed;
-    }
-    let Some(mut nexthdr) = u8_at(ctx, ip + 6) else {
+    let Some(ip) = ptr_at::<[u8; IPV6_HLEN]>(ctx, off) else {
         return L4::Unparsed;
     };
-    let mut cur = ip + IPV6_HLEN;
+    let mut nexthdr = unsafe { (*ip)[6] };
+    let mut cur = off + IPV6_HLEN;
     for _ in 0..MAX_EXT_HEADERS {
         match nexthdr {
             IPPROTO_TCP => break,
@@ -127,23 +128,27 @@ fn locate_tcp(ctx: &XdpContext) -> L4 {
     if nexthdr != IPPROTO_TCP {
         return L4::Unparsed;
     }
-    if ptr_at::<[u8; TCP_HLEN]>(ctx, cur).is_none() {
-        return L4::Unparsed;
+    match ptr_at::<[u8; TCP_HLEN]>(ctx, cur) {
+        Some(tcp) => L4::Tcp { ip, tcp },
+        None => L4::Unparsed,
     }
-    L4::Tcp { ip, tcp: cur }
 }
 
 /// Rewrite the SYN into its RST+ACK in place and trim the frame; see
-/// `mx6gate_common::classify::write_rst` for the rules.
+/// `mx6gate_common::classify::write_rst` for the rules. The new IPv6+TCP
+/// headers go right after the original IPv6 header's start, so extension
+/// headers and options vanish with the trimmed tail.
 #[inline(always)]
-fn write_rst(ctx: &XdpContext, ip: usize, tcp: usize) -> Option<()> {
-    let sport = load::<[u8; 2]>(ctx, tcp)?;
-    let dport = load::<[u8; 2]>(ctx, tcp + 2)?;
-    let seq = u32::from_be_bytes(load::<[u8; 4]>(ctx, tcp + 4)?);
+fn write_rst(ctx: &XdpContext, ip: *mut [u8; IPV6_HLEN], tcp: *mut [u8; TCP_HLEN]) -> Option<()> {
+    let (ih, th) = unsafe { (&*ip, &*tcp) };
+    let sport = [th[0], th[1]];
+    let dport = [th[2], th[3]];
+    let seq = u32::from_be_bytes([th[4], th[5], th[6], th[7]]);
     let ack = seq.wrapping_add(1);
-    let src = load::<[u8; 16]>(ctx, ip + 8)?;
-    let dst = load::<[u8; 16]>(ctx, ip + 24)?;
-    let macs = load::<[u8; 12]>(ctx, 0)?;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&ih[8..24]);
+    dst.copy_from_slice(&ih[24..40]);
 
     // The RST's checksum from the values we are about to write; nothing is
     // read back from the packet.
@@ -156,8 +161,9 @@ fn write_rst(ctx: &XdpContext, ip: usize, tcp: usize) -> Option<()> {
     sum = (sum & 0xffff) + (sum >> 16);
     let csum = !(sum as u16);
 
+    let ip_off = ip as usize - ctx.data();
     let eth = ptr_at::<[u8; 12]>(ctx, 0)?;
-    let hdr = ptr_at::<[u8; IPV6_HLEN + TCP_HLEN]>(ctx, ip)?;
+    let hdr = ptr_at::<[u8; IPV6_HLEN + TCP_HLEN]>(ctx, ip_off)?;
     let mut out = [0u8; IPV6_HLEN + TCP_HLEN];
     out[0] = 0x60;
     out[5] = TCP_HLEN as u8;
@@ -171,15 +177,17 @@ fn write_rst(ctx: &XdpContext, ip: usize, tcp: usize) -> Option<()> {
     out[52] = 5 << 4;
     out[53] = TCP_RST | TCP_ACK;
     out[56..58].copy_from_slice(&csum.to_be_bytes());
-    let mut swapped = [0u8; 12];
-    swapped[0..6].copy_from_slice(&macs[6..12]);
-    swapped[6..12].copy_from_slice(&macs[0..6]);
     unsafe {
+        let macs = *eth;
+        let mut swapped = [0u8; 12];
+        swapped[0..6].copy_from_slice(&macs[6..12]);
+        swapped[6..12].copy_from_slice(&macs[0..6]);
         core::ptr::write_unaligned(eth, swapped);
         core::ptr::write_unaligned(hdr, out);
     }
 
-    let excess = ctx.data_end() - ctx.data() - (ip + IPV6_HLEN + TCP_HLEN);
+    let keep = ip_off + IPV6_HLEN + TCP_HLEN;
+    let excess = ctx.data_end() - ctx.data() - keep;
     if excess > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(excess as i32)) } != 0 {
         return None;
     }

@@ -51,7 +51,7 @@ pub fn run(config: &Path, addr: &str) -> Result<()> {
         format!("allowed: connections to port(s) {ports} reach the MTA in every mode")
     } else {
         match mode {
-            Mode::Monitor => format!("mode monitor: passes to the MTA, counted as \"monitored\" (would be turned away once enforcing)"),
+            Mode::Monitor => "mode monitor: passes to the MTA, counted as \"monitored\" (would be turned away once enforcing)".to_string(),
             Mode::Defer => format!("mode defer: connections to port(s) {ports} get the responder's 4xx banner, the sender retries over IPv4"),
             Mode::Reset => format!("mode reset: SYNs to port(s) {ports} are answered with a TCP RST (connection refused), the sender retries over IPv4"),
             Mode::Drop => format!("mode drop: SYNs to port(s) {ports} are dropped; the sender waits for its TCP timeout, then retries over IPv4"),

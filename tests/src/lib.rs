@@ -1,0 +1,39 @@
+//! Test utilities for mx6gate's integration tests and `cargo xtask lab`
+//! (modelled on tubular's `internal/testutil`).
+//!
+//! * [`require_root`] — the privilege gate every privileged test starts with
+//!   (`MX6GATE_REQUIRE_PRIV=1` turns a skip into a failure).
+//! * [`Netns`] — a named network namespace, removed (with everything in it)
+//!   on drop, at exit, or by the next run if this one crashed; commands run in
+//!   it through `nsenter --net` (bpffs stays visible), closures through
+//!   `setns` on a fresh thread ([`Netns::enter`]).
+//! * [`veth_pair`], [`set_gro`], [`add_addr`], [`add_route`].
+//! * [`Topology`] — the standard lab: sender and gateway joined by a veth,
+//!   documentation addresses only (constants in [`topology`]).
+//! * [`connect_from`], [`read_banner`], [`Listener`] — TCP in namespaces;
+//!   [`ping`] — ICMP echo in Rust.
+//! * [`Postfix`] / [`PostfixInstance`] — real Postfix instances inside a
+//!   namespace; [`swaks`] — the SMTP test client inside a namespace.
+//! * [`packets`] — frame builders for the XDP differential tests.
+//!
+//! Every loop in here is bounded in count and time.
+
+pub mod cleanup;
+pub mod cmd;
+pub mod icmp;
+pub mod netns;
+pub mod packets;
+pub mod postfix;
+pub mod privilege;
+pub mod swaks;
+pub mod tcp;
+pub mod topology;
+
+pub use cleanup::{cleanup_all, cleanup_stale, own_namespaces, own_prefix, run_dir};
+pub use icmp::ping;
+pub use netns::{add_addr, add_route, set_gro, veth_pair, Netns};
+pub use postfix::{Postfix, PostfixInstance, Role};
+pub use privilege::{ensure_bpffs, require_root};
+pub use swaks::{swaks, swaks_with, SwaksOptions, SwaksResult};
+pub use tcp::{connect_from, read_banner, read_reply, Accepted, ConnectOutcome, Listener};
+pub use topology::*;
