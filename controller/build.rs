@@ -16,5 +16,8 @@ fn main() {
             obj.display()
         );
     }
-    println!("cargo:rustc-env=MX6GATE_BPF_OBJ={}", obj.canonicalize().unwrap().display());
+    println!(
+        "cargo:rustc-env=MX6GATE_BPF_OBJ={}",
+        obj.canonicalize().unwrap().display()
+    );
 }

@@ -253,7 +253,10 @@ mod tests {
         let v = classify(&mut p, &cfg, |_| Some(7));
         assert_eq!((v.action, v.partner), (Action::Pass, Some(7)));
         let mut p = syn(80);
-        assert_eq!(classify(&mut p, &cfg, |_| None).counter, Counter::PassedOther);
+        assert_eq!(
+            classify(&mut p, &cfg, |_| None).counter,
+            Counter::PassedOther
+        );
         let mut p = syn(587);
         assert_eq!(classify(&mut p, &cfg, |_| None).action, Action::Drop);
     }

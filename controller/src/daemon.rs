@@ -42,7 +42,10 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
     let cfg = load_config(config_path, &ifaces)?;
     let state = StateDir::new(&cfg.state_dir);
     if let Some(pid) = read_pid(&state) {
-        bail!("another mx6gate daemon (pid {pid}) is running for state dir {}", state.path.display());
+        bail!(
+            "another mx6gate daemon (pid {pid}) is running for state dir {}",
+            state.path.display()
+        );
     }
     let (gate, maps) = {
         let _lock = state.lock()?;
@@ -51,7 +54,9 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         }
         let mut gate = Gate::load(&cfg)?;
         let mut maps = GateMaps::open(&cfg.pin_path)?;
-        if maps.allow_capacity != cfg.maps.allow_entries || maps.partner_capacity != cfg.maps.max_partners {
+        if maps.allow_capacity != cfg.maps.allow_entries
+            || maps.partner_capacity != cfg.maps.max_partners
+        {
             warn!(
                 allow_entries = maps.allow_capacity,
                 max_partners = maps.partner_capacity,
@@ -74,7 +79,10 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         );
         (gate, maps)
     };
-    crate::fsutil::write_atomic(&pid_path(&state), format!("{}\n", std::process::id()).as_bytes())?;
+    crate::fsutil::write_atomic(
+        &pid_path(&state),
+        format!("{}\n", std::process::id()).as_bytes(),
+    )?;
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         iface_override: ifaces,
@@ -95,7 +103,10 @@ fn load_config(path: &Path, ifaces: &[String]) -> Result<Config> {
         cfg.interfaces = ifaces.to_vec();
     }
     if cfg.interfaces.is_empty() {
-        bail!("no interfaces to protect: set `interfaces` in {} or pass --iface", path.display());
+        bail!(
+            "no interfaces to protect: set `interfaces` in {} or pass --iface",
+            path.display()
+        );
     }
     Ok(cfg)
 }
@@ -145,8 +156,8 @@ impl Daemon {
 
     /// Validate everything first; apply only a config that loaded whole.
     fn reload(&mut self) -> Result<()> {
-        let cfg = load_config(&self.config_path, &self.iface_override)
-            .context("reloading the config")?;
+        let cfg =
+            load_config(&self.config_path, &self.iface_override).context("reloading the config")?;
         if cfg.pin_path != self.cfg.pin_path || cfg.state_dir != self.cfg.state_dir {
             bail!("pin_path and state_dir cannot change on reload; restart the daemon");
         }
@@ -155,7 +166,8 @@ impl Daemon {
         sync::sync_config(&cfg, &self.state, &mut self.maps)?;
         sync::sync_allow(&store, &self.state, &mut self.maps, today_utc())?;
         if cfg.interfaces != self.cfg.interfaces || cfg.xdp_mode != self.cfg.xdp_mode {
-            self.gate.attach(&cfg.interfaces, cfg.xdp_mode, &self.state.path)?;
+            self.gate
+                .attach(&cfg.interfaces, cfg.xdp_mode, &self.state.path)?;
         }
         self.store_seen = store_fingerprint(&cfg.partners_dir);
         self.cfg = cfg;
@@ -178,4 +190,3 @@ fn store_fingerprint(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
     v.sort();
     v
 }
-

@@ -126,7 +126,13 @@ pub fn ensure_bpffs(pin_path: &Path) -> Result<()> {
         let src = std::ffi::CString::new("bpf").unwrap();
         let dst = std::ffi::CString::new("/sys/fs/bpf").unwrap();
         let rc = unsafe {
-            libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                src.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
         };
         if rc != 0 {
             bail!(
@@ -178,10 +184,8 @@ impl Gate {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
         let adopted = layout.is_loaded();
-        let paths: Vec<(&str, PathBuf)> = map_names::ALL
-            .iter()
-            .map(|n| (*n, layout.map(n)))
-            .collect();
+        let paths: Vec<(&str, PathBuf)> =
+            map_names::ALL.iter().map(|n| (*n, layout.map(n))).collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
@@ -233,7 +237,9 @@ impl Gate {
         let link = PinnedLink::from_pin(pin)
             .with_context(|| format!("opening pinned link {}", pin.display()))?;
         let fd_link: FdLink = link.into();
-        let xdp_link = fd_link.try_into().context("pinned link is not an XDP link")?;
+        let xdp_link = fd_link
+            .try_into()
+            .context("pinned link is not an XDP link")?;
         let prog = self.xdp()?;
         let id = prog.attach_to_link(xdp_link)?;
         // Dropping the taken link only closes our fd; the pin keeps it.
@@ -244,7 +250,12 @@ impl Gate {
     /// Attach to exactly `ifaces`: interfaces already linked get the new
     /// program swapped in atomically, new ones are attached and pinned,
     /// pinned ones no longer wanted are detached. Returns the attach record.
-    pub fn attach(&mut self, ifaces: &[String], mode: XdpAttach, state_dir: &Path) -> Result<AttachRecord> {
+    pub fn attach(
+        &mut self,
+        ifaces: &[String],
+        mode: XdpAttach,
+        state_dir: &Path,
+    ) -> Result<AttachRecord> {
         for iface in ifaces {
             if ifindex(iface).is_none() {
                 bail!("interface {iface:?} does not exist");
@@ -271,7 +282,11 @@ impl Gate {
                     // A link whose interface went away is defunct
                     // (ENOLINK); nothing is attached through it any more.
                     Err(e) => {
-                        warn!(iface, error = format!("{e:#}"), "pinned XDP link is unusable; attaching afresh");
+                        warn!(
+                            iface,
+                            error = format!("{e:#}"),
+                            "pinned XDP link is unusable; attaching afresh"
+                        );
                         fs::remove_file(&pin).ok();
                     }
                 }
@@ -279,21 +294,34 @@ impl Gate {
             let (id, how) = {
                 let prog = self.xdp()?;
                 match mode {
-                    XdpAttach::Native => (prog.attach(iface, XdpMode::Driver).with_context(|| format!("attaching XDP to {iface} in native mode"))?, "native"),
-                    XdpAttach::Generic => (prog.attach(iface, XdpMode::Skb).with_context(|| format!("attaching XDP to {iface} in generic mode"))?, "generic"),
+                    XdpAttach::Native => (
+                        prog.attach(iface, XdpMode::Driver)
+                            .with_context(|| format!("attaching XDP to {iface} in native mode"))?,
+                        "native",
+                    ),
+                    XdpAttach::Generic => (
+                        prog.attach(iface, XdpMode::Skb)
+                            .with_context(|| format!("attaching XDP to {iface} in generic mode"))?,
+                        "generic",
+                    ),
                     XdpAttach::Auto => match prog.attach(iface, XdpMode::Driver) {
                         Ok(id) => (id, "native"),
                         Err(e) => {
                             warn!(iface, error = %e, "native XDP unavailable, falling back to generic (slower: runs after the skb is built)");
-                            (prog.attach(iface, XdpMode::Skb).with_context(|| format!("attaching XDP to {iface} in generic mode"))?, "generic")
+                            (
+                                prog.attach(iface, XdpMode::Skb).with_context(|| {
+                                    format!("attaching XDP to {iface} in generic mode")
+                                })?,
+                                "generic",
+                            )
                         }
                     },
                 }
             };
             let link = self.xdp()?.take_link(id)?;
-            let fd_link: FdLink = link
-                .try_into()
-                .map_err(|_| anyhow!("{iface}: the kernel attached XDP without a bpf_link; cannot pin it"))?;
+            let fd_link: FdLink = link.try_into().map_err(|_| {
+                anyhow!("{iface}: the kernel attached XDP without a bpf_link; cannot pin it")
+            })?;
             fd_link
                 .pin(&pin)
                 .with_context(|| format!("pinning {}", pin.display()))?;

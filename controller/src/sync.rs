@@ -61,7 +61,10 @@ pub fn desired_allow(
 /// last, so a prefix moving between partners or being narrowed is never
 /// briefly missing. If the map is too full to add first, stale entries go
 /// first instead (they are being removed anyway).
-pub fn apply_allow(maps: &mut GateMaps, desired: &BTreeMap<Ipv6Net, PartnerId>) -> Result<SyncReport> {
+pub fn apply_allow(
+    maps: &mut GateMaps,
+    desired: &BTreeMap<Ipv6Net, PartnerId>,
+) -> Result<SyncReport> {
     let current = maps.allow_entries()?;
     let upserts: Vec<(Ipv6Net, PartnerId, bool)> = desired
         .iter()
@@ -97,7 +100,12 @@ pub fn apply_allow(maps: &mut GateMaps, desired: &BTreeMap<Ipv6Net, PartnerId>) 
 }
 
 /// The whole store → ALLOW step, as every command and the daemon run it.
-pub fn sync_allow(store: &Store, state: &StateDir, maps: &mut GateMaps, today: NaiveDate) -> Result<SyncReport> {
+pub fn sync_allow(
+    store: &Store,
+    state: &StateDir,
+    maps: &mut GateMaps,
+    today: NaiveDate,
+) -> Result<SyncReport> {
     let desired = desired_allow(store, state, maps, today)?;
     let report = apply_allow(maps, &desired)?;
     if !report.is_noop() {

@@ -40,7 +40,10 @@ pub fn own_prefix() -> String {
 /// Namespaces of this process that exist now (from /var/run/netns).
 pub fn own_namespaces() -> Vec<String> {
     let prefix = own_prefix();
-    list_namespaces().into_iter().filter(|n| n.starts_with(&prefix)).collect()
+    list_namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
 }
 
 /// All named namespaces (entries of /var/run/netns), sorted.
@@ -149,7 +152,9 @@ pub fn pid_alive(pid: i32) -> bool {
         return false;
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => proc_stat_fields(&s).map(|f| f.first() != Some(&"Z")).unwrap_or(true),
+        Ok(s) => proc_stat_fields(&s)
+            .map(|f| f.first() != Some(&"Z"))
+            .unwrap_or(true),
         Err(_) => false,
     }
 }
@@ -177,8 +182,12 @@ pub fn cleanup_stale() -> Result<Vec<String>> {
     }
     if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
         for e in rd.flatten() {
-            let Ok(name) = e.file_name().into_string() else { continue };
-            let Some(pid) = pid_of_name(&name) else { continue };
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let Some(pid) = pid_of_name(&name) else {
+                continue;
+            };
             // run dirs are exactly mx6t-<pid>
             if name != format!("{NS_PREFIX}{pid}") || pid == me || pid_alive(pid) {
                 continue;
@@ -210,7 +219,9 @@ pub(crate) fn ns_id(path: &Path) -> Option<(u64, u64)> {
 /// Pids of all processes whose (main thread's) network namespace is the one
 /// at `path`, except this process.
 pub fn pids_in_netns(path: &Path) -> Vec<i32> {
-    let Some(id) = ns_id(path) else { return Vec::new() };
+    let Some(id) = ns_id(path) else {
+        return Vec::new();
+    };
     let me = std::process::id() as i32;
     let mut v = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {

@@ -95,9 +95,12 @@ pub fn output_with_timeout(mut cmd: Command, what: &str, timeout: Duration) -> R
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out.try_clone()?))
         .stderr(Stdio::from(err.try_clone()?));
-    let mut child = cmd.spawn().with_context(|| format!("cannot start `{what}`"))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start `{what}`"))?;
     drop(cmd); // closes our copies of the temp file handles given to the child
-    let status = wait_timeout(&mut child, timeout).with_context(|| format!("waiting for `{what}`"))?;
+    let status =
+        wait_timeout(&mut child, timeout).with_context(|| format!("waiting for `{what}`"))?;
     let stdout = read_all(out);
     let stderr = read_all(err);
     match status {

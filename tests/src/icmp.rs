@@ -46,7 +46,8 @@ pub fn ping_here(src: IpAddr, dst: IpAddr, timeout: Duration) -> Result<Duration
         }
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let pkt = echo_request(v6, id, seq);
-        sock.send_to(&pkt, &dst_sa).context("sending echo request")?;
+        sock.send_to(&pkt, &dst_sa)
+            .context("sending echo request")?;
         sent.push((seq, Instant::now()));
         let next = (Instant::now() + Duration::from_millis(200)).min(deadline);
         // Read replies until the next send is due.
@@ -58,7 +59,14 @@ pub fn ping_here(src: IpAddr, dst: IpAddr, timeout: Duration) -> Result<Duration
             sock.set_read_timeout(Some(next - now))?;
             let (n, from) = match sock.recv_from(&mut buf) {
                 Ok(r) => r,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).context("receiving"),
             };
@@ -74,7 +82,10 @@ pub fn ping_here(src: IpAddr, dst: IpAddr, timeout: Duration) -> Result<Duration
             }
         }
     }
-    Err(anyhow!("no echo reply within {timeout:?} ({} requests sent)", sent.len()))
+    Err(anyhow!(
+        "no echo reply within {timeout:?} ({} requests sent)",
+        sent.len()
+    ))
 }
 
 fn echo_request(v6: bool, id: u16, seq: u16) -> Vec<u8> {
@@ -112,7 +123,11 @@ fn parse_echo_reply(v6: bool, data: &[u8], id: u16) -> Option<u16> {
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from(c[0]) << 8
+        };
         sum += u32::from(w);
     }
     while sum >> 16 != 0 {

@@ -15,11 +15,14 @@
 //! * [`Postfix`] / [`PostfixInstance`] — real Postfix instances inside a
 //!   namespace; [`swaks`] — the SMTP test client inside a namespace.
 //! * [`packets`] — frame builders for the XDP differential tests.
+//! * [`gate`] — the real `mx6gate` binary driven in a test namespace;
+//!   [`xdp_pass`] — a minimal XDP_PASS program for a veth peer.
 //!
 //! Every loop in here is bounded in count and time.
 
 pub mod cleanup;
 pub mod cmd;
+pub mod gate;
 pub mod icmp;
 pub mod netns;
 pub mod packets;
@@ -28,6 +31,7 @@ pub mod privilege;
 pub mod swaks;
 pub mod tcp;
 pub mod topology;
+pub mod xdp_pass;
 
 pub use cleanup::{cleanup_all, cleanup_stale, own_namespaces, own_prefix, run_dir};
 pub use icmp::ping;

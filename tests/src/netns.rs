@@ -31,7 +31,9 @@ impl Netns {
     pub fn new(tag: &str) -> Result<Netns> {
         if tag.is_empty()
             || tag.len() > 32
-            || !tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             bail!("bad namespace tag {tag:?}: use 1-32 of [A-Za-z0-9_-]");
         }
@@ -76,7 +78,9 @@ impl Netns {
     /// [`Netns::spawn_command`].
     pub fn command(&self, argv: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.path.display())).arg("--").args(argv);
+        c.arg(format!("--net={}", self.path.display()))
+            .arg("--")
+            .args(argv);
         c
     }
 
@@ -94,7 +98,11 @@ impl Netns {
     pub fn run_timeout(&self, argv: &[&str], timeout: Duration) -> Result<Output> {
         let out = self.try_run(argv, timeout)?;
         if !out.status.success() {
-            bail!("`{}` failed: {}", self.describe(argv), cmd::describe_output(&out));
+            bail!(
+                "`{}` failed: {}",
+                self.describe(argv),
+                cmd::describe_output(&out)
+            );
         }
         Ok(out)
     }
@@ -121,7 +129,9 @@ impl Netns {
             bail!("empty command");
         }
         let mut c = self.command(argv);
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         self.spawn_command(c)
             .with_context(|| format!("starting `{}`", self.describe(argv)))
     }
@@ -143,14 +153,18 @@ impl Netns {
         F: FnOnce() -> R + Send,
         R: Send,
     {
-        let file = File::open(&self.path)
-            .unwrap_or_else(|e| panic!("open {}: {e}", self.path.display()));
+        let file =
+            File::open(&self.path).unwrap_or_else(|e| panic!("open {}: {e}", self.path.display()));
         std::thread::scope(|s| {
             let h = s.spawn(move || {
                 // SAFETY: valid fd to a netns file; affects only this thread.
                 let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
                 if rc != 0 {
-                    panic!("setns({}): {}", self.path.display(), std::io::Error::last_os_error());
+                    panic!(
+                        "setns({}): {}",
+                        self.path.display(),
+                        std::io::Error::last_os_error()
+                    );
                 }
                 drop(file);
                 f()
@@ -231,8 +245,19 @@ pub fn veth_pair(a: &Netns, b: &Netns) -> Result<(String, String)> {
     debug_assert!(ia.len() <= 15 && ib.len() <= 15);
     cmd::run(
         &[
-            "ip", "link", "add", &ia, "netns", a.name(), "type", "veth", "peer", "name", &ib,
-            "netns", b.name(),
+            "ip",
+            "link",
+            "add",
+            &ia,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ib,
+            "netns",
+            b.name(),
         ],
         DEFAULT_CMD_TIMEOUT,
     )
@@ -245,7 +270,13 @@ pub fn veth_pair(a: &Netns, b: &Netns) -> Result<(String, String)> {
 /// `ethtool -K IF gro on|off` in `ns`. GRO must be on at the receiving end
 /// of a veth for frames sent there by XDP_TX/redirect to be received.
 pub fn set_gro(ns: &Netns, ifname: &str, on: bool) -> Result<()> {
-    ns.run(&["ethtool", "-K", ifname, "gro", if on { "on" } else { "off" }])?;
+    ns.run(&[
+        "ethtool",
+        "-K",
+        ifname,
+        "gro",
+        if on { "on" } else { "off" },
+    ])?;
     Ok(())
 }
 

@@ -123,7 +123,7 @@ impl Tcp {
 
     pub fn bytes(&self, src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
         let mut opts = self.options.clone();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(1);
         }
         let mut t = Vec::new();
@@ -144,7 +144,14 @@ impl Tcp {
 }
 
 /// Ethernet (+tags) / IPv6 / extension headers / upper layer.
-pub fn ipv6_frame(tpids: &[u16], src: [u8; 16], dst: [u8; 16], exts: &[Ext], proto: u8, l4: &[u8]) -> Vec<u8> {
+pub fn ipv6_frame(
+    tpids: &[u16],
+    src: [u8; 16],
+    dst: [u8; 16],
+    exts: &[Ext],
+    proto: u8,
+    l4: &[u8],
+) -> Vec<u8> {
     let mut chain = Vec::new();
     for (i, e) in exts.iter().enumerate() {
         let next = exts.get(i + 1).map(|n| n.proto()).unwrap_or(proto);
@@ -168,7 +175,10 @@ pub fn ipv4_syn(dport: u16) -> Vec<u8> {
     let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
     ip.extend_from_slice(&[198, 51, 100, 2, 198, 51, 100, 1]);
     p.extend(ip);
-    let t = Tcp { options: vec![], ..Tcp::syn(dport) };
+    let t = Tcp {
+        options: vec![],
+        ..Tcp::syn(dport)
+    };
     p.extend(t.bytes([0; 16], [0; 16]));
     p
 }
@@ -190,7 +200,14 @@ pub fn neighbour_solicitation() -> Vec<u8> {
     icmp.extend_from_slice(&v6("2001:db8:100::1"));
     icmp.extend_from_slice(&[1, 1]);
     icmp.extend_from_slice(&MAC_PEER);
-    ipv6_frame(&[], v6("2001:db8:100::2"), v6("ff02::1:ff00:1"), &[], 58, &icmp)
+    ipv6_frame(
+        &[],
+        v6("2001:db8:100::2"),
+        v6("ff02::1:ff00:1"),
+        &[],
+        58,
+        &icmp,
+    )
 }
 
 pub const STRANGER: &str = "2001:db8:2::99";
@@ -206,26 +223,112 @@ pub fn corpus() -> Vec<(String, Vec<u8>)> {
     add("ipv4 syn :25", ipv4_syn(25));
     add("arp", arp_request());
     add("icmpv6 ns", neighbour_solicitation());
-    add("udp :25", ipv6_frame(&[], s, v6("2001:db8:100::1"), &[], 17, &[0x30, 0x39, 0, 25, 0, 8, 0, 0]));
+    add(
+        "udp :25",
+        ipv6_frame(
+            &[],
+            s,
+            v6("2001:db8:100::1"),
+            &[],
+            17,
+            &[0x30, 0x39, 0, 25, 0, 8, 0, 0],
+        ),
+    );
     add("syn stranger :25", tcp_frame(&[], s, &[], &syn));
     add("syn partner :25", tcp_frame(&[], p, &[], &syn));
-    add("syn partner /64 :25", tcp_frame(&[], v6("2001:db8:1:5::1"), &[], &syn));
-    add("syn /128 partner", tcp_frame(&[], v6("2001:db8:2::25"), &[], &syn));
-    add("syn /128 neighbour", tcp_frame(&[], v6("2001:db8:2::24"), &[], &syn));
-    add("syn /33 partner", tcp_frame(&[], v6("2001:db8:ffff::1"), &[], &syn));
-    add("syn /33 miss", tcp_frame(&[], v6("2001:db8:7fff::1"), &[], &syn));
+    add(
+        "syn partner /64 :25",
+        tcp_frame(&[], v6("2001:db8:1:5::1"), &[], &syn),
+    );
+    add(
+        "syn /128 partner",
+        tcp_frame(&[], v6("2001:db8:2::25"), &[], &syn),
+    );
+    add(
+        "syn /128 neighbour",
+        tcp_frame(&[], v6("2001:db8:2::24"), &[], &syn),
+    );
+    add(
+        "syn /33 partner",
+        tcp_frame(&[], v6("2001:db8:ffff::1"), &[], &syn),
+    );
+    add(
+        "syn /33 miss",
+        tcp_frame(&[], v6("2001:db8:7fff::1"), &[], &syn),
+    );
     add("syn stranger :587", tcp_frame(&[], s, &[], &Tcp::syn(587)));
     add("syn stranger :80", tcp_frame(&[], s, &[], &Tcp::syn(80)));
-    add("syn no options", tcp_frame(&[], s, &[], &Tcp { options: vec![], ..syn.clone() }));
-    add("syn with data (TFO)", tcp_frame(&[], s, &[], &Tcp { payload: b"EHLO x\r\n".to_vec(), ..syn.clone() }));
-    add("syn seq wraps", tcp_frame(&[], s, &[], &Tcp { seq: u32::MAX, ..syn.clone() }));
-    for (n, f) in [("syn+ack", TCP_SYN | TCP_ACK), ("ack", TCP_ACK), ("rst", TCP_RST), ("fin", TCP_FIN | TCP_ACK), ("syn+fin", TCP_SYN | TCP_FIN), ("syn+rst", TCP_SYN | TCP_RST), ("no flags", 0)] {
-        add(n, tcp_frame(&[], s, &[], &Tcp { flags: f, ..syn.clone() }));
+    add(
+        "syn no options",
+        tcp_frame(
+            &[],
+            s,
+            &[],
+            &Tcp {
+                options: vec![],
+                ..syn.clone()
+            },
+        ),
+    );
+    add(
+        "syn with data (TFO)",
+        tcp_frame(
+            &[],
+            s,
+            &[],
+            &Tcp {
+                payload: b"EHLO x\r\n".to_vec(),
+                ..syn.clone()
+            },
+        ),
+    );
+    add(
+        "syn seq wraps",
+        tcp_frame(
+            &[],
+            s,
+            &[],
+            &Tcp {
+                seq: u32::MAX,
+                ..syn.clone()
+            },
+        ),
+    );
+    for (n, f) in [
+        ("syn+ack", TCP_SYN | TCP_ACK),
+        ("ack", TCP_ACK),
+        ("rst", TCP_RST),
+        ("fin", TCP_FIN | TCP_ACK),
+        ("syn+fin", TCP_SYN | TCP_FIN),
+        ("syn+rst", TCP_SYN | TCP_RST),
+        ("no flags", 0),
+    ] {
+        add(
+            n,
+            tcp_frame(
+                &[],
+                s,
+                &[],
+                &Tcp {
+                    flags: f,
+                    ..syn.clone()
+                },
+            ),
+        );
     }
     add("vlan syn", tcp_frame(&[ETH_P_8021Q], s, &[], &syn));
-    add("qinq syn", tcp_frame(&[ETH_P_8021AD, ETH_P_8021Q], s, &[], &syn));
-    add("qinq partner", tcp_frame(&[ETH_P_8021AD, ETH_P_8021Q], p, &[], &syn));
-    add("three tags", tcp_frame(&[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q], s, &[], &syn));
+    add(
+        "qinq syn",
+        tcp_frame(&[ETH_P_8021AD, ETH_P_8021Q], s, &[], &syn),
+    );
+    add(
+        "qinq partner",
+        tcp_frame(&[ETH_P_8021AD, ETH_P_8021Q], p, &[], &syn),
+    );
+    add(
+        "three tags",
+        tcp_frame(&[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q], s, &[], &syn),
+    );
     add("vlan ipv4", {
         let mut f = ipv4_syn(25);
         f.splice(12..12, [0x81, 0x00, 0, 100]);
@@ -234,21 +337,63 @@ pub fn corpus() -> Vec<(String, Vec<u8>)> {
     add("hbh syn", tcp_frame(&[], s, &[Ext::HopByHop(0)], &syn));
     add("routing syn", tcp_frame(&[], s, &[Ext::Routing(2)], &syn));
     add("dstopts syn", tcp_frame(&[], s, &[Ext::DestOpts(1)], &syn));
-    add("first fragment syn", tcp_frame(&[], s, &[Ext::Fragment(0, true)], &syn));
-    add("atomic fragment syn", tcp_frame(&[], s, &[Ext::Fragment(0, false)], &syn));
-    add("non-first fragment", tcp_frame(&[], s, &[Ext::Fragment(8, false)], &syn));
+    add(
+        "first fragment syn",
+        tcp_frame(&[], s, &[Ext::Fragment(0, true)], &syn),
+    );
+    add(
+        "atomic fragment syn",
+        tcp_frame(&[], s, &[Ext::Fragment(0, false)], &syn),
+    );
+    add(
+        "non-first fragment",
+        tcp_frame(&[], s, &[Ext::Fragment(8, false)], &syn),
+    );
     add("ah syn", tcp_frame(&[], s, &[Ext::Ah(4)], &syn));
-    add("hbh+dstopts syn", tcp_frame(&[], s, &[Ext::HopByHop(0), Ext::DestOpts(0)], &syn));
-    add("hbh+dstopts partner", tcp_frame(&[], p, &[Ext::HopByHop(0), Ext::DestOpts(0)], &syn));
-    let max: Vec<Ext> = (0..MAX_EXT_HEADERS).map(|i| if i % 2 == 0 { Ext::DestOpts(0) } else { Ext::Routing(0) }).collect();
+    add(
+        "hbh+dstopts syn",
+        tcp_frame(&[], s, &[Ext::HopByHop(0), Ext::DestOpts(0)], &syn),
+    );
+    add(
+        "hbh+dstopts partner",
+        tcp_frame(&[], p, &[Ext::HopByHop(0), Ext::DestOpts(0)], &syn),
+    );
+    let max: Vec<Ext> = (0..MAX_EXT_HEADERS)
+        .map(|i| {
+            if i % 2 == 0 {
+                Ext::DestOpts(0)
+            } else {
+                Ext::Routing(0)
+            }
+        })
+        .collect();
     add("ext chain at bound", tcp_frame(&[], s, &max, &syn));
     let mut over = max.clone();
     over.push(Ext::DestOpts(0));
     add("ext chain beyond bound", tcp_frame(&[], s, &over, &syn));
-    add("big ext header", tcp_frame(&[], s, &[Ext::DestOpts(40)], &syn));
-    add("esp", ipv6_frame(&[], s, v6("2001:db8:100::1"), &[], IPPROTO_ESP, &[0u8; 40]));
-    add("ext then udp", ipv6_frame(&[], s, v6("2001:db8:100::1"), &[Ext::HopByHop(0)], 17, &[0u8; 8]));
-    add("no next header", ipv6_frame(&[], s, v6("2001:db8:100::1"), &[], 59, &[]));
+    add(
+        "big ext header",
+        tcp_frame(&[], s, &[Ext::DestOpts(40)], &syn),
+    );
+    add(
+        "esp",
+        ipv6_frame(&[], s, v6("2001:db8:100::1"), &[], IPPROTO_ESP, &[0u8; 40]),
+    );
+    add(
+        "ext then udp",
+        ipv6_frame(
+            &[],
+            s,
+            v6("2001:db8:100::1"),
+            &[Ext::HopByHop(0)],
+            17,
+            &[0u8; 8],
+        ),
+    );
+    add(
+        "no next header",
+        ipv6_frame(&[], s, v6("2001:db8:100::1"), &[], 59, &[]),
+    );
     add("bad version syn", {
         let mut f = tcp_frame(&[], s, &[], &syn);
         f[14] = 0x40;
@@ -278,11 +423,16 @@ fn arb_src() -> impl Strategy<Value = [u8; 16]> {
         .collect();
     prop_oneof![
         // Inside or next to a partner prefix: keep the prefix's high bytes.
-        (prop::sample::select(partner_bases), any::<[u8; 16]>(), 2usize..16).prop_map(|(base, rnd, keep)| {
-            let mut a = base;
-            a[keep..].copy_from_slice(&rnd[keep..]);
-            a
-        }),
+        (
+            prop::sample::select(partner_bases),
+            any::<[u8; 16]>(),
+            2usize..16
+        )
+            .prop_map(|(base, rnd, keep)| {
+                let mut a = base;
+                a[keep..].copy_from_slice(&rnd[keep..]);
+                a
+            }),
         any::<[u8; 16]>(),
         Just(v6(STRANGER)),
     ]
@@ -293,7 +443,8 @@ fn arb_ext() -> impl Strategy<Value = Ext> {
         (0u8..4).prop_map(Ext::HopByHop),
         (0u8..4).prop_map(Ext::Routing),
         (0u8..4).prop_map(Ext::DestOpts),
-        (prop_oneof![3 => Just(0u16), 1 => 1u16..8192], any::<bool>()).prop_map(|(o, m)| Ext::Fragment(o, m)),
+        (prop_oneof![3 => Just(0u16), 1 => 1u16..8192], any::<bool>())
+            .prop_map(|(o, m)| Ext::Fragment(o, m)),
         (1u8..6).prop_map(Ext::Ah),
     ]
 }
@@ -335,16 +486,25 @@ pub fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
         8 => arb_tcp().prop_map(Some),
         1 => Just(None),
     ];
-    let frame = (tags, arb_src(), exts, l4, prop_oneof![9 => Just(IPPROTO_TCP), 1 => any::<u8>()]).prop_map(
-        |(tags, src, exts, l4, proto)| match l4 {
+    let frame = (
+        tags,
+        arb_src(),
+        exts,
+        l4,
+        prop_oneof![9 => Just(IPPROTO_TCP), 1 => any::<u8>()],
+    )
+        .prop_map(|(tags, src, exts, l4, proto)| match l4 {
             Some(t) if proto == IPPROTO_TCP => {
                 let dst = v6("2001:db8:100::1");
                 ipv6_frame(&tags, src, dst, &exts, IPPROTO_TCP, &t.bytes(src, dst))
             }
             _ => ipv6_frame(&tags, src, v6("2001:db8:100::1"), &exts, proto, &[0u8; 24]),
-        },
-    );
-    let other = prop_oneof![Just(ipv4_syn(25)), Just(arp_request()), Just(neighbour_solicitation())];
+        });
+    let other = prop_oneof![
+        Just(ipv4_syn(25)),
+        Just(arp_request()),
+        Just(neighbour_solicitation())
+    ];
     let base = prop_oneof![12 => frame, 1 => other];
     // Damage: none, truncate, or flip a byte.
     (base, 0u8..10, any::<prop::sample::Index>(), any::<u8>()).prop_map(|(mut f, dmg, at, val)| {

@@ -142,7 +142,10 @@ impl PostfixInstance {
             ("smtputf8_enable".into(), "no".into()),
             // no reverse DNS for clients: there is no resolver in the lab
             ("smtpd_peername_lookup".into(), "no".into()),
-            ("smtpd_banner".into(), "$myhostname ESMTP Postfix (mx6gate-tests)".into()),
+            (
+                "smtpd_banner".into(),
+                "$myhostname ESMTP Postfix (mx6gate-tests)".into(),
+            ),
             ("queue_run_delay".into(), "1s".into()),
             ("minimal_backoff_time".into(), "1s".into()),
             ("maximal_backoff_time".into(), "2s".into()),
@@ -150,13 +153,22 @@ impl PostfixInstance {
         match self.role {
             Role::Receiver => p.extend([
                 ("inet_interfaces".into(), "all".into()),
-                ("mydestination".into(), format!("$myhostname, localhost, {}", self.domain)),
+                (
+                    "mydestination".into(),
+                    format!("$myhostname, localhost, {}", self.domain),
+                ),
                 // any local part is accepted …
                 ("local_recipient_maps".into(), String::new()),
                 // … and unknown users' mail goes to root (spool/root)
                 ("luser_relay".into(), "root@localhost".into()),
-                ("default_transport".into(), "error:mx6gate-tests receiver delivers locally only".into()),
-                ("relay_transport".into(), "error:mx6gate-tests receiver delivers locally only".into()),
+                (
+                    "default_transport".into(),
+                    "error:mx6gate-tests receiver delivers locally only".into(),
+                ),
+                (
+                    "relay_transport".into(),
+                    "error:mx6gate-tests receiver delivers locally only".into(),
+                ),
             ]),
             Role::Sender => p.extend([
                 ("inet_interfaces".into(), "loopback-only".into()),
@@ -192,7 +204,10 @@ impl PostfixInstance {
              # service type  private unpriv  chroot  wakeup  maxproc command\n",
         );
         if let Some(l) = &self.smtpd_listen {
-            let _ = writeln!(s, "{l:<10} inet  n       -       n       -       -       smtpd");
+            let _ = writeln!(
+                s,
+                "{l:<10} inet  n       -       n       -       -       smtpd"
+            );
         }
         s.push_str(MASTER_CF_SERVICES);
         for l in &self.extra_master {
@@ -222,18 +237,23 @@ impl PostfixInstance {
         std::fs::write(etc.join("master.cf"), self.master_cf())?;
         mode(&etc.join("main.cf"), 0o644)?;
         mode(&etc.join("master.cf"), 0o644)?;
-        // `postfix check` makes the queue subdirectories and the data
-        // directory (owners postfix/postdrop, modes per postfix-files). Doing
-        // that from scratch takes ~2 s, so the first fresh tree of this
-        // process is kept as a template and copied (cp -a keeps owners and
-        // modes); `postfix check` then only verifies (~0.15 s).
-        let from_template = copy_template(dir);
-        let etc_s = etc.display().to_string();
-        cmd::run(&["postfix", "-c", &etc_s, "check"], Duration::from_secs(60))
-            .with_context(|| format!("postfix check of {etc_s}; log: {}", tail(&read_log(dir), 20)))?;
-        if !from_template {
-            save_template(dir);
+        // Postfix does not read a main.cf modified in the last second or so:
+        // it sleeps in 300 ms steps until the file is "stable" (~2 s for a
+        // fresh file). Backdate the files.
+        for f in ["main.cf", "master.cf"] {
+            backdate(&etc.join(f))?;
         }
+        // `postfix check` makes the queue subdirectories and the data
+        // directory with the owners and modes of postfix-files.
+        let etc_s = etc.display().to_string();
+        cmd::run(&["postfix", "-c", &etc_s, "check"], Duration::from_secs(60)).with_context(
+            || {
+                format!(
+                    "postfix check of {etc_s}; log: {}",
+                    tail(&read_log(dir), 20)
+                )
+            },
+        )?;
         Ok(())
     }
 
@@ -271,46 +291,6 @@ impl PostfixInstance {
         }
         pf.wait_started(ns, Duration::from_secs(20))?;
         Ok(pf)
-    }
-}
-
-static TEMPLATE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
-
-/// Copy the template queue and data trees into `dir`; false if there is no
-/// template or the copy failed (then `dir` is left for `postfix check`).
-fn copy_template(dir: &Path) -> bool {
-    let Some(tpl) = cleanup::lock(&TEMPLATE).clone() else { return false };
-    if !tpl.join("queue").is_dir() || !tpl.join("data").is_dir() {
-        return false;
-    }
-    let ok = ["queue", "data"].iter().all(|sub| {
-        let (from, to) = (format!("{}/{sub}/.", tpl.display()), format!("{}/{sub}", dir.display()));
-        std::fs::create_dir_all(&to).is_ok() && cmd::run(&["cp", "-a", &from, &to], Duration::from_secs(30)).is_ok()
-    });
-    ok
-}
-
-/// Keep the freshly checked (empty) queue and data trees of `dir` as the
-/// template for later instances of this process.
-fn save_template(dir: &Path) {
-    let mut slot = cleanup::lock(&TEMPLATE);
-    if slot.as_ref().map(|p| p.join("queue").is_dir()).unwrap_or(false) {
-        return;
-    }
-    let Ok(run) = cleanup::run_dir() else { return };
-    let tpl = run.join("pf-template");
-    let _ = std::fs::remove_dir_all(&tpl);
-    if std::fs::create_dir_all(&tpl).is_err() {
-        return;
-    }
-    let ok = ["queue", "data"].iter().all(|sub| {
-        let (from, to) = (format!("{}/{sub}", dir.display()), format!("{}/{sub}", tpl.display()));
-        cmd::run(&["cp", "-a", &from, &to], Duration::from_secs(30)).is_ok()
-    });
-    if ok {
-        *slot = Some(tpl);
-    } else {
-        let _ = std::fs::remove_dir_all(&tpl);
     }
 }
 
@@ -464,7 +444,10 @@ impl Postfix {
                 return Ok(log);
             }
             if Instant::now() >= deadline {
-                bail!("{needle:?} not in the log within {timeout:?}; log tail:\n{}", tail(&log, 30));
+                bail!(
+                    "{needle:?} not in the log within {timeout:?}; log tail:\n{}",
+                    tail(&log, 30)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -481,7 +464,10 @@ impl Postfix {
                     .try_run(&["ss", "-Hltn"], Duration::from_secs(10))
                     .map(|o| {
                         String::from_utf8_lossy(&o.stdout).lines().any(|l| {
-                            l.split_whitespace().nth(3).map(|a| a.ends_with(&format!(":{p}"))).unwrap_or(false)
+                            l.split_whitespace()
+                                .nth(3)
+                                .map(|a| a.ends_with(&format!(":{p}")))
+                                .unwrap_or(false)
                         })
                     })
                     .unwrap_or(false),
@@ -508,7 +494,11 @@ impl Postfix {
             return Ok(());
         }
         self.stopped = true;
-        let res = if self.master_pid().is_some() { self.postfix(&["stop"]).map(|_| ()) } else { Ok(()) };
+        let res = if self.master_pid().is_some() {
+            self.postfix(&["stop"]).map(|_| ())
+        } else {
+            Ok(())
+        };
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.master_pid().is_some() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -521,15 +511,30 @@ impl Postfix {
 impl Drop for Postfix {
     fn drop(&mut self) {
         if let Err(e) = self.stop() {
-            eprintln!("mx6gate-tests: stopping postfix in {}: {e:#}", self.dir.display());
+            eprintln!(
+                "mx6gate-tests: stopping postfix in {}: {e:#}",
+                self.dir.display()
+            );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         cleanup::unregister_postfix(&self.dir);
     }
 }
 
+/// Set a file's modification time 60 s into the past.
+fn backdate(p: &Path) -> Result<()> {
+    let t = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(p)
+        .and_then(|f| f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t)))
+        .with_context(|| format!("backdating {}", p.display()))
+}
+
 fn read_log(dir: &Path) -> String {
-    std::fs::read(dir.join("maillog")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    std::fs::read(dir.join("maillog"))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 /// The last `n` lines of `s`.
@@ -539,7 +544,11 @@ pub fn tail(s: &str, n: usize) -> String {
 }
 
 fn master_pid(dir: &Path) -> Option<i32> {
-    std::fs::read_to_string(dir.join("queue/pid/master.pid")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(dir.join("queue/pid/master.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// SIGKILL the master of the instance in `dir` and every process of its
@@ -577,9 +586,13 @@ fn session_members(sid: i32) -> Vec<i32> {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
             if let Some(f) = cleanup::proc_stat_fields(&stat) {
-                if f.first() != Some(&"Z") && f.get(3).and_then(|s| s.parse::<i32>().ok()) == Some(sid) {
+                if f.first() != Some(&"Z")
+                    && f.get(3).and_then(|s| s.parse::<i32>().ok()) == Some(sid)
+                {
                     v.push(pid);
                 }
             }
@@ -617,7 +630,12 @@ mod tests {
             .set("inet_interfaces", "loopback-only")
             .set("message_size_limit", "1000");
         let p = i.main_cf_params(Path::new("/x"));
-        let get = |k: &str| p.iter().filter(|(pk, _)| pk == k).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+        let get = |k: &str| {
+            p.iter()
+                .filter(|(pk, _)| pk == k)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(get("inet_interfaces"), vec!["loopback-only".to_string()]);
         assert_eq!(get("message_size_limit"), vec!["1000".to_string()]);
         assert_eq!(get("queue_directory"), vec!["/x/queue".to_string()]);
@@ -627,8 +645,13 @@ mod tests {
     #[test]
     fn master_cf_is_unchrooted_and_has_listener() {
         let m = PostfixInstance::receiver("h", "d").master_cf();
-        assert!(m.lines().any(|l| l.starts_with("25 ") && l.ends_with("smtpd")));
-        for l in m.lines().filter(|l| !l.starts_with('#') && !l.starts_with(' ')) {
+        assert!(m
+            .lines()
+            .any(|l| l.starts_with("25 ") && l.ends_with("smtpd")));
+        for l in m
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with(' '))
+        {
             assert_eq!(l.split_whitespace().nth(4), Some("n"), "chrooted: {l}");
         }
         let s = PostfixInstance::receiver("h", "d");

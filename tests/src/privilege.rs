@@ -32,7 +32,9 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 /// `SKIP: needs root (<reason>)` to stderr and returns false.
 pub fn require_root() -> bool {
     let problem = privilege_problem();
-    let require = std::env::var(REQUIRE_PRIV_ENV).map(|v| v == "1").unwrap_or(false);
+    let require = std::env::var(REQUIRE_PRIV_ENV)
+        .map(|v| v == "1")
+        .unwrap_or(false);
     match verdict(problem.as_deref(), require) {
         Ok(run) => run,
         Err(msg) => panic!("{msg}"),
@@ -50,7 +52,10 @@ pub fn verdict(problem: Option<&str>, require: bool) -> Result<bool, String> {
              run the suite as root on a machine with iproute2 and util-linux, or unset {REQUIRE_PRIV_ENV}"
         )),
         Some(why) => {
-            eprintln!("SKIP: needs root ({why})");
+            // Straight to fd 2 (not eprintln!, which the test harness
+            // captures) so skips show up in the suite's output.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIP: needs root ({why})");
             Ok(false)
         }
     }
@@ -103,7 +108,13 @@ pub fn ensure_bpffs() -> Result<()> {
     let dir = CString::new(BPFFS).unwrap();
     // SAFETY: all pointers are valid NUL-terminated strings; data may be null.
     let rc = unsafe {
-        libc::mount(src.as_ptr(), dir.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            src.as_ptr(),
+            dir.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         let e = std::io::Error::last_os_error();

@@ -120,7 +120,12 @@ impl SwaksResult {
 
 /// Send one test message from `from_addr` to `server` inside `ns` with the
 /// default envelope ([`DEFAULT_FROM`] → [`DEFAULT_TO`]).
-pub fn swaks(ns: &Netns, from_addr: IpAddr, server: impl Into<SocketAddr>, timeout: Duration) -> Result<SwaksResult> {
+pub fn swaks(
+    ns: &Netns,
+    from_addr: IpAddr,
+    server: impl Into<SocketAddr>,
+    timeout: Duration,
+) -> Result<SwaksResult> {
     swaks_with(ns, &SwaksOptions::new(from_addr, server, timeout))
 }
 
@@ -138,7 +143,11 @@ pub fn swaks_with(ns: &Netns, opts: &SwaksOptions) -> Result<SwaksResult> {
     let mut transcript = String::from_utf8_lossy(&out.stdout).into_owned();
     transcript.push_str(&String::from_utf8_lossy(&out.stderr));
     let first_reply = server_lines(&transcript).into_iter().next();
-    Ok(SwaksResult { code: out.status.code(), transcript, first_reply })
+    Ok(SwaksResult {
+        code: out.status.code(),
+        transcript,
+        first_reply,
+    })
 }
 
 /// Server lines of a swaks transcript: `<-  …` (expected) and `<** …`
@@ -162,7 +171,11 @@ mod tests {
                  <** 421 4.7.0 retry over IPv4\n";
         assert_eq!(
             server_lines(t),
-            vec!["220 mx.example.test ESMTP Postfix", "250-mx.example.test", "421 4.7.0 retry over IPv4"]
+            vec![
+                "220 mx.example.test ESMTP Postfix",
+                "250-mx.example.test",
+                "421 4.7.0 retry over IPv4"
+            ]
         );
     }
 

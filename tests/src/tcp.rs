@@ -116,8 +116,11 @@ pub fn read_reply(mut stream: &TcpStream, timeout: Duration) -> Result<String> {
     loop {
         let now = Instant::now();
         if now >= deadline {
-            return Err(anyhow::Error::new(io::Error::new(io::ErrorKind::TimedOut, "reply timeout"))
-                .context(partial_msg("no complete SMTP reply", &lines, &cur, timeout)));
+            return Err(anyhow::Error::new(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "reply timeout",
+            ))
+            .context(partial_msg("no complete SMTP reply", &lines, &cur, timeout)));
         }
         stream.set_read_timeout(Some(deadline - now))?;
         match stream.read(&mut byte) {
@@ -126,7 +129,12 @@ pub fn read_reply(mut stream: &TcpStream, timeout: Duration) -> Result<String> {
                     io::ErrorKind::UnexpectedEof,
                     "connection closed",
                 ))
-                .context(partial_msg("peer closed before a complete SMTP reply", &lines, &cur, timeout)))
+                .context(partial_msg(
+                    "peer closed before a complete SMTP reply",
+                    &lines,
+                    &cur,
+                    timeout,
+                )))
             }
             Ok(_) => {
                 total += 1;
@@ -252,7 +260,13 @@ impl Listener {
         let thread = std::thread::Builder::new()
             .name(format!("listener-{addr}"))
             .spawn(move || accept_loop(listener, st, ac, lg, greeting))?;
-        Ok(Listener { addr, stop, accepted, log, thread: Some(thread) })
+        Ok(Listener {
+            addr,
+            stop,
+            accepted,
+            log,
+            thread: Some(thread),
+        })
     }
 
     /// The bound address (with the real port when 0 was asked for).

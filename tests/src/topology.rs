@@ -73,7 +73,12 @@ impl Topology {
         let sender = Netns::new("sender")?;
         let gw = Netns::new("gw")?;
         let (gw_if, sender_if) = veth_pair(&gw, &sender)?;
-        let t = Topology { sender, gw, gw_if, sender_if };
+        let t = Topology {
+            sender,
+            gw,
+            gw_if,
+            sender_if,
+        };
         t.configure().context("configuring the lab topology")?;
         Ok(t)
     }

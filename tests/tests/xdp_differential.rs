@@ -46,7 +46,11 @@ impl Harness {
             LpmTrie::try_from(ebpf.map_mut(map_names::ALLOW).unwrap()).unwrap();
         for (net, id) in &partners {
             allow
-                .insert(&Key::new(net.prefix_len() as u32, net.network().octets()), id, 0)
+                .insert(
+                    &Key::new(net.prefix_len() as u32, net.network().octets()),
+                    id,
+                    0,
+                )
                 .unwrap();
         }
         Some(Harness {
@@ -100,11 +104,18 @@ impl Harness {
     /// Compare program and reference on one packet in `mode`. With
     /// `per_packet_counters`, also check that exactly the reference's
     /// counter moved.
-    fn check(&mut self, pkt: &[u8], mode: Mode, per_packet_counters: bool) -> Result<Verdict, String> {
+    fn check(
+        &mut self,
+        pkt: &[u8],
+        mode: Mode,
+        per_packet_counters: bool,
+    ) -> Result<Verdict, String> {
         self.set_mode(mode);
         let before = per_packet_counters.then(|| self.counters());
         let mut expect = pkt.to_vec();
-        let v = classify(&mut expect, &GateConfig::new(mode, &PORTS), |a| self.lookup(a));
+        let v = classify(&mut expect, &GateConfig::new(mode, &PORTS), |a| {
+            self.lookup(a)
+        });
         expect.truncate(v.len);
         let (ret, out) = self.run(pkt).map_err(|e| format!("test_run failed: {e}"))?;
         let want_ret = match v.action {
@@ -113,10 +124,18 @@ impl Harness {
             Action::Tx => 3,
         };
         if ret != want_ret {
-            return Err(format!("{mode:?}: program returned {ret}, reference says {v:?}\npacket: {}", hex(pkt)));
+            return Err(format!(
+                "{mode:?}: program returned {ret}, reference says {v:?}\npacket: {}",
+                hex(pkt)
+            ));
         }
         if out != expect {
-            return Err(format!("{mode:?}: output differs\n got: {}\nwant: {}\n  in: {}", hex(&out), hex(&expect), hex(pkt)));
+            return Err(format!(
+                "{mode:?}: output differs\n got: {}\nwant: {}\n  in: {}",
+                hex(&out),
+                hex(&expect),
+                hex(pkt)
+            ));
         }
         if v.action == Action::Tx {
             assert_valid_rst(pkt, &out)?;
@@ -126,7 +145,14 @@ impl Harness {
             for (i, c) in Counter::ALL.iter().enumerate() {
                 let want = before[i] + u64::from(*c == v.counter);
                 if after[i] != want {
-                    return Err(format!("{mode:?}: counter {} is {} want {} (reference counter {:?})\npacket: {}", c.as_str(), after[i], want, v.counter, hex(pkt)));
+                    return Err(format!(
+                        "{mode:?}: counter {} is {} want {} (reference counter {:?})\npacket: {}",
+                        c.as_str(),
+                        after[i],
+                        want,
+                        v.counter,
+                        hex(pkt)
+                    ));
                 }
             }
         }
@@ -148,10 +174,13 @@ fn assert_valid_rst(syn: &[u8], rst: &[u8]) -> Result<(), String> {
     if rst[0..6] != syn[6..12] || rst[6..12] != syn[0..6] {
         return Err("MACs not swapped".into());
     }
-    if rst[ip] >> 4 != 6 || u16::from_be_bytes([rst[ip + 4], rst[ip + 5]]) != 20 || rst[ip + 6] != 6 {
+    if rst[ip] >> 4 != 6 || u16::from_be_bytes([rst[ip + 4], rst[ip + 5]]) != 20 || rst[ip + 6] != 6
+    {
         return Err("bad IPv6 header on RST".into());
     }
-    if rst[ip + 8..ip + 24] != syn[sip + 24..sip + 40] || rst[ip + 24..ip + 40] != syn[sip + 8..sip + 24] {
+    if rst[ip + 8..ip + 24] != syn[sip + 24..sip + 40]
+        || rst[ip + 24..ip + 40] != syn[sip + 8..sip + 24]
+    {
         return Err("addresses not swapped".into());
     }
     let t = ip + IPV6_HLEN;
@@ -201,9 +230,16 @@ fn corpus_matches_reference_in_every_mode() {
     }
     // The corpus must reach every outcome, or it is not covering the program.
     for c in Counter::ALL {
-        assert!(seen.contains(c.as_str()), "no corpus packet reached {}", c.as_str());
+        assert!(
+            seen.contains(c.as_str()),
+            "no corpus packet reached {}",
+            c.as_str()
+        );
     }
-    eprintln!("{} packets × 4 modes, {checked} truncations checked", corpus.len());
+    eprintln!(
+        "{} packets × 4 modes, {checked} truncations checked",
+        corpus.len()
+    );
 }
 
 #[test]
@@ -243,5 +279,8 @@ fn generated_packets_match_reference() {
         assert_eq!(after[i] - before[i], want[i], "counter {}", c.as_str());
     }
     eprintln!("{cases} generated packets; outcomes {want:?}; {tx} RSTs validated");
-    assert!(want.iter().all(|n| *n > 0), "generator must reach every outcome: {want:?}");
+    assert!(
+        want.iter().all(|n| *n > 0),
+        "generator must reach every outcome: {want:?}"
+    );
 }

@@ -74,7 +74,10 @@ fn llc() -> Result<PathBuf> {
     let sysroot = String::from_utf8(out.stdout)?.trim().to_string();
     let llc = Path::new(&sysroot).join("lib/rustlib/x86_64-unknown-linux-gnu/bin/llc");
     if !llc.exists() {
-        bail!("{} not found: is the llvm-tools component installed?", llc.display());
+        bail!(
+            "{} not found: is the llvm-tools component installed?",
+            llc.display()
+        );
     }
     Ok(llc)
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask …`: everything that is more than one cargo command.
 mod build_ebpf;
+mod lab;
 
 use std::{path::PathBuf, process::Command};
 
@@ -19,6 +20,12 @@ enum Cmd {
     Build,
     /// Build the eBPF object only.
     BuildEbpf,
+    /// Build, then demo the gate in a namespace lab with Postfix and swaks.
+    Lab {
+        /// Leave the lab running and print how to enter it.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Run every test suite, privileged ones included (needs root).
     Test {
         /// Extra arguments for `cargo test`.
@@ -36,11 +43,13 @@ fn main() -> Result<()> {
         Cmd::Build => {
             build_all()?;
         }
+        Cmd::Lab { keep } => lab::lab(keep)?,
         Cmd::Test { args } => {
-            build_ebpf::build()?;
+            let bin = build_all()?;
             run(Command::new("cargo")
                 .args(["test", "--workspace", "--release"])
                 .args(&args)
+                .env("MX6GATE_BIN", bin)
                 .env("MX6GATE_REQUIRE_PRIV", "1"))?;
         }
     }
@@ -62,9 +71,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }

@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::{config::Config, state::StateDir};
 
 #[derive(Parser, Debug)]
-#[command(name = "mx6gate", version, about = "Turn IPv6 SMTP from non-partner networks back to IPv4, at the NIC")]
+#[command(
+    name = "mx6gate",
+    version,
+    about = "Turn IPv6 SMTP from non-partner networks back to IPv4, at the NIC"
+)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, default_value = crate::config::DEFAULT_CONFIG_PATH)]

@@ -17,7 +17,12 @@ pub fn run(config: &Path, mode: Mode) -> Result<()> {
     if let Some(mut maps) = maps {
         sync::sync_config(&ctx.cfg, &ctx.state, &mut maps)?;
     }
-    println!("mode: {} (was {}); {}", mode.as_str(), before.as_str(), loaded_note(loaded));
+    println!(
+        "mode: {} (was {}); {}",
+        mode.as_str(),
+        before.as_str(),
+        loaded_note(loaded)
+    );
     if mode != Mode::Monitor {
         let store = Store::load(&ctx.cfg.partners_dir)?;
         if store.active_prefixes(crate::store::today_utc()).is_empty() {

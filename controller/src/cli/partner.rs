@@ -68,7 +68,11 @@ pub fn run(config: &Path, cmd: Cmd) -> Result<()> {
             store.remove(&name, &prefixes)?;
             let loaded = commit(&ctx, &store, &name)?;
             match store.partners.get(&name) {
-                Some(p) => println!("partner {name}: {} prefix(es) left; {}", p.prefixes.len(), loaded_note(loaded)),
+                Some(p) => println!(
+                    "partner {name}: {} prefix(es) left; {}",
+                    p.prefixes.len(),
+                    loaded_note(loaded)
+                ),
                 None => println!("removed partner {name}; {}", loaded_note(loaded)),
             }
             Ok(())
@@ -114,10 +118,16 @@ fn list(ctx: &Ctx) -> Result<()> {
         println!("no partners in {}", ctx.cfg.partners_dir.display());
         return Ok(());
     }
-    println!("{:<24} {:>10}  {:<12} {:<44} NOTE", "PARTNER", "HITS", "EXPIRES", "PREFIXES");
+    println!(
+        "{:<24} {:>10}  {:<12} {:<44} NOTE",
+        "PARTNER", "HITS", "EXPIRES", "PREFIXES"
+    );
     for p in store.partners.values() {
         let hits = match (&maps, ids.get(&p.name)) {
-            (Some(m), Some(id)) => m.partner_hits(id).map(|h| h.to_string()).unwrap_or("?".into()),
+            (Some(m), Some(id)) => m
+                .partner_hits(id)
+                .map(|h| h.to_string())
+                .unwrap_or("?".into()),
             _ => "-".into(),
         };
         let expires = match p.expires {

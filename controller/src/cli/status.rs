@@ -26,14 +26,20 @@ pub fn run(config: &Path) -> Result<()> {
     let maps = GateMaps::open_if_loaded(&cfg.pin_path)?;
     match &maps {
         Some(_) => println!("gate:        loaded, pinned at {}", cfg.pin_path.display()),
-        None => println!("gate:        not loaded (nothing pinned at {})", cfg.pin_path.display()),
+        None => println!(
+            "gate:        not loaded (nothing pinned at {})",
+            cfg.pin_path.display()
+        ),
     }
     println!("daemon:      {daemon}");
     println!(
         "mode:        {}{}",
         mode.as_str(),
         if overridden {
-            format!(" (set by `mx6gate mode`; the config file says {})", cfg.mode.as_str())
+            format!(
+                " (set by `mx6gate mode`; the config file says {})",
+                cfg.mode.as_str()
+            )
         } else {
             String::new()
         }
@@ -57,7 +63,11 @@ pub fn run(config: &Path) -> Result<()> {
             .and_then(|l| l.info())
             .map(|i| format!("link {} prog {}", i.id(), i.program_id()))
             .unwrap_or_else(|e| format!("link unreadable: {e}"));
-        let warn = if how == "generic" { "  (generic XDP: slower, runs after the skb is built)" } else { "" };
+        let warn = if how == "generic" {
+            "  (generic XDP: slower, runs after the skb is built)"
+        } else {
+            ""
+        };
         println!("interface:   {iface:<12} xdp {how:<8} {ids}{warn}");
     }
     for iface in &cfg.interfaces {
@@ -68,12 +78,14 @@ pub fn run(config: &Path) -> Result<()> {
 
     let store = Store::load(&cfg.partners_dir)?;
     let today = today_utc();
-    let active = store.partners.values().filter(|p| p.is_active(today)).count();
+    let active = store
+        .partners
+        .values()
+        .filter(|p| p.is_active(today))
+        .count();
     let expired = store.partners.len() - active;
     let prefixes = store.active_prefixes(today).len();
-    print!(
-        "allowlist:   {active} partner(s), {prefixes} prefix(es)",
-    );
+    print!("allowlist:   {active} partner(s), {prefixes} prefix(es)",);
     if expired > 0 {
         print!(" ({expired} expired partner(s) not allowed)");
     }
@@ -84,7 +96,11 @@ pub fn run(config: &Path) -> Result<()> {
             "ALLOW map:   {in_map}/{} entries ({:.1}% full){}",
             maps.allow_capacity,
             100.0 * in_map as f64 / maps.allow_capacity.max(1) as f64,
-            if in_map != prefixes { "  MISMATCH with the store: run `mx6gate run` or SIGHUP the daemon" } else { "" }
+            if in_map != prefixes {
+                "  MISMATCH with the store: run `mx6gate run` or SIGHUP the daemon"
+            } else {
+                ""
+            }
         );
         println!("counters (XDP, since load):");
         for (c, n) in maps.counters()? {

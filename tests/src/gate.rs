@@ -1,0 +1,229 @@
+//! The real `mx6gate` binary driven in a test namespace: a private config,
+//! partner store, state dir and pin path per instance, so tests (and the
+//! lab) run side by side; the daemon and every CLI call run in the
+//! gateway's network namespace via nsenter (pins stay visible).
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::Netns;
+
+static GATE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The mx6gate binary: $MX6GATE_BIN, else target/release, else target/debug
+/// (`cargo xtask test` builds the release one first).
+pub fn mx6gate_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MX6GATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let candidates = [
+        root.join("target/release/mx6gate"),
+        root.join("target/debug/mx6gate"),
+    ];
+    candidates
+        .iter()
+        .filter(|p| p.exists())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("no mx6gate binary: run `cargo xtask build` (or `cargo build -p mx6gate`)")
+        })
+}
+
+pub struct GateUnderTest {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub pin_path: PathBuf,
+    ns_path: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl GateUnderTest {
+    /// Write a config protecting `iface` in `mode`; `extra` is appended to
+    /// the TOML (e.g. `ports = [25, 587]`).
+    pub fn new(gw: &Netns, iface: &str, mode: &str, extra: &str) -> Result<GateUnderTest> {
+        crate::ensure_bpffs()?;
+        remove_stale_pins();
+        let n = GATE_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let pin_path = PathBuf::from(format!(
+            "/sys/fs/bpf/{}{}-{n}",
+            crate::cleanup::NS_PREFIX,
+            std::process::id()
+        ));
+        let dir = tempfile::Builder::new().prefix("mx6gate-test").tempdir()?;
+        let config = dir.path().join("mx6gate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "interfaces = [\"{iface}\"]\nmode = \"{mode}\"\npin_path = \"{}\"\npartners_dir = \"partners.d\"\nstate_dir = \"state\"\n{extra}\n",
+                pin_path.display()
+            ),
+        )?;
+        std::fs::create_dir_all(dir.path().join("partners.d"))?;
+        Ok(GateUnderTest {
+            dir,
+            config,
+            pin_path,
+            ns_path: gw.path().to_path_buf(),
+            daemon: None,
+        })
+    }
+
+    pub fn partners_dir(&self) -> PathBuf {
+        self.dir.path().join("partners.d")
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new("nsenter");
+        c.arg(format!("--net={}", self.ns_path.display()))
+            .arg("--")
+            .arg(mx6gate_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args);
+        c
+    }
+
+    /// Run a CLI verb; the output whatever the exit status.
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        crate::cmd::output_with_timeout(
+            self.command(args),
+            &format!("mx6gate {}", args.join(" ")),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// Run a CLI verb that must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            bail!(
+                "mx6gate {} failed: {}",
+                args.join(" "),
+                crate::cmd::describe_output(&out)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Start `mx6gate run` and wait until its XDP link is pinned.
+    pub fn start(&mut self) -> Result<()> {
+        if self.daemon.is_some() {
+            bail!("daemon already running");
+        }
+        let log = std::fs::File::create(self.dir.path().join("daemon.log"))?;
+        let child = self
+            .command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawning mx6gate run")?;
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.log().contains("gate running") {
+                return Ok(());
+            }
+            if let Some(st) = self.daemon.as_mut().unwrap().try_wait()? {
+                self.daemon = None;
+                bail!("mx6gate run exited ({st}):\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("mx6gate run did not come up in 15 s:\n{}", self.log())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|c| c.id())
+    }
+
+    /// SIGTERM (orderly exit, gate stays pinned) and wait.
+    pub fn stop(&mut self) -> Result<()> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// SIGKILL (a crash) and wait.
+    pub fn kill(&mut self) -> Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
+    pub fn hup(&self) {
+        if let Some(c) = &self.daemon {
+            unsafe { libc::kill(c.id() as i32, libc::SIGHUP) };
+        }
+    }
+
+    fn signal(&mut self, sig: i32) -> Result<()> {
+        if let Some(mut c) = self.daemon.take() {
+            unsafe { libc::kill(c.id() as i32, sig) };
+            match crate::cmd::wait_timeout(&mut c, Duration::from_secs(10))? {
+                Some(_) => {}
+                None => {
+                    c.kill().ok();
+                    c.wait().ok();
+                    bail!("mx6gate run did not exit on signal {sig}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for GateUnderTest {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+        let _ = self.cli(&["detach"]);
+        // Whatever detach could not remove (it failed, or the test broke the
+        // layout): remove the pins by hand so no gate outlives the test.
+        if self.pin_path.exists() {
+            remove_pins(&self.pin_path);
+        }
+    }
+}
+
+pub fn remove_pins(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                remove_pins(&p);
+            } else {
+                std::fs::remove_file(&p).ok();
+            }
+        }
+    }
+    std::fs::remove_dir(dir).ok();
+}
+
+/// Pin dirs `/sys/fs/bpf/mx6t-<pid>-<n>` of test processes that died
+/// without cleaning up (SIGKILL, a crash): their gates must not linger.
+fn remove_stale_pins() {
+    let Ok(rd) = std::fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(crate::cleanup::NS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if !crate::cleanup::pid_alive(pid) {
+            remove_pins(&e.path());
+        }
+    }
+}
