@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod proto;
+pub mod steer;
 
 /// Names of the maps in the eBPF object. The controller pins each one under
 /// `<pin_path>/maps/<NAME>`; the names are also the kernel object names, so
@@ -16,11 +17,15 @@ pub mod map_names {
     pub const CONFIG: &str = "CONFIG";
     pub const COUNTERS: &str = "COUNTERS";
     pub const PARTNER_HITS: &str = "PARTNER_HITS";
-    pub const ALL: [&str; 4] = [ALLOW, CONFIG, COUNTERS, PARTNER_HITS];
+    /// SOCKMAP holding the responder's listening socket at index 0.
+    pub const RESPONDER: &str = "RESPONDER";
+    pub const ALL: [&str; 5] = [ALLOW, CONFIG, COUNTERS, PARTNER_HITS, RESPONDER];
 }
 
 /// Name of the XDP program in the object (its function name).
 pub const XDP_PROGRAM: &str = "mx6gate_xdp";
+/// Name of the sk_lookup program in the object.
+pub const SK_LOOKUP_PROGRAM: &str = "mx6gate_sk_lookup";
 
 /// What the gate does with a SYN from a source outside the allowlist.
 #[repr(u32)]
@@ -76,6 +81,9 @@ pub struct GateConfig {
     pub mode: u32,
     /// Number of valid entries in `ports`.
     pub nports: u32,
+    /// What sk_lookup does in defer mode when no responder socket is
+    /// registered: 0 = pass to the MTA (fail open), 1 = refuse (RST).
+    pub responder_down_refuse: u32,
     /// Protected TCP destination ports (host byte order).
     pub ports: [u16; MAX_PORTS],
 }
@@ -91,6 +99,7 @@ impl GateConfig {
         GateConfig {
             mode: mode as u32,
             nports: i as u32,
+            responder_down_refuse: 0,
             ports: p,
         }
     }
@@ -129,9 +138,24 @@ pub enum Counter {
     /// (truncated, non-first fragment, header chain too long, ESP): passed,
     /// the sk_lookup backstop judges it after the kernel has parsed it.
     Unparsed = 6,
+    // sk_lookup outcomes: one per connection the kernel is about to hand to
+    // a listener on a protected port (XDP already counted its SYN).
+    /// Partner connection left to the MTA.
+    SkAllowed = 8,
+    /// Non-partner connection left to the MTA in monitor mode.
+    SkMonitored = 9,
+    /// Non-partner connection handed to the responder (defer).
+    SkDeferred = 10,
+    /// Non-partner connection refused (drop/reset: what XDP did not stop).
+    SkRefused = 11,
+    /// Defer mode with no responder socket: passed to the MTA (fail open).
+    SkResponderDownPassed = 12,
+    /// Defer mode with no responder socket: refused by policy.
+    SkResponderDownRefused = 13,
 }
 
 impl Counter {
+    /// The XDP program's outcomes.
     pub const ALL: [Counter; 7] = [
         Counter::PassedOther,
         Counter::PartnerAllowed,
@@ -140,6 +164,16 @@ impl Counter {
         Counter::Reset,
         Counter::Deferred,
         Counter::Unparsed,
+    ];
+
+    /// The sk_lookup program's outcomes.
+    pub const SK_ALL: [Counter; 6] = [
+        Counter::SkAllowed,
+        Counter::SkMonitored,
+        Counter::SkDeferred,
+        Counter::SkRefused,
+        Counter::SkResponderDownPassed,
+        Counter::SkResponderDownRefused,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -151,6 +185,12 @@ impl Counter {
             Counter::Reset => "reset",
             Counter::Deferred => "deferred",
             Counter::Unparsed => "unparsed",
+            Counter::SkAllowed => "allowed",
+            Counter::SkMonitored => "monitored",
+            Counter::SkDeferred => "deferred",
+            Counter::SkRefused => "refused",
+            Counter::SkResponderDownPassed => "responder_down_passed",
+            Counter::SkResponderDownRefused => "responder_down_refused",
         }
     }
 }

@@ -69,6 +69,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         let store = Store::load(&cfg.partners_dir)?;
         sync::sync_allow(&store, &state, &mut maps, today_utc())?;
         gate.attach(&cfg.interfaces, cfg.xdp_mode, &state.path)?;
+        gate.attach_sk_lookup()?;
         info!(
             mode = mode.as_str(),
             adopted = gate.adopted,

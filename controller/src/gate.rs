@@ -4,7 +4,9 @@
 //! ```text
 //! <pin_path>/maps/<MAP>         ALLOW, CONFIG, COUNTERS, PARTNER_HITS
 //! <pin_path>/progs/xdp          the XDP program now attached
+//! <pin_path>/progs/sk_lookup    the sk_lookup program now attached
 //! <pin_path>/links/xdp@<iface>  one bpf_link per protected interface
+//! <pin_path>/links/sk_lookup    the gateway network namespace's link
 //! ```
 //!
 //! Links hold the programs, so the gate keeps working with no controller
@@ -13,6 +15,7 @@
 use std::{
     collections::BTreeMap,
     fs,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -20,11 +23,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
-        Xdp, XdpMode,
+        SkLookup, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
-use mx6gate_common::{map_names, XDP_PROGRAM};
+use mx6gate_common::{map_names, SK_LOOKUP_PROGRAM, XDP_PROGRAM};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -58,6 +61,12 @@ impl PinLayout {
     pub fn xdp_prog(&self) -> PathBuf {
         self.progs().join("xdp")
     }
+    pub fn sk_lookup_prog(&self) -> PathBuf {
+        self.progs().join("sk_lookup")
+    }
+    pub fn sk_lookup_link(&self) -> PathBuf {
+        self.links().join("sk_lookup")
+    }
     pub fn links(&self) -> PathBuf {
         self.root.join("links")
     }
@@ -78,6 +87,7 @@ impl PinLayout {
             .filter_map(|e| {
                 e.file_name()
                     .to_str()
+                    .filter(|n| n.starts_with(LINK_PREFIX))
                     .and_then(|n| n.strip_prefix(LINK_PREFIX))
                     .map(str::to_string)
             })
@@ -202,6 +212,12 @@ impl Gate {
                     .ok_or_else(|| anyhow!("the eBPF object has no program {XDP_PROGRAM}"))?
                     .try_into()?;
                 prog.load().context("loading the XDP program (verifier)")?;
+                let sk: &mut SkLookup = ebpf
+                    .program_mut(SK_LOOKUP_PROGRAM)
+                    .ok_or_else(|| anyhow!("the eBPF object has no program {SK_LOOKUP_PROGRAM}"))?
+                    .try_into()?;
+                sk.load()
+                    .context("loading the sk_lookup program (verifier)")?;
                 Ok(ebpf)
             });
         let ebpf = match loaded {
@@ -244,6 +260,49 @@ impl Gate {
         let id = prog.attach_to_link(xdp_link)?;
         // Dropping the taken link only closes our fd; the pin keeps it.
         drop(prog.take_link(id)?);
+        Ok(())
+    }
+
+    /// Attach sk_lookup to the network namespace this process is in (the
+    /// gateway's), or swap the new program into the pinned link.
+    pub fn attach_sk_lookup(&mut self) -> Result<()> {
+        let layout = self.layout.clone();
+        let pin = layout.sk_lookup_link();
+        let prog: &mut SkLookup = self
+            .ebpf
+            .program_mut(SK_LOOKUP_PROGRAM)
+            .expect("checked at load")
+            .try_into()?;
+        let mut adopted = false;
+        if pin.exists() {
+            match link_update(&pin, prog.fd()?.as_fd()) {
+                Ok(()) => adopted = true,
+                Err(e) => {
+                    warn!(
+                        error = format!("{e:#}"),
+                        "pinned sk_lookup link is unusable; attaching afresh"
+                    );
+                    fs::remove_file(&pin).ok();
+                }
+            }
+        }
+        if !adopted {
+            let netns =
+                fs::File::open("/proc/self/ns/net").context("opening this network namespace")?;
+            let id = prog
+                .attach(netns)
+                .context("attaching sk_lookup to the network namespace")?;
+            let link: FdLink = prog.take_link(id)?.into();
+            link.pin(&pin)
+                .with_context(|| format!("pinning {}", pin.display()))?;
+            info!("sk_lookup attached to the gateway's network namespace");
+        } else {
+            info!("adopted pinned sk_lookup link, program updated in place");
+        }
+        let prog_pin = layout.sk_lookup_prog();
+        fs::remove_file(&prog_pin).ok();
+        prog.pin(&prog_pin)
+            .with_context(|| format!("pinning {}", prog_pin.display()))?;
         Ok(())
     }
 
@@ -375,6 +434,49 @@ pub fn detach(pin_path: &Path, state_dir: &Path) -> Result<Vec<String>> {
     }
     fs::remove_file(AttachRecord::path(state_dir)).ok();
     Ok(removed)
+}
+
+/// BPF_LINK_UPDATE on a pinned link: the kernel swaps the program under
+/// the link atomically (aya 0.14 offers this for XDP links only).
+fn link_update(pin: &Path, new_prog: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_UPDATE: libc::c_long = 30;
+    let bpf = |cmd: libc::c_long, attr: &mut [u32; 32]| unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(attr) as u32,
+        )
+    };
+    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes())?;
+    // union bpf_attr { struct { u64 pathname; u32 bpf_fd, file_flags; } obj; }
+    let mut attr = [0u32; 32];
+    let ptr = path.as_ptr() as u64;
+    attr[0] = ptr as u32;
+    attr[1] = (ptr >> 32) as u32;
+    let fd = bpf(BPF_OBJ_GET, &mut attr);
+    if fd < 0 {
+        bail!(
+            "opening {}: {}",
+            pin.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // struct { u32 link_fd, new_prog_fd, flags, old_prog_fd; } link_update;
+    let mut attr = [0u32; 32];
+    attr[0] = link.as_raw_fd() as u32;
+    attr[1] = new_prog.as_raw_fd() as u32;
+    if bpf(BPF_LINK_UPDATE, &mut attr) < 0 {
+        bail!(
+            "BPF_LINK_UPDATE on {}: {}",
+            pin.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 pub fn ifindex(iface: &str) -> Option<u32> {

@@ -90,9 +90,18 @@ impl GateMaps {
         self.allow.get(&Key::new(128, addr.octets()), 0).ok()
     }
 
-    /// Per-outcome counters summed over CPUs.
+    /// The XDP program's per-outcome counters summed over CPUs.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
-        Counter::ALL
+        self.read_counters(&Counter::ALL)
+    }
+
+    /// The sk_lookup program's per-outcome counters.
+    pub fn sk_counters(&self) -> Result<Vec<(Counter, u64)>> {
+        self.read_counters(&Counter::SK_ALL)
+    }
+
+    fn read_counters(&self, which: &[Counter]) -> Result<Vec<(Counter, u64)>> {
+        which
             .iter()
             .map(|c| Ok((*c, sum(&self.counters.get(&(*c as u32), 0)?))))
             .collect()

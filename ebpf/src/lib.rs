@@ -1,5 +1,7 @@
 //! mx6gate's kernel side. One object, built by `cargo xtask build`:
 //! - `mx6gate_xdp`: the fast path on each protected interface (xdp.rs);
+//! - `mx6gate_sk_lookup`: steering and backstop in the gateway's network
+//!   namespace (sk_lookup.rs);
 //! maps shared with the controller live in maps.rs, bounds-checked packet
 //! access in packet.rs.
 #![no_std]
@@ -7,6 +9,7 @@
 
 mod maps;
 mod packet;
+mod sk_lookup;
 mod xdp;
 
 #[cfg(not(test))]

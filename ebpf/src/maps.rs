@@ -2,7 +2,7 @@
 //! defaults; the controller overrides them from its config before loading.
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, SockMap},
 };
 use mx6gate_common::{Counter, GateConfig, PartnerId, COUNTER_SLOTS};
 
@@ -21,6 +21,10 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// SYNs let in per partner, indexed by partner id.
 #[map]
 pub static PARTNER_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(4096, 0);
+
+/// The responder's listening socket at index 0 (sk_lookup assigns it).
+#[map]
+pub static RESPONDER: SockMap = SockMap::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count(c: Counter) {

@@ -49,7 +49,7 @@ pub fn run(config: &Path) -> Result<()> {
 
     let record = AttachRecord::load(&ctx.state.path);
     let attached = layout.attached_interfaces();
-    if attached.is_empty() {
+    if attached.is_empty() && cfg.interfaces.is_empty() {
         println!("interfaces:  none attached");
     }
     for iface in &attached {
@@ -70,6 +70,14 @@ pub fn run(config: &Path) -> Result<()> {
         };
         println!("interface:   {iface:<12} xdp {how:<8} {ids}{warn}");
     }
+    let sk = match PinnedLink::from_pin(layout.sk_lookup_link())
+        .map(FdLink::from)
+        .and_then(|l| l.info())
+    {
+        Ok(i) => format!("attached (link {} prog {})", i.id(), i.program_id()),
+        Err(_) => "not attached".into(),
+    };
+    println!("sk_lookup:   {sk}");
     for iface in &cfg.interfaces {
         if !attached.contains(iface) {
             println!("interface:   {iface:<12} configured but NOT attached");
@@ -102,9 +110,13 @@ pub fn run(config: &Path) -> Result<()> {
                 ""
             }
         );
-        println!("counters (XDP, since load):");
+        println!("XDP (SYN packets, since load):");
         for (c, n) in maps.counters()? {
-            println!("  {:<16} {n}", c.as_str());
+            println!("  {:<24} {n}", c.as_str());
+        }
+        println!("sk_lookup (connections, since load):");
+        for (c, n) in maps.sk_counters()? {
+            println!("  {:<24} {n}", c.as_str());
         }
     }
     Ok(())

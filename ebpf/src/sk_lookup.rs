@@ -1,0 +1,80 @@
+//! The sk_lookup program: authoritative for every connection the kernel
+//! is about to hand to a listener, after full parsing (extension headers,
+//! fragments), so nothing XDP could not judge slips past. Steers deferred
+//! connections to the responder; refuses in drop/reset modes.
+use aya_ebpf::{
+    bindings::{bpf_sk_lookup, sk_action},
+    macros::sk_lookup,
+    programs::SkLookupContext,
+};
+use mx6gate_common::{
+    proto::IPPROTO_TCP,
+    steer::{decide, responder_down, Steer},
+};
+
+use crate::maps::{allowed, config, count, RESPONDER};
+
+const AF_INET6: u32 = 10;
+/// lo is ifindex 1 in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Context fields must be read with 32-bit loads (the verifier rejects
+/// wider ones); volatile keeps LLVM from merging them.
+#[inline(always)]
+fn field(p: *const u32) -> u32 {
+    unsafe { core::ptr::read_volatile(p) }
+}
+
+#[sk_lookup]
+pub fn mx6gate_sk_lookup(ctx: SkLookupContext) -> u32 {
+    let l: *const bpf_sk_lookup = ctx.lookup;
+    unsafe {
+        if field(&raw const (*l).family) != AF_INET6 || field(&raw const (*l).protocol) != IPPROTO_TCP as u32 {
+            return sk_action::SK_PASS;
+        }
+    }
+    // Connections from the gateway itself (over lo) are the operator's own,
+    // never a remote MTA's: local submission and health checks stay as they are.
+    if unsafe { field(&raw const (*l).ingress_ifindex) } == LOOPBACK_IFINDEX {
+        return sk_action::SK_PASS;
+    }
+    let Some(cfg) = config() else {
+        return sk_action::SK_PASS;
+    };
+    let port = unsafe { field(&raw const (*l).local_port) } as u16;
+    if !cfg.protects(port) {
+        return sk_action::SK_PASS;
+    }
+    // remote_ip6 holds the address in network byte order, word by word.
+    let mut src = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let w = unsafe { field(&raw const (*l).remote_ip6[i]) };
+        src[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        i += 1;
+    }
+    let partner = allowed(&src);
+    let steer = match decide(cfg, port, partner.is_some()) {
+        Steer::Responder => match RESPONDER.redirect_sk_lookup(&ctx, 0, 0) {
+            Ok(()) => {
+                count(mx6gate_common::Counter::SkDeferred);
+                return sk_action::SK_PASS;
+            }
+            // The responder's socket leaves the SOCKMAP when it dies.
+            Err(_) => responder_down(cfg),
+        },
+        s => s,
+    };
+    match steer {
+        // Partner hits are XDP's to count (once per SYN); here only outcomes.
+        Steer::Pass(c) => {
+            count(c);
+            sk_action::SK_PASS
+        }
+        Steer::Refuse(c) => {
+            count(c);
+            sk_action::SK_DROP
+        }
+        Steer::Responder => sk_action::SK_PASS,
+    }
+}
