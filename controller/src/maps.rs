@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::Ipv6Addr, path::Path};
 use anyhow::{Context, Result};
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
-    Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues,
+    Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues, SockMap,
 };
 use ipnet::Ipv6Net;
 use mx6gate_common::{map_names, Counter, GateConfig, PartnerId};
@@ -17,6 +17,7 @@ pub struct GateMaps {
     pub config: Array<MapData, GateConfig>,
     pub counters: PerCpuArray<MapData, u64>,
     pub partner_hits: PerCpuArray<MapData, u64>,
+    pub responder: SockMap<MapData>,
     /// max_entries of ALLOW and PARTNER_HITS as created (may differ from
     /// the config if the maps were adopted from before a config change).
     pub allow_capacity: u32,
@@ -39,6 +40,7 @@ impl GateMaps {
             config: open(&l, map_names::CONFIG)?.try_into()?,
             counters: open(&l, map_names::COUNTERS)?.try_into()?,
             partner_hits: open(&l, map_names::PARTNER_HITS)?.try_into()?,
+            responder: open(&l, map_names::RESPONDER)?.try_into()?,
             allow_capacity: MapInfo::from_pin(l.map(map_names::ALLOW))?.max_entries(),
             partner_capacity: MapInfo::from_pin(l.map(map_names::PARTNER_HITS))?.max_entries(),
         })
@@ -60,6 +62,15 @@ impl GateMaps {
         self.config
             .set(0, *cfg, 0)
             .context("writing the CONFIG map")
+    }
+
+    /// Put the responder's listening socket where sk_lookup assigns from.
+    /// The kernel drops it from the map by itself when the socket closes
+    /// (the responder died), which is how "responder down" is detected.
+    pub fn register_responder(&mut self, listener: &impl std::os::fd::AsRawFd) -> Result<()> {
+        self.responder
+            .set(0, listener, 0)
+            .context("registering the responder socket in the RESPONDER sockmap")
     }
 
     /// Everything in ALLOW, as prefix → partner id.

@@ -1,0 +1,289 @@
+//! sk_lookup in the kernel: the backstop for SYNs XDP cannot parse, the
+//! enforcer where XDP is not attached, and fail-open when defer mode has no
+//! responder (invariant 9). Real frames, real TCP, two namespaces.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use mx6gate_common::proto::*;
+use mx6gate_tests::{
+    connect_from, gate::GateUnderTest, packets::*, require_root, Listener, Netns, Topology,
+    PARTNER_NET, PARTNER_SRC, STRANGER_SRC,
+};
+
+/// "section.name" → value, from `mx6gate status`.
+fn counters(g: &GateUnderTest) -> BTreeMap<String, u64> {
+    let out = g.ok(&["status"]).unwrap();
+    let mut section = "";
+    let mut m = BTreeMap::new();
+    for line in out.lines() {
+        if line.starts_with("XDP") {
+            section = "xdp";
+        } else if line.starts_with("sk_lookup (") {
+            section = "sk";
+        } else if let (true, Some((k, v))) = (
+            line.starts_with("  "),
+            line.trim().split_once(char::is_whitespace),
+        ) {
+            if let Ok(n) = v.trim().parse() {
+                m.insert(format!("{section}.{k}"), n);
+            }
+        }
+    }
+    m
+}
+
+fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
+    // /sys/class/net is the host's under nsenter; ask iproute2 instead.
+    let s = ns
+        .run_stdout(&["ip", "-br", "link", "show", "dev", ifname])
+        .unwrap();
+    let addr = s.split_whitespace().nth(2).unwrap();
+    let mut mac = [0u8; 6];
+    for (i, b) in addr.split(':').enumerate() {
+        mac[i] = u8::from_str_radix(b, 16).unwrap();
+    }
+    mac
+}
+
+/// Send `frame` out of `ifname` in `ns` with AF_PACKET and wait for a TCP
+/// segment from port 25 back to `sport`; its flags.
+fn send_and_wait_tcp(
+    ns: &Netns,
+    ifname: &str,
+    frame: Vec<u8>,
+    sport: u16,
+    timeout: Duration,
+) -> Option<u8> {
+    let ifname = ifname.to_string();
+    ns.enter(move || unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            (libc::ETH_P_ALL as u16).to_be() as i32,
+        );
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let c = std::ffi::CString::new(ifname).unwrap();
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = libc::if_nametoindex(c.as_ptr()) as i32;
+        assert_eq!(
+            libc::bind(
+                fd,
+                &sll as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&sll) as u32
+            ),
+            0
+        );
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of_val(&tv) as u32,
+        );
+        assert_eq!(
+            libc::send(fd, frame.as_ptr() as *const libc::c_void, frame.len(), 0),
+            frame.len() as isize
+        );
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 2048];
+        let mut got = None;
+        while Instant::now() < deadline {
+            let n = libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0);
+            if n <= 0 {
+                continue;
+            }
+            let p = &buf[..n as usize];
+            if let mx6gate_common::classify::L4::Tcp { tcp, .. } =
+                mx6gate_common::classify::locate_tcp(p)
+            {
+                let from = u16::from_be_bytes([p[tcp], p[tcp + 1]]);
+                let to = u16::from_be_bytes([p[tcp + 2], p[tcp + 3]]);
+                if from == 25 && to == sport {
+                    got = Some(p[tcp + 13]);
+                    break;
+                }
+            }
+        }
+        libc::close(fd);
+        got
+    })
+}
+
+/// A SYN from STRANGER_SRC to the gateway with more extension headers than
+/// XDP walks: XDP must pass it (counted unparsed), the kernel parses it,
+/// and sk_lookup decides.
+fn unparseable_syn(topo: &Topology, sport: u16) -> Vec<u8> {
+    let exts: Vec<Ext> = (0..=MAX_EXT_HEADERS).map(|_| Ext::DestOpts(0)).collect();
+    let src = STRANGER_SRC.octets();
+    let dst = mx6gate_tests::GW_V6.octets();
+    let tcp = Tcp {
+        sport,
+        ..Tcp::syn(25)
+    };
+    let mut f = ipv6_frame(&[], src, dst, &exts, IPPROTO_TCP, &tcp.bytes(src, dst));
+    f[0..6].copy_from_slice(&mac_of(&topo.gw, &topo.gw_if));
+    f[6..12].copy_from_slice(&mac_of(&topo.sender, &topo.sender_if));
+    f
+}
+
+#[test]
+fn sk_lookup_backstops_syns_xdp_cannot_parse() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::new().unwrap();
+    let _mta = Listener::start(&topo.gw, "[::]:25".parse().unwrap()).unwrap();
+    let mut gate = GateUnderTest::new(&topo.gw, &topo.gw_if, "monitor", "").unwrap();
+    gate.start().unwrap();
+    // Warm neighbour caches both ways so the first frame is not lost to ND.
+    mx6gate_tests::ping(
+        &topo.sender,
+        IpAddr::V6(STRANGER_SRC),
+        IpAddr::V6(mx6gate_tests::GW_V6),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+
+    let before = counters(&gate);
+    let flags = send_and_wait_tcp(
+        &topo.sender,
+        &topo.sender_if,
+        unparseable_syn(&topo, 40001),
+        40001,
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        flags,
+        Some(TCP_SYN | TCP_ACK),
+        "monitor: the MTA answers the SYN"
+    );
+    let mid = counters(&gate);
+    assert_eq!(
+        mid["xdp.unparsed"],
+        before["xdp.unparsed"] + 1,
+        "XDP passed it as unparsed"
+    );
+    assert_eq!(mid["sk.monitored"], before["sk.monitored"] + 1);
+
+    gate.ok(&["mode", "drop"]).unwrap();
+    let flags = send_and_wait_tcp(
+        &topo.sender,
+        &topo.sender_if,
+        unparseable_syn(&topo, 40002),
+        40002,
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        flags.map(|f| f & TCP_RST),
+        Some(TCP_RST),
+        "drop: sk_lookup refuses what XDP let by; got {flags:?}"
+    );
+    let after = counters(&gate);
+    assert_eq!(after["xdp.unparsed"], mid["xdp.unparsed"] + 1);
+    assert_eq!(after["sk.refused"], mid["sk.refused"] + 1);
+}
+
+#[test]
+fn sk_lookup_enforces_where_xdp_is_not_attached() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::new().unwrap();
+    let mta = Listener::start(&topo.gw, "[::]:25".parse().unwrap()).unwrap();
+    // XDP goes on a spare veth pair inside the gateway; the link to the
+    // sender carries no XDP at all.
+    topo.gw
+        .run(&[
+            "ip",
+            "link",
+            "add",
+            "mx6spare0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "mx6spare1",
+        ])
+        .unwrap();
+    topo.gw
+        .run(&["ip", "link", "set", "mx6spare0", "up"])
+        .unwrap();
+    let mut gate = GateUnderTest::new(&topo.gw, "mx6spare0", "drop", "").unwrap();
+    gate.ok(&["partner", "add", "p", PARTNER_NET]).unwrap();
+    gate.start().unwrap();
+    let gw25 = SocketAddr::new(IpAddr::V6(mx6gate_tests::GW_V6), 25);
+    let t = Instant::now();
+    let r = connect_from(
+        &topo.sender,
+        IpAddr::V6(STRANGER_SRC),
+        gw25,
+        Duration::from_secs(2),
+    );
+    assert!(
+        r.is_refused(),
+        "stranger must be refused by sk_lookup, got {}",
+        r.kind()
+    );
+    assert!(t.elapsed() < Duration::from_millis(500), "refused at once");
+    let r = connect_from(
+        &topo.sender,
+        IpAddr::V6(PARTNER_SRC),
+        gw25,
+        Duration::from_secs(2),
+    );
+    assert!(
+        r.is_connected(),
+        "partner reaches the MTA, got {}",
+        r.kind()
+    );
+    let c = counters(&gate);
+    assert_eq!(c["sk.refused"], 1);
+    assert_eq!(c["sk.allowed"], 1);
+    assert_eq!(c["xdp.dropped"], 0, "XDP never saw these");
+    assert!(mta.wait_for_accepted(1, Duration::from_secs(2)));
+}
+
+#[test]
+fn defer_without_responder_fails_open() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::new().unwrap();
+    let _mta = Listener::start(&topo.gw, "[::]:25".parse().unwrap()).unwrap();
+    let mut gate = GateUnderTest::new(&topo.gw, &topo.gw_if, "defer", "").unwrap();
+    gate.start().unwrap();
+    // The daemon (which owns the responder) dies; the pinned gate stays.
+    gate.kill().unwrap();
+    let gw25 = SocketAddr::new(IpAddr::V6(mx6gate_tests::GW_V6), 25);
+    let s = connect_from(
+        &topo.sender,
+        IpAddr::V6(STRANGER_SRC),
+        gw25,
+        Duration::from_secs(2),
+    )
+    .expect_connected("stranger in defer mode with the responder down");
+    let banner = mx6gate_tests::read_banner(&s, Duration::from_secs(2)).unwrap();
+    assert!(
+        banner.starts_with("220"),
+        "fail open: the MTA's banner, got {banner:?}"
+    );
+    let c = counters(&gate);
+    assert_eq!(c["sk.responder_down_passed"], 1, "{c:?}");
+    assert!(gate
+        .ok(&["status"])
+        .unwrap()
+        .contains("daemon:      not running"));
+}
