@@ -22,6 +22,7 @@
 
 pub mod cleanup;
 pub mod cmd;
+pub mod dns;
 pub mod gate;
 pub mod icmp;
 pub mod netns;

@@ -64,6 +64,10 @@ pub struct PostfixInstance {
     /// The `smtp inet` service of master.cf: `"25"`, `"[::1]:2525"`, … or
     /// None for no SMTP listener.
     pub smtpd_listen: Option<String>,
+    /// A resolv.conf for this instance alone: Postfix then runs in a
+    /// private mount namespace with it bind-mounted over /etc/resolv.conf
+    /// (the host's file is never touched).
+    pub resolv_conf: Option<PathBuf>,
     overrides: Vec<(String, String)>,
     extra_master: Vec<String>,
 }
@@ -76,6 +80,7 @@ impl PostfixInstance {
             hostname: hostname.into(),
             domain: domain.into(),
             smtpd_listen: Some("25".into()),
+            resolv_conf: None,
             overrides: Vec::new(),
             extra_master: Vec::new(),
         }
@@ -88,6 +93,7 @@ impl PostfixInstance {
             hostname: hostname.into(),
             domain: domain.into(),
             smtpd_listen: Some("25".into()),
+            resolv_conf: None,
             overrides: Vec::new(),
             extra_master: Vec::new(),
         }
@@ -280,7 +286,30 @@ impl PostfixInstance {
         };
         self.write_config(&pf.dir)?;
         let etc = pf.config_dir().display().to_string();
-        let out = ns.try_run(&["postfix", "-c", &etc, "start"], Duration::from_secs(60))?;
+        let out = match &self.resolv_conf {
+            None => ns.try_run(&["postfix", "-c", &etc, "start"], Duration::from_secs(60))?,
+            Some(resolv) => {
+                let resolv = resolv.display().to_string();
+                // The master daemonizes inside the private mount namespace;
+                // every Postfix process it starts inherits it.
+                ns.try_run(
+                    &[
+                        "unshare",
+                        "--mount",
+                        "--propagation",
+                        "private",
+                        "--",
+                        "sh",
+                        "-c",
+                        "mount --bind \"$1\" /etc/resolv.conf && exec postfix -c \"$2\" start",
+                        "sh",
+                        &resolv,
+                        &etc,
+                    ],
+                    Duration::from_secs(60),
+                )?
+            }
+        };
         if !out.status.success() {
             bail!(
                 "[netns {}] postfix -c {etc} start failed: {}; log: {}",

@@ -1,0 +1,121 @@
+//! A real sending MTA behind the gate: Postfix in the sender namespace
+//! delivers to a domain whose MX host has both an IPv6 and an IPv4 address
+//! of the gateway (served by dnsmasq), preferring IPv6. When the gate turns
+//! its IPv6 connection away, the message must still arrive — over IPv4 —
+//! and once the sender's prefix is a partner, over IPv6.
+use std::{net::IpAddr, time::Duration};
+
+use mx6gate_tests::{
+    dns::Dnsmasq, gate::GateUnderTest, require_root, swaks_with, xdp_pass::attach_xdp_pass,
+    Postfix, PostfixInstance, SwaksOptions, Topology, GW_HOSTNAME, GW_V4, GW_V6, MAIL_DOMAIN,
+    SENDER_V4, STRANGER_SRC,
+};
+
+struct World {
+    topo: Topology,
+    _dns: Dnsmasq,
+    sender: Postfix,
+    receiver: Postfix,
+    _pass: mx6gate_tests::xdp_pass::XdpPass,
+}
+
+fn world() -> World {
+    let topo = Topology::new().unwrap();
+    let pass = attach_xdp_pass(&topo.sender, &topo.sender_if).unwrap();
+    let receiver = Postfix::start_receiver(&topo.gw, GW_HOSTNAME, MAIL_DOMAIN).unwrap();
+    let dns = Dnsmasq::start(
+        &topo.sender,
+        &[
+            &format!("mx-host={MAIL_DOMAIN},{GW_HOSTNAME},10"),
+            &format!("host-record={GW_HOSTNAME},{GW_V6},{GW_V4}"),
+        ],
+    )
+    .unwrap();
+    let mut inst = PostfixInstance::sender("mta.sender.example", "sender.example")
+        .set("smtp_bind_address6", &STRANGER_SRC.to_string())
+        .set("smtp_bind_address", &SENDER_V4.to_string());
+    inst.resolv_conf = Some(dns.resolv_conf.clone());
+    let sender = inst.start(&topo.sender).unwrap();
+    World {
+        topo,
+        _dns: dns,
+        sender,
+        receiver,
+        _pass: pass,
+    }
+}
+
+/// Hand a message to the sending Postfix (its SMTP listener on loopback).
+fn submit(w: &World, subject: &str) {
+    let mut o = SwaksOptions::new(
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        "127.0.0.1:25".parse::<std::net::SocketAddr>().unwrap(),
+        Duration::from_secs(5),
+    );
+    o.to = format!("postmaster@{MAIL_DOMAIN}");
+    o.headers = vec![format!("Subject: {subject}")];
+    let r = swaks_with(&w.topo.sender, &o).unwrap();
+    assert!(
+        r.success(),
+        "the sending Postfix must accept the message:\n{}",
+        r.transcript
+    );
+}
+
+/// The message with `subject` in the receiver's mailbox, waiting for it.
+fn delivered(w: &World, n: usize, subject: &str) -> String {
+    let mbox = w
+        .receiver
+        .wait_for_messages(n, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}\nsender log:\n{}", w.sender.log()));
+    mx6gate_tests::postfix::split_mbox(&mbox)
+        .into_iter()
+        .find(|m| m.contains(&format!("Subject: {subject}")))
+        .unwrap_or_else(|| panic!("no message {subject:?} in\n{mbox}"))
+}
+
+fn received_from_ipv4(msg: &str) -> bool {
+    msg.contains(&format!("[{SENDER_V4}]"))
+}
+
+fn received_from_ipv6(msg: &str) -> bool {
+    msg.contains(&format!("[IPv6:{STRANGER_SRC}]"))
+}
+
+#[test]
+fn reset_mode_sender_falls_back_to_ipv4_then_partner_uses_ipv6() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    let mut gate = GateUnderTest::new(&w.topo.gw, &w.topo.gw_if, "reset", "").unwrap();
+    gate.start().unwrap();
+
+    submit(&w, "first");
+    let msg = delivered(&w, 1, "first");
+    assert!(
+        received_from_ipv4(&msg),
+        "turned away on IPv6, delivered over IPv4:\n{msg}"
+    );
+    let log = w.sender.log();
+    assert!(
+        log.contains(&format!(
+            "connect to {GW_HOSTNAME}[{GW_V6}]:25: Connection refused"
+        )),
+        "the sender tried IPv6 first and was refused:\n{log}"
+    );
+
+    gate.ok(&[
+        "partner",
+        "add",
+        "sender-example",
+        &format!("{STRANGER_SRC}/128"),
+    ])
+    .unwrap();
+    submit(&w, "second");
+    let msg = delivered(&w, 2, "second");
+    assert!(
+        received_from_ipv6(&msg),
+        "a partner now, delivered over IPv6:\n{msg}"
+    );
+}
