@@ -36,22 +36,26 @@ struct Daemon {
     gate: Gate,
     maps: GateMaps,
     store_seen: Vec<(PathBuf, SystemTime, u64)>,
+    _pid_file: PidFile,
 }
 
 pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) -> Result<()> {
+    // Everything that can be refused is checked before the pinned gate,
+    // the saved mode or the maps change (invariant 5).
     let cfg = load_config(config_path, &ifaces)?;
     let state = StateDir::new(&cfg.state_dir);
-    if let Some(pid) = read_pid(&state) {
-        bail!(
-            "another mx6gate daemon (pid {pid}) is running for state dir {}",
-            state.path.display()
-        );
-    }
-    let (gate, maps) = {
+    let (gate, maps, pid_file) = {
         let _lock = state.lock()?;
-        if let Some(m) = mode {
-            state.set_mode(m)?;
+        if let Some(pid) = read_pid(&state) {
+            bail!(
+                "another mx6gate daemon (pid {pid}) is running for state dir {}",
+                state.path.display()
+            );
         }
+        // Claimed under the lock, so a second `run`, `status` or `detach`
+        // sees this daemon from here on.
+        let pid_file = PidFile::create(&state)?;
+        let store = Store::load(&cfg.partners_dir)?;
         let mut gate = Gate::load(&cfg)?;
         let mut maps = GateMaps::open(&cfg.pin_path)?;
         if maps.allow_capacity != cfg.maps.allow_entries
@@ -63,11 +67,14 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
                 "adopted maps keep their sizes; `mx6gate detach` and restart to apply the configured sizes"
             );
         }
+        let desired = sync::desired_allow(&store, &state, &mut maps, today_utc())?;
+        if let Some(m) = mode {
+            state.set_mode(m)?;
+        }
         // Policy first, then attach: a fresh link starts with the right
         // mode and allowlist.
         let mode = sync::sync_config(&cfg, &state, &mut maps)?;
-        let store = Store::load(&cfg.partners_dir)?;
-        sync::sync_allow(&store, &state, &mut maps, today_utc())?;
+        sync::apply_allow(&mut maps, &desired)?;
         gate.attach(&cfg.interfaces, cfg.xdp_mode, &state.path)?;
         gate.attach_sk_lookup()?;
         info!(
@@ -78,12 +85,8 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
             prefixes = store.prefix_count(),
             "gate running"
         );
-        (gate, maps)
+        (gate, maps, pid_file)
     };
-    crate::fsutil::write_atomic(
-        &pid_path(&state),
-        format!("{}\n", std::process::id()).as_bytes(),
-    )?;
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         iface_override: ifaces,
@@ -92,10 +95,26 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         state,
         gate,
         maps,
+        _pid_file: pid_file,
     };
-    let result = d.serve().await;
-    std::fs::remove_file(pid_path(&d.state)).ok();
-    result
+    d.serve().await
+}
+
+/// `state_dir/mx6gate.pid` while this daemon runs; removed on every exit.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(state: &StateDir) -> Result<PidFile> {
+        let path = pid_path(state);
+        crate::fsutil::write_atomic(&path, format!("{}\n", std::process::id()).as_bytes())?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.0).ok();
+    }
 }
 
 fn load_config(path: &Path, ifaces: &[String]) -> Result<Config> {
@@ -108,6 +127,12 @@ fn load_config(path: &Path, ifaces: &[String]) -> Result<Config> {
             "no interfaces to protect: set `interfaces` in {} or pass --iface",
             path.display()
         );
+    }
+    for iface in &cfg.interfaces {
+        crate::config::validate_ifname(iface)?;
+        if crate::gate::ifindex(iface).is_none() {
+            bail!("interface {iface:?} does not exist (in this network namespace)");
+        }
     }
     Ok(cfg)
 }
@@ -164,8 +189,9 @@ impl Daemon {
         }
         let _lock = self.state.lock()?;
         let store = Store::load(&cfg.partners_dir)?;
+        let desired = sync::desired_allow(&store, &self.state, &mut self.maps, today_utc())?;
         sync::sync_config(&cfg, &self.state, &mut self.maps)?;
-        sync::sync_allow(&store, &self.state, &mut self.maps, today_utc())?;
+        sync::apply_allow(&mut self.maps, &desired)?;
         if cfg.interfaces != self.cfg.interfaces || cfg.xdp_mode != self.cfg.xdp_mode {
             self.gate
                 .attach(&cfg.interfaces, cfg.xdp_mode, &self.state.path)?;

@@ -65,7 +65,10 @@ fn expect_connects(topo: &Topology, src: IpAddr, dst: SocketAddr, what: &str) {
 /// `src` → `dst` gets no answer at all within [`DROPPED`].
 fn expect_dropped(topo: &Topology, src: IpAddr, dst: SocketAddr, what: &str) {
     let o = connect(topo, src, dst, DROPPED);
-    assert!(o.is_timed_out(), "{what}: expected the SYN to be dropped, got {o}");
+    assert!(
+        o.is_timed_out(),
+        "{what}: expected the SYN to be dropped, got {o}"
+    );
 }
 
 /// `src` → `dst` is refused (RST) within [`REFUSED_FAST`].
@@ -73,7 +76,10 @@ fn expect_refused_fast(topo: &Topology, src: IpAddr, dst: SocketAddr, what: &str
     let t = Instant::now();
     let o = connect(topo, src, dst, DROPPED);
     let took = t.elapsed();
-    assert!(o.is_refused(), "{what}: expected connection refused, got {o}");
+    assert!(
+        o.is_refused(),
+        "{what}: expected connection refused, got {o}"
+    );
     assert!(took < REFUSED_FAST, "{what}: refused only after {took:?}");
 }
 
@@ -147,7 +153,10 @@ fn counters(g: &GateUnderTest) -> BTreeMap<String, u64> {
             out.insert(format!("{sec}.{k}"), v);
         }
     }
-    assert!(out.contains_key("xdp.dropped"), "no counters in status:\n{s}");
+    assert!(
+        out.contains_key("xdp.dropped"),
+        "no counters in status:\n{s}"
+    );
     out
 }
 
@@ -166,7 +175,9 @@ fn state_dir(g: &GateUnderTest) -> PathBuf {
 /// Every file under `dir` (relative name → bytes), except `skip` names.
 fn files(dir: &Path, skip: &[&str]) -> BTreeMap<String, String> {
     fn walk(base: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
@@ -187,6 +198,14 @@ fn files(dir: &Path, skip: &[&str]) -> BTreeMap<String, String> {
     out
 }
 
+/// The `mx6gate: error: …` line of a command's stderr (logs precede it).
+fn error_line(stderr: &str) -> String {
+    match stderr.find("mx6gate: error:") {
+        Some(i) => stderr[i..].lines().next().unwrap_or("").to_string(),
+        None => stderr.trim().to_string(),
+    }
+}
+
 /// Run the CLI with another config file (in the gateway namespace).
 fn cli_with(topo: &Topology, config: &Path, args: &[&str]) -> Output {
     let mut c = std::process::Command::new("nsenter");
@@ -196,8 +215,12 @@ fn cli_with(topo: &Topology, config: &Path, args: &[&str]) -> Output {
         .arg("--config")
         .arg(config)
         .args(args);
-    cmd::output_with_timeout(c, &format!("mx6gate {}", args.join(" ")), Duration::from_secs(30))
-        .unwrap()
+    cmd::output_with_timeout(
+        c,
+        &format!("mx6gate {}", args.join(" ")),
+        Duration::from_secs(10),
+    )
+    .unwrap()
 }
 
 /// Wait (bounded) until `cond` holds.
@@ -227,7 +250,11 @@ fn flush_neigh(topo: &Topology, fam: &str) {
 
 /// Today (UTC) + `days`, as YYYY-MM-DD (civil-from-days, H. Hinnant).
 fn date_in(days: i64) -> String {
-    let z = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64 / 86400
+    let z = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 86400
         + days
         + 719_468;
     let era = z.div_euclid(146_097);
@@ -248,16 +275,36 @@ fn date_in(days: i64) -> String {
 fn check_non_smtp_untouched(topo: &Topology, mode: &str) {
     let m = |s: &str| format!("[{mode}] {s}");
     // IPv4 SMTP is never gated.
-    expect_connects(topo, IpAddr::V4(SENDER_V4), Topology::gw_v4(25), &m("IPv4 TCP :25"));
+    expect_connects(
+        topo,
+        IpAddr::V4(SENDER_V4),
+        Topology::gw_v4(25),
+        &m("IPv4 TCP :25"),
+    );
     // IPv6 TCP to a port that is not protected, from a stranger.
-    expect_connects(topo, stranger(), Topology::gw_v6(2525), &m("IPv6 TCP :2525"));
+    expect_connects(
+        topo,
+        stranger(),
+        Topology::gw_v6(2525),
+        &m("IPv6 TCP :2525"),
+    );
 
     // ND: with both caches flushed, a ping needs NS/NA to cross the gate.
     flush_neigh(topo, "-6");
-    ping(&topo.sender, stranger(), IpAddr::V6(GW_V6), Duration::from_millis(1500))
-        .unwrap_or_else(|e| panic!("{}: {e:#}", m("ping6 after ND flush")));
-    ping(&topo.sender, IpAddr::V6(SENDER_V6), IpAddr::V6(GW_V6), Duration::from_millis(1500))
-        .unwrap_or_else(|e| panic!("{}: {e:#}", m("ping6 (link) after ND flush")));
+    ping(
+        &topo.sender,
+        stranger(),
+        IpAddr::V6(GW_V6),
+        Duration::from_millis(1500),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e:#}", m("ping6 after ND flush")));
+    ping(
+        &topo.sender,
+        IpAddr::V6(SENDER_V6),
+        IpAddr::V6(GW_V6),
+        Duration::from_millis(1500),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e:#}", m("ping6 (link) after ND flush")));
     let neigh = topo.gw.run_stdout(&["ip", "-6", "neigh", "show"]).unwrap();
     assert!(
         neigh.contains(&SENDER_V6.to_string()) && neigh.contains("lladdr"),
@@ -267,15 +314,19 @@ fn check_non_smtp_untouched(topo: &Topology, mode: &str) {
 
     // ARP: same for IPv4.
     flush_neigh(topo, "-4");
-    ping(&topo.sender, IpAddr::V4(SENDER_V4), IpAddr::V4(GW_V4), Duration::from_millis(1500))
-        .unwrap_or_else(|e| panic!("{}: {e:#}", m("ping4 after ARP flush")));
+    ping(
+        &topo.sender,
+        IpAddr::V4(SENDER_V4),
+        IpAddr::V4(GW_V4),
+        Duration::from_millis(1500),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e:#}", m("ping4 after ARP flush")));
 
     // UDP over IPv6, even to port 25, is not TCP.
-    let server = topo
-        .gw
-        .enter(|| UdpSocket::bind(smtp6()))
+    let server = topo.gw.enter(|| UdpSocket::bind(smtp6())).unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
-    server.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
     let client = topo
         .sender
         .enter(|| -> std::io::Result<UdpSocket> {
@@ -324,7 +375,12 @@ fn inv1_non_smtp_traffic_untouched_in_drop_mode() {
     // Only the two IPv4 connections reached the MTA port.
     let peers = smtp.peers();
     assert_eq!(peers.len(), 2, "{peers:?}");
-    assert!(peers.iter().all(|p| p.ip().to_canonical() == IpAddr::V4(SENDER_V4)), "{peers:?}");
+    assert!(
+        peers
+            .iter()
+            .all(|p| p.ip().to_canonical() == IpAddr::V4(SENDER_V4)),
+        "{peers:?}"
+    );
 }
 
 // ============================================================ invariant 2
@@ -338,7 +394,8 @@ fn inv2_partner_reaches_mta_in_every_mode() {
     let _pass = xdp_pass::attach_xdp_pass(&topo.sender, &topo.sender_if).unwrap();
     let mta = Listener::start(&topo.gw, any(25)).unwrap();
     let mut gate = GateUnderTest::new(&topo.gw, &topo.gw_if, "monitor", "").unwrap();
-    gate.ok(&["partner", "add", "partner", PARTNER_NET]).unwrap();
+    gate.ok(&["partner", "add", "partner", PARTNER_NET])
+        .unwrap();
     gate.start().unwrap();
 
     let mut strangers_in = 0;
@@ -388,7 +445,11 @@ fn inv2_partner_reaches_mta_in_every_mode() {
         // sk_lookup sees the connections XDP let through.
         assert_eq!(d("sk.allowed"), 1, "{ctx}");
         assert_eq!(d("sk.monitored"), monitored, "{ctx}");
-        assert_eq!(d("sk.deferred") + d("sk.responder_down_passed"), deferred, "{ctx}");
+        assert_eq!(
+            d("sk.deferred") + d("sk.responder_down_passed"),
+            deferred,
+            "{ctx}"
+        );
         assert_eq!(d("sk.refused"), 0, "{ctx}");
     }
     let peers = mta.peers();
@@ -398,7 +459,10 @@ fn inv2_partner_reaches_mta_in_every_mode() {
     assert_eq!(from_stranger, strangers_in, "{peers:?}");
     // partner list shows the hits (4 SYNs let in).
     let list = gate.ok(&["partner", "list"]).unwrap();
-    let line = list.lines().find(|l| l.starts_with("partner ")).unwrap_or("");
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("partner "))
+        .unwrap_or("");
     assert_eq!(line.split_whitespace().nth(1), Some("4"), "{list}");
 }
 
@@ -440,7 +504,11 @@ fn inv3_established_connections_survive_mode_switch_and_restart() {
 
     let reloads = gate.log().matches("reloaded").count();
     gate.hup();
-    assert!(wait_log(&gate, "reloaded", reloads, Duration::from_secs(2)), "{}", gate.log());
+    assert!(
+        wait_log(&gate, "reloaded", reloads, Duration::from_secs(2)),
+        "{}",
+        gate.log()
+    );
     all_alive("SIGHUP reload");
 
     gate.stop().unwrap();
@@ -475,13 +543,15 @@ fn inv4_no_policy_window_across_restarts() {
     let topo = Topology::new().unwrap();
     let mta = Listener::start(&topo.gw, any(25)).unwrap();
     let mut gate = GateUnderTest::new(&topo.gw, &topo.gw_if, "drop", "").unwrap();
-    gate.ok(&["partner", "add", "partner", PARTNER_NET]).unwrap();
+    gate.ok(&["partner", "add", "partner", PARTNER_NET])
+        .unwrap();
     gate.ok(&["mode", "drop"]).unwrap(); // persisted
     gate.start().unwrap();
     expect_dropped(&topo, stranger(), smtp6(), "stranger before restarts");
 
     let done = AtomicBool::new(false);
-    let (attempts, connected, timed_out, other) = std::thread::scope(|s| {
+    let (attempts, connected, timed_out, other, sprayed) = std::thread::scope(|s| {
+        let sprayer = s.spawn(|| spray_syns(&topo, &done));
         let prober = s.spawn(|| {
             let (mut n, mut conn, mut to, mut other) = (0u32, 0u32, 0u32, Vec::new());
             let end = Instant::now() + Duration::from_secs(20);
@@ -511,7 +581,10 @@ fn inv4_no_policy_window_across_restarts() {
             // at start and on reload.
             let text = std::fs::read_to_string(&gate.config)?;
             anyhow::ensure!(text.contains("mode = \"drop\""), "{text}");
-            std::fs::write(&gate.config, text.replace("mode = \"drop\"", "mode = \"monitor\""))?;
+            std::fs::write(
+                &gate.config,
+                text.replace("mode = \"drop\"", "mode = \"monitor\""),
+            )?;
             gate.start()?;
             let reloads = gate.log().matches("reloaded").count();
             gate.hup();
@@ -527,21 +600,39 @@ fn inv4_no_policy_window_across_restarts() {
         let min = Duration::from_secs(3);
         std::thread::sleep(Duration::from_millis(500).max(min.saturating_sub(t0.elapsed())));
         done.store(true, Ordering::SeqCst);
-        let res = prober.join().unwrap();
+        let (n, conn, to, other) = prober.join().unwrap();
+        let sprayed = sprayer.join().unwrap();
         r.unwrap();
-        res
+        (n, conn, to, other, sprayed)
     });
     eprintln!(
-        "inv4: {attempts} stranger attempts across restarts: {connected} connected, {timed_out} timed out, other {other:?}"
+        "inv4: {attempts} stranger attempts across restarts: {connected} connected, {timed_out} timed out, other {other:?}; \
+         {} SYNs sprayed (one every {SPRAY_EVERY:?}), {} of them connected",
+        sprayed.0, sprayed.1
     );
-    assert_eq!(connected, 0, "a stranger got through while the controller restarted");
+    assert_eq!(
+        sprayed.1, 0,
+        "a sprayed stranger SYN got through while the controller restarted"
+    );
+    assert!(sprayed.0 > 100, "only {} SYNs sprayed", sprayed.0);
+    assert_eq!(
+        connected, 0,
+        "a stranger got through while the controller restarted"
+    );
     assert!(other.is_empty(), "unexpected outcomes: {other:?}");
     assert!(attempts > 10, "only {attempts} attempts");
     assert_eq!(mta.accepted(), 0, "{:?}", mta.peers());
 
     let status = gate.ok(&["status"]).unwrap();
-    assert!(status.contains("mode:        drop"), "persisted mode lost:\n{status}");
-    assert_eq!(config_mode(&gate.pin_path), 3, "CONFIG mode should be drop (3)");
+    assert!(
+        status.contains("mode:        drop"),
+        "persisted mode lost:\n{status}"
+    );
+    assert_eq!(
+        config_mode(&gate.pin_path),
+        3,
+        "CONFIG mode should be drop (3)"
+    );
 
     // No daemon at all: the pins keep the gate enforcing.
     gate.kill().unwrap();
@@ -558,10 +649,72 @@ fn inv4_no_policy_window_across_restarts() {
     // detach is the way to remove it, and it really does.
     let out = gate.ok(&["detach"]).unwrap();
     assert!(out.contains("gate removed"), "{out}");
-    assert!(!gate.pin_path.exists(), "{} still exists", gate.pin_path.display());
+    assert!(
+        !gate.pin_path.exists(),
+        "{} still exists",
+        gate.pin_path.display()
+    );
     expect_connects(&topo, stranger(), smtp6(), "stranger after detach");
     let status = gate.ok(&["status"]).unwrap();
     assert!(status.contains("gate:        not loaded"), "{status}");
+
+    // The usual case: detach while the daemon runs stops it first, and
+    // nothing re-attaches afterwards.
+    gate.start().unwrap();
+    expect_dropped(&topo, stranger(), smtp6(), "stranger after a fresh start");
+    // (The daemon writes its pid file just after logging "gate running".)
+    let pid_file = state_dir(&gate).join("mx6gate.pid");
+    assert!(
+        wait_until(Duration::from_secs(2), || pid_file.exists()),
+        "no pid file"
+    );
+    let out = gate.ok(&["detach"]).unwrap();
+    assert!(
+        out.contains("stopped the daemon") && out.contains("gate removed"),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        !gate.pin_path.exists(),
+        "{} came back",
+        gate.pin_path.display()
+    );
+    expect_connects(
+        &topo,
+        stranger(),
+        smtp6(),
+        "stranger after detaching a running gate",
+    );
+    gate.stop().unwrap(); // reaps the daemon detach stopped
+    assert!(gate.log().contains("exiting"), "{}", gate.log());
+}
+
+const SPRAY_EVERY: Duration = Duration::from_millis(10);
+
+/// Fire a non-blocking connect from the stranger every [`SPRAY_EVERY`]
+/// (at most 400, at most 20 s) until `done`, keeping every socket open (the
+/// kernel retransmits their SYNs too), so that even a window of a few ms
+/// without policy lets one through. Returns (sockets, connected).
+fn spray_syns(topo: &Topology, done: &AtomicBool) -> (usize, usize) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    topo.sender.enter(|| {
+        let mut socks = Vec::new();
+        let end = Instant::now() + Duration::from_secs(20);
+        while !done.load(Ordering::SeqCst) && socks.len() < 400 && Instant::now() < end {
+            let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s.bind(&SocketAddr::new(stranger(), 0).into()).unwrap();
+            match s.connect(&smtp6().into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => panic!("spraying SYNs: {e}"),
+            }
+            socks.push(s);
+            std::thread::sleep(SPRAY_EVERY);
+        }
+        let connected = socks.iter().filter(|s| s.peer_addr().is_ok()).count();
+        (socks.len(), connected)
+    })
 }
 
 // ============================================================ invariant 5
@@ -577,7 +730,12 @@ struct Snapshot {
 fn snapshot(g: &GateUnderTest) -> Snapshot {
     Snapshot {
         partners: files(&g.partners_dir(), &[]),
-        state: files(&state_dir(g), &["lock", "mx6gate.pid"]),
+        // The lock and the daemon's pid file (and its temp file: the daemon
+        // writes it just after logging "gate running") are not state.
+        state: files(&state_dir(g), &["lock", "mx6gate.pid"])
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(".mx6gate.pid.tmp"))
+            .collect(),
         allow: allow_map(&g.pin_path),
         config: config_map(&g.pin_path),
     }
@@ -591,8 +749,17 @@ fn inv5_bad_input_changes_nothing() {
     let topo = Topology::new().unwrap();
     let _mta = Listener::start(&topo.gw, any(25)).unwrap();
     let mut gate = GateUnderTest::new(&topo.gw, &topo.gw_if, "drop", "").unwrap();
-    gate.ok(&["partner", "add", "acme", PARTNER_NET, "--note", "the partner"]).unwrap();
-    gate.ok(&["partner", "add", "beta", "2001:db8:5::/48"]).unwrap();
+    gate.ok(&[
+        "partner",
+        "add",
+        "acme",
+        PARTNER_NET,
+        "--note",
+        "the partner",
+    ])
+    .unwrap();
+    gate.ok(&["partner", "add", "beta", "2001:db8:5::/48"])
+        .unwrap();
     gate.start().unwrap();
     let snap = snapshot(&gate);
     assert_eq!(snap.allow.len(), 2, "{snap:?}");
@@ -602,28 +769,57 @@ fn inv5_bad_input_changes_nothing() {
         let (stdout, stderr) = out_str(&out);
         assert!(!out.status.success(), "{what}: succeeded: {stdout}");
         for n in names {
-            assert!(stderr.contains(n), "{what}: stderr does not name {n:?}: {stderr}");
+            assert!(
+                stderr.contains(n),
+                "{what}: stderr does not name {n:?}: {stderr}"
+            );
         }
         assert_eq!(snapshot(&gate), snap, "{what} changed something");
     };
     let bad_cli: &[(&[&str], &[&str])] = &[
-        (&["partner", "add", "x", "2001:db8::/zz"], &["2001:db8::/zz"]),
-        (&["partner", "add", "x", "203.0.113.0/24"], &["203.0.113.0/24", "IPv4"]),
+        (
+            &["partner", "add", "x", "2001:db8::/zz"],
+            &["2001:db8::/zz"],
+        ),
+        (
+            &["partner", "add", "x", "203.0.113.0/24"],
+            &["203.0.113.0/24", "IPv4"],
+        ),
         (&["partner", "add", "x", "not-a-prefix"], &["not-a-prefix"]),
-        (&["partner", "add", "bad name!", "2001:db8:9::/48"], &["bad name!"]),
+        (
+            &["partner", "add", "bad name!", "2001:db8:9::/48"],
+            &["bad name!"],
+        ),
         // A good prefix first: validated whole, nothing half-applied.
         (
             &["partner", "add", "x", "2001:db8:9::/48", PARTNER_NET],
             &[PARTNER_NET, "acme"],
         ),
-        (&["partner", "add", "acme", "2001:db8:5::/48"], &["2001:db8:5::/48", "beta"]),
+        (
+            &["partner", "add", "acme", "2001:db8:5::/48"],
+            &["2001:db8:5::/48", "beta"],
+        ),
         (&["partner", "add", "x", "::/0"], &["::/0"]),
         (
-            &["partner", "add", "x", "2001:db8:9::/48", "--expires", "2001-01-01"],
+            &[
+                "partner",
+                "add",
+                "x",
+                "2001:db8:9::/48",
+                "--expires",
+                "2001-01-01",
+            ],
             &["2001-01-01"],
         ),
         (
-            &["partner", "add", "x", "2001:db8:9::/48", "--expires", "tomorrow"],
+            &[
+                "partner",
+                "add",
+                "x",
+                "2001:db8:9::/48",
+                "--expires",
+                "tomorrow",
+            ],
             &["tomorrow"],
         ),
         (&["partner", "remove", "nosuch"], &["nosuch"]),
@@ -642,9 +838,17 @@ fn inv5_bad_input_changes_nothing() {
     // store, state and pins).
     let good = std::fs::read_to_string(&gate.config).unwrap();
     let bad_configs = [
-        ("bad-syntax.toml", format!("{good}\nthis is = = not toml\n"), "bad-syntax.toml"),
+        (
+            "bad-syntax.toml",
+            format!("{good}\nthis is = = not toml\n"),
+            "bad-syntax.toml",
+        ),
         ("bad-port.toml", format!("{good}\nports = [0]\n"), "ports"),
-        ("bad-key.toml", format!("{good}\ncolour = \"blue\"\n"), "colour"),
+        (
+            "bad-key.toml",
+            format!("{good}\ncolour = \"blue\"\n"),
+            "colour",
+        ),
     ];
     for (name, text, item) in &bad_configs {
         let path = gate.dir.path().join(name);
@@ -676,24 +880,40 @@ fn inv5_bad_input_changes_nothing() {
     ] {
         let out = gate.cli(args).unwrap();
         let (stdout, stderr) = out_str(&out);
-        assert!(!out.status.success(), "{args:?} with a broken store: {stdout}");
+        assert!(
+            !out.status.success(),
+            "{args:?} with a broken store: {stdout}"
+        );
         assert!(stderr.contains("zz-broken.toml"), "{stderr}");
         assert_eq!(snapshot(&gate), snap_broken, "{args:?} changed something");
     }
     assert!(
-        wait_log(&gate, "partner store not applied", failures, Duration::from_secs(2)),
+        wait_log(
+            &gate,
+            "partner store not applied",
+            failures,
+            Duration::from_secs(2)
+        ),
         "the daemon did not notice the broken file:\n{}",
         gate.log()
     );
     assert_eq!(snapshot(&gate), snap_broken, "the daemon changed something");
-    expect_connects(&topo, partner(), smtp6(), "partner with a broken store file");
+    expect_connects(
+        &topo,
+        partner(),
+        smtp6(),
+        "partner with a broken store file",
+    );
     std::fs::remove_file(&broken).unwrap();
 
     // The running daemon, SIGHUPed with a config that became invalid (and
     // that would switch to monitor if half-applied), keeps enforcing.
     std::fs::write(
         &gate.config,
-        format!("{}\nports = [0]\n", good.replace("mode = \"drop\"", "mode = \"monitor\"")),
+        format!(
+            "{}\nports = [0]\n",
+            good.replace("mode = \"drop\"", "mode = \"monitor\"")
+        ),
     )
     .unwrap();
     let failed = gate.log().matches("reload failed").count();
@@ -703,19 +923,165 @@ fn inv5_bad_input_changes_nothing() {
         "no 'reload failed' in the log:\n{}",
         gate.log()
     );
-    assert!(gate.log().contains("ports"), "the log does not name the bad key:\n{}", gate.log());
+    assert!(
+        gate.log().contains("ports"),
+        "the log does not name the bad key:\n{}",
+        gate.log()
+    );
     expect_dropped(&topo, stranger(), smtp6(), "stranger after a failed reload");
     expect_connects(&topo, partner(), smtp6(), "partner after a failed reload");
     std::fs::write(&gate.config, &good).unwrap();
     assert_eq!(snapshot(&gate), snap, "a failed reload changed something");
 
     // Host bits are the designed exception: accepted, normalized, said so.
-    let out = gate.ok(&["partner", "add", "hb", "2001:db8:9::1/48"]).unwrap();
+    let out = gate
+        .ok(&["partner", "add", "hb", "2001:db8:9::1/48"])
+        .unwrap();
     assert!(out.contains("stored as 2001:db8:9::/48"), "{out}");
     let allow = allow_map(&gate.pin_path);
-    assert!(allow.contains_key(&"2001:db8:9::/48".parse().unwrap()), "{allow:?}");
+    assert!(
+        allow.contains_key(&"2001:db8:9::/48".parse().unwrap()),
+        "{allow:?}"
+    );
     let hb = std::fs::read_to_string(gate.partners_dir().join("hb.toml")).unwrap();
-    assert!(hb.contains("\"2001:db8:9::/48\"") && !hb.contains("::1/48"), "{hb}");
+    assert!(
+        hb.contains("\"2001:db8:9::/48\"") && !hb.contains("::1/48"),
+        "{hb}"
+    );
+
+    // Calls that fail part-way must not have applied anything before they
+    // failed. Collected, so that one run reports every such case. The config
+    // file's mode is what these would wrongly apply (no `mode` override is
+    // persisted yet), so a half-applied config shows as strangers let in.
+    let snap2 = snapshot(&gate);
+    let mut problems: Vec<String> = Vec::new();
+    let monitor_cfg = good.replace("mode = \"drop\"", "mode = \"monitor\"");
+    assert_ne!(monitor_cfg, good);
+    let bad_iface_cfg = monitor_cfg.replace(
+        &format!("interfaces = [\"{}\"]", topo.gw_if),
+        &format!("interfaces = [\"{}\", \"nosuch0\"]", topo.gw_if),
+    );
+    assert!(bad_iface_cfg.contains("nosuch0"), "{bad_iface_cfg}");
+    let check_unchanged = |gate: &GateUnderTest, what: &str, problems: &mut Vec<String>| {
+        let now = snapshot(gate);
+        if now != snap2 {
+            let mode = |c: &[u8]| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+            problems.push(format!(
+                "{what}: failed, yet changed the gate: CONFIG {} (mode {} -> {}), ALLOW {}, store {}, state {}",
+                if now.config == snap2.config { "same" } else { "CHANGED" },
+                mode(&snap2.config),
+                mode(&now.config),
+                if now.allow == snap2.allow { "same" } else { "CHANGED" },
+                if now.partners == snap2.partners { "same" } else { "CHANGED" },
+                if now.state == snap2.state { "same" } else { "CHANGED" },
+            ));
+        }
+        let o = connect(&topo, stranger(), smtp6(), DROPPED);
+        if !o.is_timed_out() {
+            problems.push(format!(
+                "{what}: a stranger's SYN was not dropped afterwards: {o}"
+            ));
+        }
+    };
+
+    // (a) SIGHUP with a config naming an interface that does not exist.
+    std::fs::write(&gate.config, &bad_iface_cfg).unwrap();
+    let (failed, reloaded) = (
+        gate.log().matches("reload failed").count(),
+        gate.log().matches("reloaded").count(),
+    );
+    gate.hup();
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            let l = gate.log();
+            l.matches("reload failed").count() > failed || l.matches("reloaded").count() > reloaded
+        }),
+        "SIGHUP not handled:\n{}",
+        gate.log()
+    );
+    if gate.log().matches("reload failed").count() == failed {
+        problems.push("SIGHUP with an interface that does not exist was accepted".into());
+    }
+    check_unchanged(
+        &gate,
+        "SIGHUP with interfaces = [.., \"nosuch0\"] (and mode monitor)",
+        &mut problems,
+    );
+    std::fs::write(&gate.config, &good).unwrap();
+    let reloaded = gate.log().matches("reloaded").count();
+    gate.hup();
+    assert!(
+        wait_log(&gate, "reloaded", reloaded, Duration::from_secs(2)),
+        "{}",
+        gate.log()
+    );
+    assert_eq!(snapshot(&gate), snap2, "restoring the good config");
+
+    // (b) `mx6gate run` that fails (bad interface; broken store file) while
+    // the pinned gate enforces without a daemon.
+    gate.stop().unwrap();
+    let bad_iface = gate.dir.path().join("bad-iface.toml");
+    std::fs::write(&bad_iface, &bad_iface_cfg).unwrap();
+    let monitor = gate.dir.path().join("monitor.toml");
+    std::fs::write(&monitor, &monitor_cfg).unwrap();
+    for (cfg, broken_store, what) in [
+        (
+            &bad_iface,
+            false,
+            "`run` with interfaces = [.., \"nosuch0\"] (and mode monitor)",
+        ),
+        (
+            &monitor,
+            true,
+            "`run` (config mode monitor) with a broken partner file",
+        ),
+    ] {
+        if broken_store {
+            std::fs::write(&broken, "[[partner]\nname = \"half\n").unwrap();
+        }
+        let out = cli_with(&topo, cfg, &["run"]);
+        if broken_store {
+            std::fs::remove_file(&broken).unwrap();
+        }
+        let (_, stderr) = out_str(&out);
+        assert!(!out.status.success(), "{what}: succeeded");
+        check_unchanged(
+            &gate,
+            &format!("{what} [{}]", error_line(&stderr)),
+            &mut problems,
+        );
+        // Put the policy back: a good start re-syncs CONFIG from the config.
+        gate.start().unwrap();
+        assert_eq!(
+            snapshot(&gate),
+            snap2,
+            "restarting with the good config after {what}"
+        );
+        gate.stop().unwrap();
+    }
+    gate.start().unwrap();
+
+    // (c) `mode` (not monitor: that one does not read the store) while a broken file sits in the store: if it fails, it
+    // must not have switched the mode.
+    std::fs::write(&broken, "[[partner]\nname = \"half\n").unwrap();
+    let out = gate.cli(&["mode", "reset"]).unwrap();
+    std::fs::remove_file(&broken).unwrap();
+    let (_, stderr) = out_str(&out);
+    if !out.status.success() {
+        check_unchanged(
+            &gate,
+            &format!(
+                "`mode reset` with a broken partner file [{}]",
+                error_line(&stderr)
+            ),
+            &mut problems,
+        );
+    }
+    assert!(
+        problems.is_empty(),
+        "invariant 5 broken:\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 // ============================================================ invariant 6
@@ -726,18 +1092,25 @@ fn partner_ids(g: &GateUnderTest) -> BTreeMap<String, u32> {
     text.lines()
         .filter_map(|l| {
             let (k, v) = l.split_once('=')?;
-            Some((k.trim().trim_matches('"').to_string(), v.trim().parse().ok()?))
+            Some((
+                k.trim().trim_matches('"').to_string(),
+                v.trim().parse().ok()?,
+            ))
         })
         .collect()
 }
 
-/// prefix → partner name from `mx6gate partner list`.
+/// prefix → partner name from `mx6gate partner list` (active partners).
 fn listed(g: &GateUnderTest) -> BTreeMap<Ipv6Net, String> {
     let out = g.ok(&["partner", "list"]).unwrap();
     let mut m = BTreeMap::new();
     for line in out.lines().skip(1) {
         let mut w = line.split_whitespace();
         let Some(name) = w.next() else { continue };
+        if line.contains(" EXPIRED ") {
+            // Expired partners stay in the store but not in the allowlist.
+            continue;
+        }
         for tok in w {
             let nets: Result<Vec<Ipv6Net>, _> = tok.split(',').map(str::parse).collect();
             if let Ok(nets) = nets {
@@ -756,7 +1129,11 @@ fn listed(g: &GateUnderTest) -> BTreeMap<Ipv6Net, String> {
 fn assert_agree(g: &GateUnderTest, expected: &BTreeMap<Ipv6Net, &str>, step: &str) {
     let want: BTreeMap<Ipv6Net, String> =
         expected.iter().map(|(n, p)| (*n, p.to_string())).collect();
-    assert_eq!(listed(g), want, "{step}: partner list differs from the expected store");
+    assert_eq!(
+        listed(g),
+        want,
+        "{step}: partner list differs from the expected store"
+    );
     let allow = allow_map(&g.pin_path);
     assert_eq!(
         allow.keys().collect::<BTreeSet<_>>(),
@@ -765,19 +1142,33 @@ fn assert_agree(g: &GateUnderTest, expected: &BTreeMap<Ipv6Net, &str>, step: &st
     );
     let ids = partner_ids(g);
     for (net, name) in &want {
-        assert_eq!(Some(&allow[net]), ids.get(name), "{step}: id of {net} ({name}) in ALLOW");
+        assert_eq!(
+            Some(&allow[net]),
+            ids.get(name),
+            "{step}: id of {net} ({name}) in ALLOW"
+        );
         let mut o = net.network().octets();
         o[15] |= 0x25;
         let addr = Ipv6Addr::from(o).to_string();
         let out = g.ok(&["check", &addr]).unwrap();
-        assert!(out.contains(&format!("partner {name} via {net}")), "{step}: check {addr}: {out}");
+        assert!(
+            out.contains(&format!("partner {name} via {net}")),
+            "{step}: check {addr}: {out}"
+        );
         assert!(!out.contains("WARNING"), "{step}: check {addr}: {out}");
     }
     let status = g.ok(&["status"]).unwrap();
     assert!(!status.contains("MISMATCH"), "{step}: {status}");
     for dir in [g.partners_dir(), state_dir(g)] {
-        let temps: Vec<String> = files(&dir, &[]).into_keys().filter(|n| n.starts_with('.')).collect();
-        assert!(temps.is_empty(), "{step}: temp files left in {}: {temps:?}", dir.display());
+        let temps: Vec<String> = files(&dir, &[])
+            .into_keys()
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(
+            temps.is_empty(),
+            "{step}: temp files left in {}: {temps:?}",
+            dir.display()
+        );
     }
 }
 
@@ -793,24 +1184,46 @@ fn inv6_store_and_allow_map_agree() {
     let mut exp: BTreeMap<Ipv6Net, &str> = BTreeMap::new();
     assert_agree(&gate, &exp, "empty");
 
-    gate.ok(&["partner", "add", "alpha", "2001:db8:a::/48", "2001:db8:aa::/48", PARTNER_NET])
-        .unwrap();
+    gate.ok(&[
+        "partner",
+        "add",
+        "alpha",
+        "2001:db8:a::/48",
+        "2001:db8:aa::/48",
+        PARTNER_NET,
+    ])
+    .unwrap();
     for p in ["2001:db8:a::/48", "2001:db8:aa::/48", PARTNER_NET] {
         exp.insert(n(p), "alpha");
     }
     assert_agree(&gate, &exp, "add alpha");
 
-    gate.ok(&["partner", "add", "beta", "2001:db8:b::/48", "2001:db8:b:1::/64"]).unwrap();
+    gate.ok(&[
+        "partner",
+        "add",
+        "beta",
+        "2001:db8:b::/48",
+        "2001:db8:b:1::/64",
+    ])
+    .unwrap();
     exp.insert(n("2001:db8:b::/48"), "beta");
     exp.insert(n("2001:db8:b:1::/64"), "beta");
     assert_agree(&gate, &exp, "add beta (nested prefixes)");
 
-    gate.ok(&["partner", "add", "alpha", "2001:db8:ab::/48", "2001:db8:ac::25"]).unwrap();
+    gate.ok(&[
+        "partner",
+        "add",
+        "alpha",
+        "2001:db8:ab::/48",
+        "2001:db8:ac::25",
+    ])
+    .unwrap();
     exp.insert(n("2001:db8:ab::/48"), "alpha");
     exp.insert(n("2001:db8:ac::25/128"), "alpha");
     assert_agree(&gate, &exp, "add prefixes to alpha");
 
-    gate.ok(&["partner", "remove", "alpha", "2001:db8:aa::/48"]).unwrap();
+    gate.ok(&["partner", "remove", "alpha", "2001:db8:aa::/48"])
+        .unwrap();
     exp.remove(&n("2001:db8:aa::/48"));
     assert_agree(&gate, &exp, "remove one prefix of alpha");
 
@@ -820,7 +1233,15 @@ fn inv6_store_and_allow_map_agree() {
     assert_agree(&gate, &exp, "remove beta");
 
     let future = date_in(30);
-    gate.ok(&["partner", "add", "gamma", "2001:db8:c::/48", "--expires", &future]).unwrap();
+    gate.ok(&[
+        "partner",
+        "add",
+        "gamma",
+        "2001:db8:c::/48",
+        "--expires",
+        &future,
+    ])
+    .unwrap();
     exp.insert(n("2001:db8:c::/48"), "gamma");
     assert_agree(&gate, &exp, "add gamma with expiry");
 
@@ -830,7 +1251,7 @@ fn inv6_store_and_allow_map_agree() {
     let tmp = gate.partners_dir().join(".cm.toml.new");
     std::fs::write(
         &tmp,
-        "# from config management\n[[partner]]\nname = \"delta\"\nprefixes = [\"2001:db8:d::/48\", \"2001:db8:dd::/64\"]\nnote = \"dropped in\"\n",
+        "# from config management\n[[partner]]\nname = \"delta\"\nprefixes = [\"2001:db8:d::/48\", \"2001:db8:dd::/64\"]\nnote = \"dropped in\"\n\n[[partner]]\nname = \"old\"\nprefixes = [\"2001:db8:f::/48\"]\nexpires = 2001-01-01\n",
     )
     .unwrap();
     std::fs::rename(&tmp, &cm).unwrap();
@@ -847,6 +1268,31 @@ fn inv6_store_and_allow_map_agree() {
         gate.log()
     );
     assert_agree(&gate, &exp, "file dropped in");
+    // Its expired partner is in the store, not in the allowlist.
+    let out = gate.ok(&["check", "2001:db8:f::25"]).unwrap();
+    assert!(
+        out.contains("partner old via 2001:db8:f::/48") && out.contains("expired"),
+        "{out}"
+    );
+    assert!(!out.contains("WARNING"), "{out}");
+    let list = gate.ok(&["partner", "list"]).unwrap();
+    assert!(list.contains("2001-01-01 EXPIRED"), "{list}");
+
+    // The CLI edits a partner that lives in that shared file: the file is
+    // rewritten (both partners kept), no file of its own appears.
+    gate.ok(&["partner", "add", "delta", "2001:db8:de::/48"])
+        .unwrap();
+    exp.insert(n("2001:db8:de::/48"), "delta");
+    assert!(!gate.partners_dir().join("delta.toml").exists());
+    let text = std::fs::read_to_string(&cm).unwrap();
+    assert!(
+        text.contains("2001:db8:de::/48") && text.contains("\"old\""),
+        "{text}"
+    );
+    assert_agree(&gate, &exp, "add to a partner of the shared file");
+    gate.ok(&["partner", "remove", "old"]).unwrap();
+    assert!(!std::fs::read_to_string(&cm).unwrap().contains("\"old\""));
+    assert_agree(&gate, &exp, "remove the expired partner of the shared file");
 
     std::fs::remove_file(&cm).unwrap();
     exp.retain(|_, p| *p != "delta");
@@ -863,13 +1309,37 @@ fn inv6_store_and_allow_map_agree() {
 
     // No daemon: the CLI itself keeps the map in step.
     gate.stop().unwrap();
-    gate.ok(&["partner", "add", "epsilon", "2001:db8:e::/48"]).unwrap();
+    gate.ok(&["partner", "add", "epsilon", "2001:db8:e::/48"])
+        .unwrap();
     exp.insert(n("2001:db8:e::/48"), "epsilon");
     assert_agree(&gate, &exp, "add epsilon, no daemon");
-    gate.ok(&["partner", "remove", "alpha", "2001:db8:a::/48"]).unwrap();
+    gate.ok(&["partner", "remove", "alpha", "2001:db8:a::/48"])
+        .unwrap();
     exp.remove(&n("2001:db8:a::/48"));
     assert_agree(&gate, &exp, "remove an alpha prefix, no daemon");
     gate.ok(&["partner", "remove", "gamma"]).unwrap();
     exp.retain(|_, p| *p != "gamma");
     assert_agree(&gate, &exp, "remove gamma, no daemon");
+
+    // What a crash between writing a temp file and renaming it leaves
+    // behind is ignored (temp names are hidden): not in the store, not in
+    // the map, and edits keep working.
+    std::fs::write(
+        gate.partners_dir().join(".zeta.toml.tmp.4242.0"),
+        "[[partner]]\nname = \"zeta\"\nprefixes = [\"2001:db8:f0::/48\"]\n",
+    )
+    .unwrap();
+    gate.ok(&["partner", "add", "epsilon", "2001:db8:e:1::/64"])
+        .unwrap();
+    exp.insert(n("2001:db8:e:1::/64"), "epsilon");
+    assert_eq!(
+        listed(&gate),
+        exp.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    );
+    assert_eq!(
+        allow_map(&gate.pin_path)
+            .into_keys()
+            .collect::<BTreeSet<_>>(),
+        exp.keys().copied().collect::<BTreeSet<_>>()
+    );
 }

@@ -10,6 +10,8 @@ use crate::{maps::GateMaps, store::Store, sync};
 pub fn run(config: &Path, mode: Mode) -> Result<()> {
     let ctx = Ctx::load(config)?;
     let _lock = ctx.state.lock()?;
+    // Read first: a broken store must fail the command before anything changes.
+    let store = Store::load(&ctx.cfg.partners_dir)?;
     let before = sync::effective_mode(&ctx.cfg, &ctx.state)?;
     ctx.state.set_mode(mode)?;
     let maps = GateMaps::open_if_loaded(&ctx.cfg.pin_path)?;
@@ -24,7 +26,6 @@ pub fn run(config: &Path, mode: Mode) -> Result<()> {
         loaded_note(loaded)
     );
     if mode != Mode::Monitor {
-        let store = Store::load(&ctx.cfg.partners_dir)?;
         if store.active_prefixes(crate::store::today_utc()).is_empty() {
             println!("note: the allowlist is empty, so every IPv6 SMTP client is turned away");
         }
