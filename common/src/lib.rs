@@ -5,6 +5,7 @@
 //! layout change is one edit (aya's template does the same).
 #![no_std]
 
+pub mod allow;
 pub mod classify;
 pub mod proto;
 pub mod steer;
@@ -19,7 +20,19 @@ pub mod map_names {
     pub const PARTNER_HITS: &str = "PARTNER_HITS";
     /// SOCKMAP holding the responder's listening socket at index 0.
     pub const RESPONDER: &str = "RESPONDER";
-    pub const ALL: [&str; 5] = [ALLOW, CONFIG, COUNTERS, PARTNER_HITS, RESPONDER];
+    /// First level of the allowlist (see `allow`).
+    pub const SLASH32: &str = "SLASH32";
+    /// Second level of the allowlist (see `allow`).
+    pub const LONG_PREFIXES: &str = "LONG_PREFIXES";
+    pub const ALL: [&str; 7] = [
+        ALLOW,
+        CONFIG,
+        COUNTERS,
+        PARTNER_HITS,
+        RESPONDER,
+        SLASH32,
+        LONG_PREFIXES,
+    ];
 }
 
 /// Name of the XDP program in the object (its function name).
@@ -81,6 +94,8 @@ pub struct GateConfig {
     pub mode: u32,
     /// Number of valid entries in `ports`.
     pub nports: u32,
+    /// GateConfig::TRIE_ON_MISS and friends.
+    pub flags: u32,
     /// What sk_lookup does in defer mode when no responder socket is
     /// registered: 0 = pass to the MTA (fail open), 1 = refuse (RST).
     pub responder_down_refuse: u32,
@@ -89,6 +104,11 @@ pub struct GateConfig {
 }
 
 impl GateConfig {
+    /// The allowlist has prefixes shorter than allow::MIN_EXPAND_LEN: a
+    /// source whose /32 is not in SLASH32 must still be looked up in the
+    /// ALLOW trie.
+    pub const TRIE_ON_MISS: u32 = 1;
+
     pub const fn new(mode: Mode, ports: &[u16]) -> GateConfig {
         let mut p = [0u16; MAX_PORTS];
         let mut i = 0;
@@ -99,6 +119,7 @@ impl GateConfig {
         GateConfig {
             mode: mode as u32,
             nports: i as u32,
+            flags: 0,
             responder_down_refuse: 0,
             ports: p,
         }
@@ -214,4 +235,6 @@ pub type PartnerId = u32;
 mod user {
     // SAFETY: plain #[repr(C)] data without padding-dependent invariants.
     unsafe impl aya::Pod for super::GateConfig {}
+    unsafe impl aya::Pod for super::allow::Slash32 {}
+    unsafe impl aya::Pod for super::allow::LongKey {}
 }

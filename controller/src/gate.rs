@@ -202,6 +202,8 @@ impl Gate {
         }
         loader
             .map_max_entries(map_names::ALLOW, cfg.maps.allow_entries)
+            .map_max_entries(map_names::SLASH32, cfg.maps.allow_entries)
+            .map_max_entries(map_names::LONG_PREFIXES, cfg.maps.allow_entries)
             .map_max_entries(map_names::PARTNER_HITS, cfg.maps.max_partners);
         let loaded = loader
             .load(BPF_OBJECT)

@@ -3,12 +3,14 @@
 //!
 //! - `gate`   — the pinned state (load, adopt, attach, detach)
 //! - `maps`   — typed access to the pinned maps
+//! - `allowlist` — the allowlist's layout in those maps (plan, diff, read)
 //! - `config` — the TOML config, validated whole
 //! - `store`  — the partner store (partners_dir/*.toml)
 //! - `state`  — runtime state: mode override, partner ids, the lock
 //! - `sync`   — store and config → maps
 //! - `daemon` — `mx6gate run`
 //! - `cli`    — one module per verb
+pub mod allowlist;
 pub mod cli;
 pub mod config;
 pub mod daemon;

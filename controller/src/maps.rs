@@ -1,18 +1,22 @@
 //! Typed access to the pinned maps, for the daemon and for CLI commands that
 //! run while (or without) a daemon: both open the same pins.
-use std::{collections::BTreeMap, net::Ipv6Addr, path::Path};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use aya::maps::{
-    lpm_trie::{Key, LpmTrie},
-    Array, Map, MapData, MapInfo, PerCpuArray, PerCpuValues, SockMap,
+    lpm_trie::LpmTrie, Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuValues, SockMap,
 };
-use ipnet::Ipv6Net;
-use mx6gate_common::{map_names, Counter, GateConfig, PartnerId};
+use mx6gate_common::{
+    allow::{LongKey, Slash32},
+    map_names, Counter, GateConfig, PartnerId,
+};
 
 use crate::gate::PinLayout;
 
 pub struct GateMaps {
+    /// The allowlist's three maps; `crate::allowlist` owns their layout.
+    pub slash32: HashMap<MapData, [u8; 4], Slash32>,
+    pub long: HashMap<MapData, LongKey, PartnerId>,
     pub allow: LpmTrie<MapData, [u8; 16], PartnerId>,
     pub config: Array<MapData, GateConfig>,
     pub counters: PerCpuArray<MapData, u64>,
@@ -36,6 +40,8 @@ impl GateMaps {
     pub fn open(pin_path: &Path) -> Result<GateMaps> {
         let l = PinLayout::new(pin_path);
         Ok(GateMaps {
+            slash32: open(&l, map_names::SLASH32)?.try_into()?,
+            long: open(&l, map_names::LONG_PREFIXES)?.try_into()?,
             allow: open(&l, map_names::ALLOW)?.try_into()?,
             config: open(&l, map_names::CONFIG)?.try_into()?,
             counters: open(&l, map_names::COUNTERS)?.try_into()?,
@@ -73,34 +79,6 @@ impl GateMaps {
             .context("registering the responder socket in the RESPONDER sockmap")
     }
 
-    /// Everything in ALLOW, as prefix → partner id.
-    pub fn allow_entries(&self) -> Result<BTreeMap<Ipv6Net, PartnerId>> {
-        let mut out = BTreeMap::new();
-        for kv in self.allow.iter() {
-            let (k, v) = kv?;
-            let net = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8)?;
-            out.insert(net, v);
-        }
-        Ok(out)
-    }
-
-    pub fn allow_insert(&mut self, net: Ipv6Net, id: PartnerId) -> Result<()> {
-        self.allow
-            .insert(&key(net), id, 0)
-            .with_context(|| format!("adding {net} to the ALLOW map"))
-    }
-
-    pub fn allow_remove(&mut self, net: Ipv6Net) -> Result<()> {
-        self.allow
-            .remove(&key(net))
-            .with_context(|| format!("removing {net} from the ALLOW map"))
-    }
-
-    /// The kernel's own longest-prefix lookup, for `check`.
-    pub fn allow_lookup(&self, addr: Ipv6Addr) -> Option<PartnerId> {
-        self.allow.get(&Key::new(128, addr.octets()), 0).ok()
-    }
-
     /// The XDP program's per-outcome counters summed over CPUs.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
         self.read_counters(&Counter::ALL)
@@ -128,10 +106,6 @@ impl GateMaps {
             .set(id, PerCpuValues::try_from(vec![0u64; n])?, 0)?;
         Ok(())
     }
-}
-
-fn key(net: Ipv6Net) -> Key<[u8; 16]> {
-    Key::new(net.prefix_len() as u32, net.network().octets())
 }
 
 fn sum(v: &PerCpuValues<u64>) -> u64 {

@@ -2,21 +2,15 @@
 //! ALLOW mirror it by diff, and keeps CONFIG in step with config + mode.
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use chrono::NaiveDate;
 use ipnet::Ipv6Net;
 use mx6gate_common::{GateConfig, Mode, PartnerId};
 use tracing::info;
 
-use crate::{config::Config, maps::GateMaps, state::StateDir, store::Store};
+use crate::{allowlist, config::Config, maps::GateMaps, state::StateDir, store::Store};
 
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct SyncReport {
-    pub added: usize,
-    pub changed: usize,
-    pub removed: usize,
-    pub total: usize,
-}
+pub use crate::allowlist::Changes as SyncReport;
 
 impl SyncReport {
     pub fn is_noop(&self) -> bool {
@@ -24,7 +18,7 @@ impl SyncReport {
     }
 }
 
-/// The prefixes ALLOW must hold for `store` on `today`, with partner ids
+/// The prefixes the allowlist must hold for `store` on `today`, with partner ids
 /// assigned (and persisted) through the state dir. Fails, changing
 /// nothing, when the store does not fit the maps.
 pub fn desired_allow(
@@ -34,13 +28,6 @@ pub fn desired_allow(
     today: NaiveDate,
 ) -> Result<BTreeMap<Ipv6Net, PartnerId>> {
     let prefixes = store.active_prefixes(today);
-    if prefixes.len() > maps.allow_capacity as usize {
-        bail!(
-            "the partner store has {} active prefixes but the ALLOW map holds {} (raise maps.allow_entries, then `mx6gate detach` and restart to resize)",
-            prefixes.len(),
-            maps.allow_capacity
-        );
-    }
     let mut ids = state.load_ids()?;
     let names: Vec<&str> = store.partners.keys().map(String::as_str).collect();
     let fresh = ids.assign(&names, maps.partner_capacity)?;
@@ -51,52 +38,20 @@ pub fn desired_allow(
     if !fresh.is_empty() {
         state.save_ids(&ids)?;
     }
-    Ok(prefixes
+    let desired = prefixes
         .into_iter()
         .map(|(net, name)| (net, ids.get(&name).expect("assigned above")))
-        .collect())
+        .collect();
+    allowlist::check_capacity(maps, &allowlist::plan(&desired))?;
+    Ok(desired)
 }
 
-/// Make ALLOW equal `desired`: new and changed entries first, stale ones
-/// last, so a prefix moving between partners or being narrowed is never
-/// briefly missing. If the map is too full to add first, stale entries go
-/// first instead (they are being removed anyway).
+/// Make the allowlist maps hold exactly `desired` (see `allowlist::apply`).
 pub fn apply_allow(
     maps: &mut GateMaps,
     desired: &BTreeMap<Ipv6Net, PartnerId>,
 ) -> Result<SyncReport> {
-    let current = maps.allow_entries()?;
-    let upserts: Vec<(Ipv6Net, PartnerId, bool)> = desired
-        .iter()
-        .filter(|(net, id)| current.get(net) != Some(id))
-        .map(|(net, id)| (*net, *id, current.contains_key(net)))
-        .collect();
-    let stale: Vec<Ipv6Net> = current
-        .keys()
-        .filter(|net| !desired.contains_key(net))
-        .copied()
-        .collect();
-    let new_entries = upserts.iter().filter(|(_, _, existed)| !existed).count();
-    let stale_first = current.len() + new_entries > maps.allow_capacity as usize;
-    if stale_first {
-        for net in &stale {
-            maps.allow_remove(*net)?;
-        }
-    }
-    for (net, id, _) in &upserts {
-        maps.allow_insert(*net, *id)?;
-    }
-    if !stale_first {
-        for net in &stale {
-            maps.allow_remove(*net)?;
-        }
-    }
-    Ok(SyncReport {
-        added: new_entries,
-        changed: upserts.len() - new_entries,
-        removed: stale.len(),
-        total: desired.len(),
-    })
+    allowlist::apply(maps, desired)
 }
 
 /// The whole store → ALLOW step, as every command and the daemon run it.
@@ -126,15 +81,20 @@ pub fn effective_mode(cfg: &Config, state: &StateDir) -> Result<Mode> {
     Ok(state.mode_override()?.unwrap_or(cfg.mode))
 }
 
-pub fn gate_config(cfg: &Config, mode: Mode) -> GateConfig {
-    GateConfig::new(mode, &cfg.ports)
+/// CONFIG as config + mode make it; `flags` describe the allowlist's
+/// layout and belong to `allowlist::apply`, so they are carried over.
+pub fn gate_config(cfg: &Config, mode: Mode, flags: u32) -> GateConfig {
+    let mut g = GateConfig::new(mode, &cfg.ports);
+    g.flags = flags;
+    g
 }
 
 /// CONFIG ← config + mode. Rewritten only when it differs.
 pub fn sync_config(cfg: &Config, state: &StateDir, maps: &mut GateMaps) -> Result<Mode> {
     let mode = effective_mode(cfg, state)?;
-    let want = gate_config(cfg, mode);
-    if maps.read_config().ok() != Some(want) {
+    let current = maps.read_config().ok();
+    let want = gate_config(cfg, mode, current.map(|c| c.flags).unwrap_or(0));
+    if current != Some(want) {
         maps.write_config(&want)?;
         info!(mode = mode.as_str(), ports = ?cfg.ports, "gate config written");
     }

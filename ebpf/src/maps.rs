@@ -2,11 +2,24 @@
 //! defaults; the controller overrides them from its config before loading.
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, SockMap},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, SockMap},
 };
-use mx6gate_common::{Counter, GateConfig, PartnerId, COUNTER_SLOTS};
+use mx6gate_common::{
+    allow::{mask, pop_longest, LongKey, Slash32, MAX_PROBES, NO_PARTNER, USE_TRIE},
+    Counter, GateConfig, PartnerId, COUNTER_SLOTS,
+};
 
-/// Partner prefixes → partner id.
+/// The allowlist, two levels (see `mx6gate_common::allow`): top 32 bits →
+/// what lies below them …
+#[map]
+pub static SLASH32: HashMap<[u8; 4], Slash32> = HashMap::with_max_entries(65536, 0);
+
+/// … and (length, masked address) → partner id for prefixes longer than /32.
+#[map]
+pub static LONG_PREFIXES: HashMap<LongKey, PartnerId> = HashMap::with_max_entries(65536, 0);
+
+/// Fallback LPM trie: every prefix ≤ /32, and all prefixes under a /32
+/// with more lengths than the probe budget.
 #[map]
 pub static ALLOW: LpmTrie<[u8; 16], PartnerId> = LpmTrie::with_max_entries(65536, 0);
 
@@ -42,8 +55,38 @@ pub fn count_partner(id: PartnerId) {
 }
 
 #[inline(always)]
-pub fn allowed(src: &[u8; 16]) -> Option<PartnerId> {
+fn trie(src: &[u8; 16]) -> Option<PartnerId> {
     ALLOW.get(Key::new(128, *src)).copied()
+}
+
+/// The partner whose prefix is the longest match for `src`, if any.
+#[inline(always)]
+pub fn allowed(cfg: &GateConfig, src: &[u8; 16]) -> Option<PartnerId> {
+    let top = [src[0], src[1], src[2], src[3]];
+    let Some(e) = (unsafe { SLASH32.get(&top) }) else {
+        // A stranger's /32: one probe, unless very short prefixes exist.
+        if cfg.flags & GateConfig::TRIE_ON_MISS != 0 {
+            return trie(src);
+        }
+        return None;
+    };
+    if e.flags & USE_TRIE != 0 {
+        return trie(src);
+    }
+    let mut lens = e.lens;
+    for _ in 0..MAX_PROBES {
+        let Some(len) = pop_longest(&mut lens) else {
+            break;
+        };
+        let key = LongKey {
+            prefix_len: len,
+            addr: mask(src, len),
+        };
+        if let Some(id) = unsafe { LONG_PREFIXES.get(&key) } {
+            return Some(*id);
+        }
+    }
+    (e.short_id != NO_PARTNER).then_some(e.short_id)
 }
 
 #[inline(always)]

@@ -53,7 +53,7 @@ pub fn mx6gate_sk_lookup(ctx: SkLookupContext) -> u32 {
         src[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         i += 1;
     }
-    let partner = allowed(&src);
+    let partner = allowed(cfg, &src);
     let steer = match decide(cfg, port, partner.is_some()) {
         Steer::Responder => match RESPONDER.redirect_sk_lookup(&ctx, 0, 0) {
             Ok(()) => {

@@ -38,7 +38,7 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
     }
     let mut src = [0u8; 16];
     src.copy_from_slice(&unsafe { &*ip }[8..24]);
-    if let Some(id) = allowed(&src) {
+    if let Some(id) = allowed(cfg, &src) {
         count_partner(id);
         return pass(Counter::PartnerAllowed);
     }

@@ -5,13 +5,34 @@ use mx6gate_common::proto::*;
 use proptest::prelude::*;
 
 /// The allowlist the differential tests load: overlapping prefixes so
-/// longest-match matters, and a /128.
-pub const PARTNERS: [(&str, u32); 4] = [
+/// longest-match matters, a /128, short prefixes (expanded into their /32s,
+/// and one too short to expand), and a /32 with more distinct lengths below
+/// it than the lookup's probe budget (served by the trie); see
+/// `mx6gate_common::allow`.
+pub const PARTNERS: [(&str, u32); 9] = [
     ("2001:db8:1::/48", 1),
     ("2001:db8:1:5::/64", 2),
     ("2001:db8:2::25/128", 3),
     ("2001:db8:8000::/33", 4),
+    ("2001:db0::/29", 5),
+    ("2400::/12", 6),
+    ("2400:cafe::/48", 7),
+    ("2a00:1::/32", 8),
+    ("2a00:1:8000::/33", 9),
 ];
+
+/// The prefix lengths stacked under 2a00:1::/32 beyond PARTNERS, so that
+/// /32 exceeds the probe budget.
+pub fn partner_prefixes() -> Vec<(ipnet::Ipv6Net, u32)> {
+    let mut v: Vec<(ipnet::Ipv6Net, u32)> = PARTNERS
+        .iter()
+        .map(|(p, id)| (p.parse().unwrap(), *id))
+        .collect();
+    for (i, len) in (34..=34 + mx6gate_common::allow::MAX_PROBES as u8).enumerate() {
+        v.push((format!("2a00:1::/{len}").parse().unwrap(), 20 + i as u32));
+    }
+    v
+}
 
 pub const MAC_GW: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const MAC_PEER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];

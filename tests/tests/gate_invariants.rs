@@ -100,7 +100,9 @@ fn alive(s: &std::net::TcpStream, what: &str) {
 
 // ------------------------------------------------------------ gate state
 
-/// The pinned ALLOW map, read with aya (not through the controller).
+/// The allowlist in the pinned maps, read with aya (not through the
+/// controller): prefixes longer than /32 from LONG_PREFIXES, the rest from
+/// the ALLOW trie (see mx6gate_common::allow).
 fn allow_map(pin: &Path) -> BTreeMap<Ipv6Net, u32> {
     let data = MapData::from_pin(pin.join("maps/ALLOW")).expect("open pinned ALLOW");
     let map = Map::from_map_data(data).expect("ALLOW map");
@@ -108,8 +110,22 @@ fn allow_map(pin: &Path) -> BTreeMap<Ipv6Net, u32> {
     let mut out = BTreeMap::new();
     for kv in trie.iter() {
         let (k, v) = kv.expect("iterating ALLOW");
-        let net = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8).unwrap();
-        out.insert(net, v);
+        if k.prefix_len() <= 32 {
+            let net = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8).unwrap();
+            out.insert(net, v);
+        }
+    }
+    let data =
+        MapData::from_pin(pin.join("maps/LONG_PREFIXES")).expect("open pinned LONG_PREFIXES");
+    let map = Map::from_map_data(data).expect("LONG_PREFIXES map");
+    let long: aya::maps::HashMap<MapData, mx6gate_common::allow::LongKey, u32> =
+        map.try_into().expect("LONG_PREFIXES is a hash");
+    for kv in long.iter() {
+        let (k, v) = kv.expect("iterating LONG_PREFIXES");
+        out.insert(
+            Ipv6Net::new(Ipv6Addr::from(k.addr), k.prefix_len as u8).unwrap(),
+            v,
+        );
     }
     out
 }

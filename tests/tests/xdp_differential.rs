@@ -4,15 +4,11 @@
 //! every RST the program emits must be a valid TCP segment.
 use std::net::Ipv6Addr;
 
-use aya::{
-    maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
-    Ebpf,
-};
+use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use ipnet::Ipv6Net;
+use mx6gate::{config::Config, gate::Gate, maps::GateMaps};
 use mx6gate_common::{
     classify::{classify, Action, Verdict},
-    map_names,
     proto::*,
     Counter, GateConfig, Mode, XDP_PROGRAM,
 };
@@ -24,10 +20,22 @@ use proptest::{
 
 const PORTS: [u16; 2] = [25, 587];
 
+/// The product's own load path (Gate::load, pinned maps, allowlist sync)
+/// under a private pin path, so the differential tests cover the allowlist
+/// layout and its sync too, not just the packet parser.
 struct Harness {
-    ebpf: Ebpf,
+    gate: Gate,
+    maps: GateMaps,
+    cfg: Config,
+    _dir: tempfile::TempDir,
     partners: Vec<(Ipv6Net, u32)>,
     mode: Option<Mode>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        mx6gate::gate::detach(&self.cfg.pin_path, &self.cfg.state_dir).ok();
+    }
 }
 
 impl Harness {
@@ -35,26 +43,28 @@ impl Harness {
         if !mx6gate_tests::require_root() {
             return None;
         }
-        let mut ebpf = Ebpf::load(mx6gate::gate::BPF_OBJECT).expect("load object");
-        let prog: &mut Xdp = ebpf.program_mut(XDP_PROGRAM).unwrap().try_into().unwrap();
-        prog.load().expect("verifier accepts the XDP program");
-        let partners: Vec<(Ipv6Net, u32)> = PARTNERS
-            .iter()
-            .map(|(p, id)| (p.parse().unwrap(), *id))
-            .collect();
-        let mut allow: LpmTrie<&mut MapData, [u8; 16], u32> =
-            LpmTrie::try_from(ebpf.map_mut(map_names::ALLOW).unwrap()).unwrap();
-        for (net, id) in &partners {
-            allow
-                .insert(
-                    &Key::new(net.prefix_len() as u32, net.network().octets()),
-                    id,
-                    0,
-                )
-                .unwrap();
-        }
+        mx6gate_tests::ensure_bpffs().unwrap();
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.pin_path = format!(
+            "/sys/fs/bpf/mx6t-{}-diff{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+        .into();
+        cfg.state_dir = dir.path().join("state");
+        cfg.partners_dir = dir.path().join("partners.d");
+        cfg.ports = PORTS.to_vec();
+        let gate = Gate::load(&cfg).expect("load the object; the verifier accepts both programs");
+        let mut maps = GateMaps::open(&cfg.pin_path).unwrap();
+        let partners: Vec<(Ipv6Net, u32)> = partner_prefixes();
+        mx6gate::sync::apply_allow(&mut maps, &partners.iter().copied().collect()).unwrap();
         Some(Harness {
-            ebpf,
+            gate,
+            maps,
+            cfg,
+            _dir: dir,
             partners,
             mode: None,
         })
@@ -64,9 +74,11 @@ impl Harness {
         if self.mode == Some(mode) {
             return;
         }
-        let mut cfg: Array<&mut MapData, GateConfig> =
-            Array::try_from(self.ebpf.map_mut(map_names::CONFIG).unwrap()).unwrap();
-        cfg.set(0, GateConfig::new(mode, &PORTS), 0).unwrap();
+        // Keep the allowlist's layout flags; only mode and ports are ours.
+        let flags = self.maps.read_config().unwrap().flags;
+        let mut g = GateConfig::new(mode, &PORTS);
+        g.flags = flags;
+        self.maps.write_config(&g).unwrap();
         self.mode = Some(mode);
     }
 
@@ -80,17 +92,23 @@ impl Harness {
     }
 
     fn counters(&self) -> Vec<u64> {
-        let c: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map(map_names::COUNTERS).unwrap()).unwrap();
-        Counter::ALL
-            .iter()
-            .map(|k| c.get(&(*k as u32), 0).unwrap().iter().sum())
+        self.maps
+            .counters()
+            .unwrap()
+            .into_iter()
+            .map(|(_, n)| n)
             .collect()
     }
 
     /// Run the program once; (return value, output frame).
     fn run(&self, pkt: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
-        let prog: &Xdp = self.ebpf.program(XDP_PROGRAM).unwrap().try_into().unwrap();
+        let prog: &Xdp = self
+            .gate
+            .ebpf
+            .program(XDP_PROGRAM)
+            .unwrap()
+            .try_into()
+            .unwrap();
         let mut out = vec![0u8; pkt.len() + 256];
         let r = prog.test_run(TestRunOptions {
             data_in: Some(pkt),

@@ -61,7 +61,7 @@ pub fn run(config: &Path, addr: &str) -> Result<()> {
     match maps {
         None => println!("  (no gate loaded: nothing is enforced right now)"),
         Some(m) => {
-            let in_map = m.allow_lookup(ip6).is_some();
+            let in_map = crate::allowlist::lookup(&m, ip6)?.is_some();
             if in_map != allowed {
                 println!(
                     "  WARNING: the loaded ALLOW map says {}; it is out of sync with the store",

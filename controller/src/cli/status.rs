@@ -99,9 +99,9 @@ pub fn run(config: &Path) -> Result<()> {
     }
     println!();
     if let Some(maps) = &maps {
-        let in_map = maps.allow_entries()?.len();
+        let in_map = crate::allowlist::entries(maps)?.len();
         println!(
-            "ALLOW map:   {in_map}/{} entries ({:.1}% full){}",
+            "allowlist maps: {in_map} prefixes, capacity {} ({:.1}% full){}",
             maps.allow_capacity,
             100.0 * in_map as f64 / maps.allow_capacity.max(1) as f64,
             if in_map != prefixes {
