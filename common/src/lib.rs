@@ -99,6 +99,10 @@ pub struct GateConfig {
     /// What sk_lookup does in defer mode when no responder socket is
     /// registered: 0 = pass to the MTA (fail open), 1 = refuse (RST).
     pub responder_down_refuse: u32,
+    /// Bumped by the controller around every allowlist update (odd while
+    /// one is in progress); ties its snapshot of the prefix set to the
+    /// maps. The programs ignore it.
+    pub allow_generation: u32,
     /// Protected TCP destination ports (host byte order).
     pub ports: [u16; MAX_PORTS],
 }
@@ -121,6 +125,7 @@ impl GateConfig {
             nports: i as u32,
             flags: 0,
             responder_down_refuse: 0,
+            allow_generation: 0,
             ports: p,
         }
     }

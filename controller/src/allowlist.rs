@@ -4,10 +4,10 @@
 //! moves the maps to it by diff, in an order that never hides a prefix
 //! that stays; `entries` and `lookup` read it back.
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv6Addr;
+use std::{net::Ipv6Addr, path::Path};
 
 use anyhow::{bail, Context, Result};
-use aya::maps::lpm_trie::Key;
+use aya::maps::{lpm_trie::Key, IterableMap};
 use ipnet::Ipv6Net;
 use mx6gate_common::{
     allow::{
@@ -16,7 +16,7 @@ use mx6gate_common::{
     GateConfig, PartnerId,
 };
 
-use crate::maps::GateMaps;
+use crate::{batch, maps::GateMaps};
 
 /// What the maps must hold for one prefix set.
 #[derive(Debug, Default, PartialEq)]
@@ -34,60 +34,58 @@ fn top32(net: &Ipv6Net) -> [u8; 4] {
 
 pub fn plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Plan {
     let mut p = Plan::default();
-    let (short, long): (Vec<_>, Vec<_>) = prefixes.iter().partition(|(n, _)| n.prefix_len() <= 32);
-    for (net, id) in &long {
+    let mut short: Vec<(Ipv6Net, PartnerId)> = Vec::new();
+    for (net, id) in prefixes {
+        if net.prefix_len() <= 32 {
+            short.push((*net, *id));
+            continue;
+        }
         p.long.insert(
             LongKey {
                 prefix_len: net.prefix_len() as u32,
                 addr: net.network().octets(),
             },
-            **id,
+            *id,
         );
-        p.slash32
-            .entry(top32(net))
-            .or_insert(Slash32::EMPTY)
-            .add_len(net.prefix_len());
+        p.slash32.entry(top32(net)).or_insert(Slash32::EMPTY).add_len(net.prefix_len());
     }
     // Short prefixes: in the trie always; expanded into their /32s when
     // that stays cheap, else the programs consult the trie on a miss.
-    let short_by_len: BTreeMap<(u8, [u8; 4]), PartnerId> = short
-        .iter()
-        .map(|(n, id)| ((n.prefix_len(), top32(n)), **id))
-        .collect();
     for (net, id) in &short {
-        p.trie.insert(**net, **id);
+        p.trie.insert(*net, *id);
         if net.prefix_len() < MIN_EXPAND_LEN {
             p.trie_on_miss = true;
             continue;
         }
         let base = u32::from_be_bytes(top32(net));
-        for i in 0..(1u64 << (32 - net.prefix_len())) {
-            p.slash32
-                .entry((base + i as u32).to_be_bytes())
-                .or_insert(Slash32::EMPTY);
+        for i in 0..(1u32 << (32 - net.prefix_len())) {
+            p.slash32.entry((base + i).to_be_bytes()).or_insert(Slash32::EMPTY);
         }
     }
+    // Each /32 gets the longest short prefix covering it: visit shorts from
+    // short to long, each overwriting the /32s in its span.
+    short.sort_by_key(|(n, _)| n.prefix_len());
+    for (net, id) in &short {
+        let first = u32::from_be_bytes(top32(net));
+        let last = first | u32::MAX.checked_shr(net.prefix_len().into()).unwrap_or(0);
+        for (_, e) in p.slash32.range_mut(first.to_be_bytes()..=last.to_be_bytes()) {
+            e.short_id = *id;
+        }
+    }
+    let mut crowded = Vec::new();
     for (top, e) in p.slash32.iter_mut() {
-        // Longest short prefix covering this /32.
-        let t = u32::from_be_bytes(*top);
-        e.short_id = (0..=32u8)
-            .rev()
-            .find_map(|len| {
-                let m = if len == 0 {
-                    0
-                } else {
-                    t & (!0u32 << (32 - len))
-                };
-                short_by_len.get(&(len, m.to_be_bytes())).copied()
-            })
-            .unwrap_or(NO_PARTNER);
         if e.len_count() as usize > MAX_PROBES {
             e.flags |= USE_TRIE;
+            crowded.push(*top);
         }
     }
-    for (net, id) in &long {
-        if p.slash32[&top32(net)].flags & USE_TRIE != 0 {
-            p.trie.insert(**net, **id);
+    for top in crowded {
+        let lo = Ipv6Net::new(Ipv6Addr::from(u128::from(u32::from_be_bytes(top)) << 96), 32).unwrap();
+        let hi = Ipv6Net::new(Ipv6Addr::from((u128::from(u32::from_be_bytes(top)) << 96) | (u128::MAX >> 32)), 128).unwrap();
+        for (net, id) in prefixes.range(lo..=hi) {
+            if net.prefix_len() > 32 {
+                p.trie.insert(*net, *id);
+            }
         }
     }
     p
@@ -207,63 +205,291 @@ pub fn check_capacity(maps: &GateMaps, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// Move the maps to `prefixes`. Additions land bottom-up (second level and
-/// trie before the /32 bitmaps that point at them), removals top-down, so
-/// a lookup meanwhile sees the old or the new answer for a prefix that
-/// stays, never none.
-pub fn apply(maps: &mut GateMaps, prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Result<Changes> {
-    let want = plan(prefixes);
-    check_capacity(maps, &want)?;
-    let have = read(maps)?;
-    let before = entries_of(&have);
-    for (k, v) in upserts(&want.long, &have.long) {
-        maps.long
-            .insert(k, v, 0)
-            .context("updating LONG_PREFIXES")?;
-    }
+/// Write the difference between `have` and `want` (plans of the same
+/// scope). Additions land bottom-up (second level and trie before the /32
+/// bitmaps that point at them), removals top-down, so a lookup meanwhile
+/// sees the old or the new answer for a prefix that stays, never none.
+fn write_diff(maps: &mut GateMaps, want: &Plan, have: &Plan) -> Result<()> {
+    batch::update(maps.long.map(), &upserts(&want.long, &have.long), "updating LONG_PREFIXES")?;
     for (n, v) in upserts(&want.trie, &have.trie) {
         maps.allow
             .insert(&trie_key(&n), v, 0)
             .with_context(|| format!("adding {n} to the ALLOW trie"))?;
     }
-    for (k, v) in upserts(&want.slash32, &have.slash32) {
-        maps.slash32.insert(k, v, 0).context("updating SLASH32")?;
-    }
+    batch::update(maps.slash32.map(), &upserts(&want.slash32, &have.slash32), "updating SLASH32")?;
     if want.trie_on_miss != have.trie_on_miss {
         let mut cfg = maps.read_config()?;
         cfg.flags = (cfg.flags & !GateConfig::TRIE_ON_MISS)
-            | if want.trie_on_miss {
-                GateConfig::TRIE_ON_MISS
-            } else {
-                0
-            };
+            | if want.trie_on_miss { GateConfig::TRIE_ON_MISS } else { 0 };
         maps.write_config(&cfg)?;
     }
-    for k in stale(&want.slash32, &have.slash32) {
-        maps.slash32.remove(&k).context("removing from SLASH32")?;
-    }
-    for k in stale(&want.long, &have.long) {
-        maps.long
-            .remove(&k)
-            .context("removing from LONG_PREFIXES")?;
-    }
+    batch::delete(maps.slash32.map(), &stale(&want.slash32, &have.slash32), "removing from SLASH32")?;
+    batch::delete(maps.long.map(), &stale(&want.long, &have.long), "removing from LONG_PREFIXES")?;
     for n in stale(&want.trie, &have.trie) {
         maps.allow
             .remove(&trie_key(&n))
             .with_context(|| format!("removing {n} from the ALLOW trie"))?;
     }
-    let after: BTreeSet<_> = prefixes.keys().collect();
-    let added = after.iter().filter(|n| !before.contains_key(n)).count();
-    let changed = prefixes
-        .iter()
-        .filter(|(n, id)| before.get(n).is_some_and(|b| b != *id))
-        .count();
-    Ok(Changes {
-        added,
-        changed,
-        removed: before.keys().filter(|n| !prefixes.contains_key(n)).count(),
-        total: prefixes.len(),
-    })
+    Ok(())
+}
+
+/// What changed between `before` and `after`, looking only at `nets` (the
+/// prefixes that differ, when the caller knows them).
+fn changes_in<'a>(
+    nets: impl Iterator<Item = &'a Ipv6Net>,
+    before: &BTreeMap<Ipv6Net, PartnerId>,
+    after: &BTreeMap<Ipv6Net, PartnerId>,
+) -> Changes {
+    let mut c = Changes {
+        total: after.len(),
+        ..Changes::default()
+    };
+    for n in nets {
+        match (before.get(n), after.get(n)) {
+            (None, Some(_)) => c.added += 1,
+            (Some(_), None) => c.removed += 1,
+            (Some(a), Some(b)) if a != b => c.changed += 1,
+            _ => {}
+        }
+    }
+    c
+}
+
+fn changes(before: &BTreeMap<Ipv6Net, PartnerId>, after: &BTreeMap<Ipv6Net, PartnerId>) -> Changes {
+    Changes {
+        added: after.keys().filter(|n| !before.contains_key(n)).count(),
+        changed: after.iter().filter(|(n, id)| before.get(n).is_some_and(|b| b != *id)).count(),
+        removed: before.keys().filter(|n| !after.contains_key(n)).count(),
+        total: after.len(),
+    }
+}
+
+/// Move the maps to `prefixes`, whatever they hold now (read back whole).
+pub fn apply(maps: &mut GateMaps, prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Result<Changes> {
+    let want = plan(prefixes);
+    check_capacity(maps, &want)?;
+    let have = read(maps)?;
+    let before = entries_of(&have);
+    write_diff(maps, &want, &have)?;
+    Ok(changes(&before, prefixes))
+}
+
+/// The prefix set last applied, saved beside the state so the next update
+/// is a diff against it instead of a read of every map (seconds at a
+/// million prefixes). Trusted only while CONFIG.allow_generation matches.
+struct Snapshot {
+    generation: u32,
+    prefixes: BTreeMap<Ipv6Net, PartnerId>,
+}
+
+const SNAP_MAGIC: &[u8; 8] = b"MX6SNAP1";
+
+impl Snapshot {
+    fn load(path: &Path) -> Option<Snapshot> {
+        let b = std::fs::read(path).ok()?;
+        if b.len() < 16 || &b[..8] != SNAP_MAGIC || (b.len() - 16) % 21 != 0 {
+            return None;
+        }
+        let generation = u32::from_le_bytes(b[8..12].try_into().ok()?);
+        // Saved in order, so collect() bulk-builds the map.
+        let prefixes = b[16..]
+            .chunks_exact(21)
+            .map(|e| {
+                let addr: [u8; 16] = e[..16].try_into().ok()?;
+                let net = Ipv6Net::new(Ipv6Addr::from(addr), e[16]).ok()?;
+                Some((net, u32::from_le_bytes(e[17..21].try_into().ok()?)))
+            })
+            .collect::<Option<BTreeMap<_, _>>>()?;
+        Some(Snapshot { generation, prefixes })
+    }
+
+    fn save(path: &Path, generation: u32, prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Result<()> {
+        let mut b = Vec::with_capacity(16 + prefixes.len() * 21);
+        b.extend_from_slice(SNAP_MAGIC);
+        b.extend_from_slice(&generation.to_le_bytes());
+        b.extend_from_slice(&[0; 4]);
+        for (n, id) in prefixes {
+            b.extend_from_slice(&n.network().octets());
+            b.push(n.prefix_len());
+            b.extend_from_slice(&id.to_le_bytes());
+        }
+        crate::fsutil::write_atomic(path, &b)
+    }
+}
+
+fn set_generation(maps: &mut GateMaps, g: u32) -> Result<()> {
+    let mut cfg = maps.read_config()?;
+    cfg.allow_generation = g;
+    maps.write_config(&cfg)
+}
+
+/// `apply`, but as a diff against the snapshot at `snapshot` when it
+/// still describes the maps: only the /32s and prefixes that changed are
+/// planned and written. The generation goes odd while the maps change, so
+/// a crash midway makes the next run read the maps back in full.
+pub fn apply_tracked(
+    maps: &mut GateMaps,
+    prefixes: &BTreeMap<Ipv6Net, PartnerId>,
+    snapshot: &Path,
+) -> Result<Changes> {
+    let g = maps.read_config()?.allow_generation;
+    // Anything doubtful takes the full path, which reads the maps back and
+    // checks the exact capacity before writing.
+    let snap = Snapshot::load(snapshot)
+        .filter(|s| g % 2 == 0 && s.generation == g && fits_surely(maps, prefixes));
+    if let Some(s) = &snap {
+        if s.prefixes == *prefixes {
+            // Nothing to do: leave maps, generation and snapshot alone.
+            return Ok(changes_in(std::iter::empty(), prefixes, prefixes));
+        }
+    }
+    let next = (g | 1).wrapping_add(1);
+    set_generation(maps, g | 1)?;
+    let changes = match snap {
+        None => apply(maps, prefixes)?,
+        Some(s) => {
+            let (tops, nets) = affected(&s.prefixes, prefixes);
+            let want = partial_plan(prefixes, &tops, &nets);
+            let have = partial_plan(&s.prefixes, &tops, &nets);
+            write_diff(maps, &want, &have)?;
+            changes_in(nets.iter(), &s.prefixes, prefixes)
+        }
+    };
+    Snapshot::save(snapshot, next, prefixes)?;
+    set_generation(maps, next)?;
+    Ok(changes)
+}
+
+fn top_range(top: [u8; 4]) -> (Ipv6Net, Ipv6Net) {
+    let base = u128::from(u32::from_be_bytes(top)) << 96;
+    (
+        Ipv6Net::new(Ipv6Addr::from(base), 0).unwrap(),
+        Ipv6Net::new(Ipv6Addr::from(base | (u128::MAX >> 32)), 128).unwrap(),
+    )
+}
+
+/// /32s whose SLASH32 entry may differ between `old` and `new`, and the
+/// prefixes that differ.
+fn affected(
+    old: &BTreeMap<Ipv6Net, PartnerId>,
+    new: &BTreeMap<Ipv6Net, PartnerId>,
+) -> (BTreeSet<[u8; 4]>, BTreeSet<Ipv6Net>) {
+    // One merge walk over the two sorted sets.
+    let mut nets = BTreeSet::new();
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((n, _)), None) => {
+                nets.insert(**n);
+                a.next();
+            }
+            (None, Some((n, _))) => {
+                nets.insert(**n);
+                b.next();
+            }
+            (Some((na, ia)), Some((nb, ib))) => match na.cmp(nb) {
+                std::cmp::Ordering::Less => {
+                    nets.insert(**na);
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    nets.insert(**nb);
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if ia != ib {
+                        nets.insert(**na);
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+    let mut tops = BTreeSet::new();
+    for n in &nets {
+        if n.prefix_len() > 32 {
+            tops.insert(top32(n));
+            continue;
+        }
+        // A short prefix touches every /32 with an entry in its span.
+        let first = u32::from_be_bytes(top32(n));
+        let last = first | u32::MAX.checked_shr(n.prefix_len().into()).unwrap_or(0);
+        let (lo, _) = top_range(first.to_be_bytes());
+        let (_, hi) = top_range(last.to_be_bytes());
+        for set in [old, new] {
+            for (m, _) in set.range(lo..=hi) {
+                if m.prefix_len() > 32 {
+                    tops.insert(top32(m));
+                } else if m.prefix_len() >= MIN_EXPAND_LEN {
+                    let f = u32::from_be_bytes(top32(m));
+                    for i in 0..(1u32 << (32 - m.prefix_len())) {
+                        tops.insert((f + i).to_be_bytes());
+                    }
+                }
+            }
+        }
+    }
+    (tops, nets)
+}
+
+/// The part of `plan(prefixes)` about `tops` and `nets` (the trie-on-miss
+/// flag included): plan just the prefixes that can influence them — those
+/// under the /32s, the short ones covering them, the changed ones — and
+/// keep what concerns them.
+fn partial_plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>, tops: &BTreeSet<[u8; 4]>, nets: &BTreeSet<Ipv6Net>) -> Plan {
+    let mut sub: BTreeMap<Ipv6Net, PartnerId> = BTreeMap::new();
+    for top in tops {
+        let (lo, hi) = top_range(*top);
+        sub.extend(prefixes.range(lo..=hi).map(|(n, id)| (*n, *id)));
+        let t = u128::from(u32::from_be_bytes(*top)) << 96;
+        for len in 0..32u8 {
+            let n = Ipv6Net::new(Ipv6Addr::from(t), len).unwrap().trunc();
+            if let Some(id) = prefixes.get(&n) {
+                sub.insert(n, *id);
+            }
+        }
+    }
+    for n in nets {
+        if let Some(id) = prefixes.get(n) {
+            sub.insert(*n, *id);
+        }
+    }
+    let mut p = plan(&sub);
+    p.trie_on_miss = prefixes.keys().any(|n| n.prefix_len() < MIN_EXPAND_LEN);
+    let keep = |n: &Ipv6Net| nets.contains(n) || (n.prefix_len() > 32 && tops.contains(&top32(n)));
+    p.slash32.retain(|t, _| tops.contains(t));
+    p.long
+        .retain(|k, _| keep(&Ipv6Net::new(Ipv6Addr::from(k.addr), k.prefix_len as u8).unwrap()));
+    p.trie.retain(|n, _| keep(n));
+    p
+}
+
+/// Cheap upper bounds of `plan(prefixes)`'s map sizes: when they fit, the
+/// plan fits, without planning a million prefixes to find out.
+fn fits_surely(maps: &GateMaps, prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> bool {
+    let (mut long, mut short, mut expanded) = (0usize, 0usize, 0usize);
+    for n in prefixes.keys() {
+        if n.prefix_len() > 32 {
+            long += 1;
+        } else {
+            short += 1;
+            if n.prefix_len() >= MIN_EXPAND_LEN {
+                expanded += 1 << (32 - n.prefix_len());
+            }
+        }
+    }
+    let cap = maps.allow_capacity as usize;
+    long + expanded <= cap && short + long <= cap
+}
+
+/// Fail, changing nothing, if `prefixes` do not fit the maps.
+pub fn check_fits(maps: &GateMaps, prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Result<()> {
+    if fits_surely(maps, prefixes) {
+        return Ok(());
+    }
+    check_capacity(maps, &plan(prefixes))
 }
 
 fn entries_of(p: &Plan) -> BTreeMap<Ipv6Net, PartnerId> {
@@ -315,6 +541,65 @@ mod tests {
             }
         }
         (e.short_id != NO_PARTNER).then_some(e.short_id)
+    }
+
+    /// What write_diff does to the maps, done to a Plan.
+    fn patch(full: &mut Plan, want: &Plan, have: &Plan) {
+        for (k, v) in upserts(&want.long, &have.long) {
+            full.long.insert(k, v);
+        }
+        for (k, v) in upserts(&want.trie, &have.trie) {
+            full.trie.insert(k, v);
+        }
+        for (k, v) in upserts(&want.slash32, &have.slash32) {
+            full.slash32.insert(k, v);
+        }
+        full.trie_on_miss = want.trie_on_miss;
+        for k in stale(&want.slash32, &have.slash32) {
+            full.slash32.remove(&k);
+        }
+        for k in stale(&want.long, &have.long) {
+            full.long.remove(&k);
+        }
+        for k in stale(&want.trie, &have.trie) {
+            full.trie.remove(&k);
+        }
+    }
+
+    fn arb_set() -> impl proptest::strategy::Strategy<Value = BTreeMap<Ipv6Net, PartnerId>> {
+        use proptest::prelude::*;
+        // Few /32s and lengths so sets collide, crowd a /32 and overlap.
+        let net = (0u32..6, prop::sample::select(vec![12u8, 29, 30, 32, 33, 40, 48, 56, 64, 100, 128]), any::<u128>(), 0u32..4)
+            .prop_map(|(top, len, rnd, id)| {
+                let a = (u128::from(0x2001_0db8u32 + top) << 96) | (rnd >> 32);
+                (Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc(), id)
+            });
+        prop::collection::btree_map(net.prop_map(|(n, _)| n), 0u32..4, 0..40)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+        /// The incremental path reaches exactly the full plan.
+        #[test]
+        fn partial_diff_reaches_full_plan(old in arb_set(), new in arb_set()) {
+            let mut maps = plan(&old);
+            let (tops, nets) = affected(&old, &new);
+            patch(&mut maps, &partial_plan(&new, &tops, &nets), &partial_plan(&old, &tops, &nets));
+            proptest::prop_assert_eq!(maps, plan(&new));
+        }
+
+        /// And the plan answers every address as longest-prefix match does.
+        #[test]
+        fn plan_is_longest_prefix_match(set in arb_set(), probes in proptest::collection::vec((0u32..6, proptest::prelude::any::<u128>()), 50)) {
+            let p = plan(&set);
+            for (top, rnd) in probes {
+                let a = Ipv6Addr::from((u128::from(0x2001_0db8u32 + top) << 96) | (rnd >> 32));
+                proptest::prop_assert_eq!(plan_lookup(&p, a), lpm(&set, a), "{}", a);
+            }
+            for n in set.keys() {
+                proptest::prop_assert_eq!(plan_lookup(&p, n.network()), lpm(&set, n.network()));
+            }
+        }
     }
 
     fn lpm(s: &BTreeMap<Ipv6Net, PartnerId>, a: Ipv6Addr) -> Option<PartnerId> {

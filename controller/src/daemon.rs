@@ -74,7 +74,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         // Policy first, then attach: a fresh link starts with the right
         // mode and allowlist.
         let mode = sync::sync_config(&cfg, &state, &mut maps)?;
-        sync::apply_allow(&mut maps, &desired)?;
+        sync::apply_allow_tracked(&mut maps, &state, &desired)?;
         gate.attach(&cfg.interfaces, cfg.xdp_mode, &state.path)?;
         gate.attach_sk_lookup()?;
         info!(
@@ -191,7 +191,7 @@ impl Daemon {
         let store = Store::load(&cfg.partners_dir)?;
         let desired = sync::desired_allow(&store, &self.state, &mut self.maps, today_utc())?;
         sync::sync_config(&cfg, &self.state, &mut self.maps)?;
-        sync::apply_allow(&mut self.maps, &desired)?;
+        sync::apply_allow_tracked(&mut self.maps, &self.state, &desired)?;
         if cfg.interfaces != self.cfg.interfaces || cfg.xdp_mode != self.cfg.xdp_mode {
             self.gate
                 .attach(&cfg.interfaces, cfg.xdp_mode, &self.state.path)?;

@@ -194,6 +194,9 @@ impl Gate {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
         let adopted = layout.is_loaded();
+        if adopted {
+            check_pinned_layout(&layout)?;
+        }
         let paths: Vec<(&str, PathBuf)> =
             map_names::ALL.iter().map(|n| (*n, layout.map(n))).collect();
         let mut loader = EbpfLoader::new();
@@ -415,6 +418,44 @@ impl Gate {
     }
 }
 
+/// Key and value sizes of each map as this build defines them. Pinned
+/// maps from a build with another layout cannot be adopted; say so plainly
+/// instead of failing deep in the loader or the verifier.
+fn expected_layout() -> [(&'static str, usize, usize); 7] {
+    use mx6gate_common::{allow::{LongKey, Slash32}, AllowKey, GateConfig};
+    use std::mem::size_of;
+    [
+        (map_names::ALLOW, size_of::<AllowKey>(), 4),
+        (map_names::CONFIG, 4, size_of::<GateConfig>()),
+        (map_names::COUNTERS, 4, 8),
+        (map_names::PARTNER_HITS, 4, 8),
+        (map_names::RESPONDER, 4, 4),
+        (map_names::SLASH32, 4, size_of::<Slash32>()),
+        (map_names::LONG_PREFIXES, size_of::<LongKey>(), 4),
+    ]
+}
+
+fn check_pinned_layout(layout: &PinLayout) -> Result<()> {
+    for (name, key, value) in expected_layout() {
+        let path = layout.map(name);
+        let info = aya::maps::MapInfo::from_pin(&path).map_err(|e| {
+            anyhow!(
+                "the pinned gate at {} lacks map {name} ({e}); it was made by another mx6gate version: run `mx6gate detach`, then start again",
+                layout.root.display()
+            )
+        })?;
+        if info.key_size() as usize != key || info.value_size() as usize != value {
+            bail!(
+                "the pinned gate at {} was made by an incompatible mx6gate version (map {name}: key/value {}/{} bytes, this build needs {key}/{value}): run `mx6gate detach`, then start again",
+                layout.root.display(),
+                info.key_size(),
+                info.value_size()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Remove the gate: links first (that detaches XDP at once), then programs
 /// and maps. Returns what was removed, for the operator.
 pub fn detach(pin_path: &Path, state_dir: &Path) -> Result<Vec<String>> {
@@ -435,6 +476,8 @@ pub fn detach(pin_path: &Path, state_dir: &Path) -> Result<Vec<String>> {
             .with_context(|| format!("removing {}", layout.root.display()))?;
     }
     fs::remove_file(AttachRecord::path(state_dir)).ok();
+    // The allowlist snapshot described maps that no longer exist.
+    fs::remove_file(state_dir.join("allowlist.snap")).ok();
     Ok(removed)
 }
 

@@ -11,6 +11,7 @@
 //! - `daemon` — `mx6gate run`
 //! - `cli`    — one module per verb
 pub mod allowlist;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -42,11 +42,27 @@ pub fn desired_allow(
         .into_iter()
         .map(|(net, name)| (net, ids.get(&name).expect("assigned above")))
         .collect();
-    allowlist::check_capacity(maps, &allowlist::plan(&desired))?;
+    allowlist::check_fits(maps, &desired)?;
     Ok(desired)
 }
 
-/// Make the allowlist maps hold exactly `desired` (see `allowlist::apply`).
+/// Make the allowlist maps hold exactly `desired`, diffing against the
+/// state dir's snapshot of the last update when it is still valid (see
+/// `allowlist::apply_tracked`). Every command and the daemon go this way.
+pub fn apply_allow_tracked(
+    maps: &mut GateMaps,
+    state: &StateDir,
+    desired: &BTreeMap<Ipv6Net, PartnerId>,
+) -> Result<SyncReport> {
+    allowlist::apply_tracked(maps, desired, &snapshot_path(state))
+}
+
+pub fn snapshot_path(state: &StateDir) -> std::path::PathBuf {
+    state.path.join("allowlist.snap")
+}
+
+/// Make the allowlist maps hold exactly `desired`, reading them back whole
+/// (see `allowlist::apply`).
 pub fn apply_allow(
     maps: &mut GateMaps,
     desired: &BTreeMap<Ipv6Net, PartnerId>,
@@ -62,7 +78,7 @@ pub fn sync_allow(
     today: NaiveDate,
 ) -> Result<SyncReport> {
     let desired = desired_allow(store, state, maps, today)?;
-    let report = apply_allow(maps, &desired)?;
+    let report = apply_allow_tracked(maps, state, &desired)?;
     if !report.is_noop() {
         info!(
             added = report.added,
@@ -81,11 +97,14 @@ pub fn effective_mode(cfg: &Config, state: &StateDir) -> Result<Mode> {
     Ok(state.mode_override()?.unwrap_or(cfg.mode))
 }
 
-/// CONFIG as config + mode make it; `flags` describe the allowlist's
-/// layout and belong to `allowlist::apply`, so they are carried over.
-pub fn gate_config(cfg: &Config, mode: Mode, flags: u32) -> GateConfig {
+/// CONFIG as config + mode make it. `flags` and `allow_generation`
+/// describe the allowlist and belong to `allowlist::apply`: carried over.
+pub fn gate_config(cfg: &Config, mode: Mode, current: Option<&GateConfig>) -> GateConfig {
     let mut g = GateConfig::new(mode, &cfg.ports);
-    g.flags = flags;
+    if let Some(c) = current {
+        g.flags = c.flags;
+        g.allow_generation = c.allow_generation;
+    }
     g
 }
 
@@ -93,7 +112,7 @@ pub fn gate_config(cfg: &Config, mode: Mode, flags: u32) -> GateConfig {
 pub fn sync_config(cfg: &Config, state: &StateDir, maps: &mut GateMaps) -> Result<Mode> {
     let mode = effective_mode(cfg, state)?;
     let current = maps.read_config().ok();
-    let want = gate_config(cfg, mode, current.map(|c| c.flags).unwrap_or(0));
+    let want = gate_config(cfg, mode, current.as_ref());
     if current != Some(want) {
         maps.write_config(&want)?;
         info!(mode = mode.as_str(), ports = ?cfg.ports, "gate config written");

@@ -93,7 +93,7 @@ fn commit(ctx: &Ctx, store: &Store, name: &str) -> Result<bool> {
     let file = store.file_of(name);
     let previous = fs::read(&file).ok();
     store.save(name)?;
-    if let Err(e) = sync::apply_allow(&mut maps, &desired) {
+    if let Err(e) = sync::apply_allow_tracked(&mut maps, &ctx.state, &desired) {
         // Put the store back as it was and the map with it.
         match previous {
             Some(bytes) => crate::fsutil::write_atomic(&file, &bytes)?,
