@@ -1,4 +1,5 @@
-//! `mx6gate run`: load or adopt the gate, then keep it in step with the
+//! `mx6gate run`: load or adopt the gate, run the reject-banner responder,
+//! then keep the gate in step with the
 //! config (SIGHUP), the partner store (polled, so files dropped by config
 //! management count too) and the calendar (partner expiry).
 //! SIGTERM/SIGINT exit and leave the gate pinned and enforcing.
@@ -14,9 +15,10 @@ use tracing::{error, info, warn};
 
 use crate::{
     cli::{pid_path, read_pid},
-    config::Config,
+    config::{Config, ResponderConfig},
     gate::Gate,
     maps::GateMaps,
+    responder::{self, Responder},
     state::StateDir,
     store::{today_utc, Store},
     sync,
@@ -35,6 +37,7 @@ struct Daemon {
     state: StateDir,
     gate: Gate,
     maps: GateMaps,
+    responder: RunningResponder,
     store_seen: Vec<(PathBuf, SystemTime, u64)>,
     _pid_file: PidFile,
 }
@@ -44,7 +47,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
     // the saved mode or the maps change (invariant 5).
     let cfg = load_config(config_path, &ifaces)?;
     let state = StateDir::new(&cfg.state_dir);
-    let (gate, maps, pid_file) = {
+    let (gate, maps, pid_file, listener) = {
         let _lock = state.lock()?;
         if let Some(pid) = read_pid(&state) {
             bail!(
@@ -56,6 +59,14 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         // sees this daemon from here on.
         let pid_file = PidFile::create(&state)?;
         let store = Store::load(&cfg.partners_dir)?;
+        // Bound before anything changes: a busy address fails the start cleanly.
+        if let Err(e) = responder::raise_nofile_limit() {
+            warn!(
+                error = format!("{e:#}"),
+                "could not raise the open-file limit"
+            );
+        }
+        let listener = responder::bind_listener(&cfg.responder)?;
         let mut gate = Gate::load(&cfg)?;
         let mut maps = GateMaps::open(&cfg.pin_path)?;
         if maps.allow_capacity != cfg.maps.allow_entries
@@ -77,6 +88,8 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         sync::apply_allow_tracked(&mut maps, &state, &desired)?;
         gate.attach(&cfg.interfaces, cfg.xdp_mode, &state.path)?;
         gate.attach_sk_lookup()?;
+        // From here sk_lookup can hand deferred connections to us.
+        maps.register_responder(&listener)?;
         info!(
             mode = mode.as_str(),
             adopted = gate.adopted,
@@ -85,8 +98,9 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
             prefixes = store.prefix_count(),
             "gate running"
         );
-        (gate, maps, pid_file)
+        (gate, maps, pid_file, listener)
     };
+    let responder = RunningResponder::start(&cfg.responder, listener)?;
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         iface_override: ifaces,
@@ -95,9 +109,57 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         state,
         gate,
         maps,
+        responder,
         _pid_file: pid_file,
     };
-    d.serve().await
+    let result = d.serve().await;
+    d.responder.stop().await;
+    result
+}
+
+/// The reject-banner responder task and the listener it serves (kept so a
+/// reload can restart it with new settings on the same socket).
+struct RunningResponder {
+    listener: std::net::TcpListener,
+    cfg: ResponderConfig,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningResponder {
+    fn start(cfg: &ResponderConfig, listener: std::net::TcpListener) -> Result<RunningResponder> {
+        let serving = listener
+            .try_clone()
+            .context("duplicating the responder socket")?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let r = Responder::new(cfg.clone());
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = r.serve(serving, shutdown).await {
+                error!(
+                    error = format!("{e:#}"),
+                    "responder failed; defer-mode connections get the down policy"
+                );
+            }
+        });
+        Ok(RunningResponder {
+            listener,
+            cfg: cfg.clone(),
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
 }
 
 /// `state_dir/mx6gate.pid` while this daemon runs; removed on every exit.
@@ -148,7 +210,7 @@ impl Daemon {
             tokio::select! {
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading config and store");
-                    if let Err(e) = self.reload() {
+                    if let Err(e) = self.reload().await {
                         error!(error = format!("{e:#}"), "reload failed; the running policy is unchanged");
                     }
                 }
@@ -180,8 +242,24 @@ impl Daemon {
         Ok(())
     }
 
+    /// New responder settings: a new socket if the address changed
+    /// (registered before the old one goes), then a fresh responder task.
+    async fn restart_responder(&mut self, cfg: &ResponderConfig) -> Result<()> {
+        let listener = if cfg.listen != self.responder.cfg.listen {
+            let l = responder::bind_listener(cfg)?;
+            self.maps.register_responder(&l)?;
+            l
+        } else {
+            self.responder.listener.try_clone()?
+        };
+        self.responder.stop().await;
+        self.responder = RunningResponder::start(cfg, listener)?;
+        info!(listen = %cfg.listen, "responder restarted with the new settings");
+        Ok(())
+    }
+
     /// Validate everything first; apply only a config that loaded whole.
-    fn reload(&mut self) -> Result<()> {
+    async fn reload(&mut self) -> Result<()> {
         let cfg =
             load_config(&self.config_path, &self.iface_override).context("reloading the config")?;
         if cfg.pin_path != self.cfg.pin_path || cfg.state_dir != self.cfg.state_dir {
@@ -195,6 +273,9 @@ impl Daemon {
         if cfg.interfaces != self.cfg.interfaces || cfg.xdp_mode != self.cfg.xdp_mode {
             self.gate
                 .attach(&cfg.interfaces, cfg.xdp_mode, &self.state.path)?;
+        }
+        if cfg.responder != self.responder.cfg {
+            self.restart_responder(&cfg.responder).await?;
         }
         self.store_seen = store_fingerprint(&cfg.partners_dir);
         self.cfg = cfg;

@@ -19,6 +19,7 @@ pub mod fsutil;
 pub mod gate;
 pub mod logging;
 pub mod maps;
+pub mod responder;
 pub mod state;
 pub mod store;
 pub mod sync;

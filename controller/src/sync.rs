@@ -8,7 +8,13 @@ use ipnet::Ipv6Net;
 use mx6gate_common::{GateConfig, Mode, PartnerId};
 use tracing::info;
 
-use crate::{allowlist, config::Config, maps::GateMaps, state::StateDir, store::Store};
+use crate::{
+    allowlist,
+    config::{Config, DownPolicy},
+    maps::GateMaps,
+    state::StateDir,
+    store::Store,
+};
 
 pub use crate::allowlist::Changes as SyncReport;
 
@@ -101,6 +107,7 @@ pub fn effective_mode(cfg: &Config, state: &StateDir) -> Result<Mode> {
 /// describe the allowlist and belong to `allowlist::apply`: carried over.
 pub fn gate_config(cfg: &Config, mode: Mode, current: Option<&GateConfig>) -> GateConfig {
     let mut g = GateConfig::new(mode, &cfg.ports);
+    g.responder_down_refuse = u32::from(cfg.responder.down_policy == DownPolicy::Refuse);
     if let Some(c) = current {
         g.flags = c.flags;
         g.allow_generation = c.allow_generation;

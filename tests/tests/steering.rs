@@ -287,3 +287,95 @@ fn defer_without_responder_fails_open() {
         .unwrap()
         .contains("daemon:      not running"));
 }
+
+#[test]
+fn defer_mode_hands_strangers_the_banner() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::new().unwrap();
+    let _mta = Listener::start(&topo.gw, "[::]:25".parse().unwrap()).unwrap();
+    let mut gate = GateUnderTest::new(
+        &topo.gw,
+        &topo.gw_if,
+        "defer",
+        "[responder]\nlisten = \"[::1]:2526\"\nhostname = \"mx.example.test\"\n",
+    )
+    .unwrap();
+    gate.ok(&["partner", "add", "p", PARTNER_NET]).unwrap();
+    gate.start().unwrap();
+    let gw25 = SocketAddr::new(IpAddr::V6(mx6gate_tests::GW_V6), 25);
+    let banner = |src| {
+        let s = connect_from(&topo.sender, IpAddr::V6(src), gw25, Duration::from_secs(2))
+            .expect_connected("connect");
+        // The responder sees the real peer and the original destination.
+        mx6gate_tests::read_banner(&s, Duration::from_secs(2)).unwrap()
+    };
+    let b = banner(STRANGER_SRC);
+    assert!(
+        b.starts_with("421 4.7.0 mx.example.test") && b.contains(&STRANGER_SRC.to_string()),
+        "stranger gets the 421 with its address: {b:?}"
+    );
+    assert!(
+        banner(PARTNER_SRC).starts_with("220"),
+        "partner reaches the MTA"
+    );
+    let v4 = connect_from(
+        &topo.sender,
+        IpAddr::V4(mx6gate_tests::SENDER_V4),
+        SocketAddr::new(IpAddr::V4(mx6gate_tests::GW_V4), 25),
+        Duration::from_secs(2),
+    )
+    .expect_connected("IPv4");
+    assert!(
+        mx6gate_tests::read_banner(&v4, Duration::from_secs(2))
+            .unwrap()
+            .starts_with("220"),
+        "IPv4 untouched"
+    );
+    let c = counters(&gate);
+    assert_eq!(
+        (c["sk.deferred"], c["sk.allowed"], c["xdp.deferred"]),
+        (1, 1, 1),
+        "{c:?}"
+    );
+    assert!(gate.ok(&["status"]).unwrap().contains("responder:   up"));
+}
+
+#[test]
+fn defer_mode_responder_down_can_refuse() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::new().unwrap();
+    let mta = Listener::start(&topo.gw, "[::]:25".parse().unwrap()).unwrap();
+    let mut gate = GateUnderTest::new(
+        &topo.gw,
+        &topo.gw_if,
+        "defer",
+        "[responder]\nlisten = \"[::1]:2527\"\ndown_policy = \"refuse\"\n",
+    )
+    .unwrap();
+    gate.start().unwrap();
+    gate.kill().unwrap();
+    let gw25 = SocketAddr::new(IpAddr::V6(mx6gate_tests::GW_V6), 25);
+    let r = connect_from(
+        &topo.sender,
+        IpAddr::V6(STRANGER_SRC),
+        gw25,
+        Duration::from_secs(2),
+    );
+    assert!(
+        r.is_refused(),
+        "down_policy = refuse: connection refused, got {}",
+        r.kind()
+    );
+    assert_eq!(mta.accepted(), 0);
+    let c = counters(&gate);
+    assert_eq!(c["sk.responder_down_refused"], 1, "{c:?}");
+    let status = gate.ok(&["status"]).unwrap();
+    assert!(
+        status.contains("responder:   DOWN") && status.contains("refused"),
+        "{status}"
+    );
+}

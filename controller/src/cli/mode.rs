@@ -25,10 +25,8 @@ pub fn run(config: &Path, mode: Mode) -> Result<()> {
         before.as_str(),
         loaded_note(loaded)
     );
-    if mode != Mode::Monitor {
-        if store.active_prefixes(crate::store::today_utc()).is_empty() {
-            println!("note: the allowlist is empty, so every IPv6 SMTP client is turned away");
-        }
+    if mode != Mode::Monitor && store.active_prefixes(crate::store::today_utc()).is_empty() {
+        println!("note: the allowlist is empty, so every IPv6 SMTP client is turned away");
     }
     Ok(())
 }

@@ -46,6 +46,24 @@ pub fn run(config: &Path) -> Result<()> {
     );
     let ports: Vec<String> = cfg.ports.iter().map(u16::to_string).collect();
     println!("ports:       {}", ports.join(", "));
+    let down = match cfg.responder.down_policy {
+        crate::config::DownPolicy::Pass => {
+            "defer-mode connections pass to the MTA (down_policy = pass)"
+        }
+        crate::config::DownPolicy::Refuse => {
+            "defer-mode connections are refused (down_policy = refuse)"
+        }
+    };
+    match read_pid(&ctx.state) {
+        Some(_) => println!(
+            "responder:   up in the daemon, listening on {} ({} {} …, greeting {})",
+            cfg.responder.listen,
+            cfg.responder.code,
+            cfg.responder.enhanced_code,
+            cfg.responder.greeting.as_str()
+        ),
+        None => println!("responder:   DOWN (no daemon): {down}"),
+    }
 
     let record = AttachRecord::load(&ctx.state.path);
     let attached = layout.attached_interfaces();
