@@ -119,3 +119,70 @@ fn reset_mode_sender_falls_back_to_ipv4_then_partner_uses_ipv6() {
         "a partner now, delivered over IPv6:\n{msg}"
     );
 }
+
+#[test]
+fn defer_mode_421_sends_the_mail_over_ipv4_then_partner_uses_ipv6() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    let mut gate = GateUnderTest::new(
+        &w.topo.gw,
+        &w.topo.gw_if,
+        "defer",
+        &format!("[responder]\nlisten = \"[::1]:2528\"\nhostname = \"{GW_HOSTNAME}\"\n"),
+    )
+    .unwrap();
+    gate.start().unwrap();
+
+    submit(&w, "deferred");
+    let msg = delivered(&w, 1, "deferred");
+    assert!(
+        received_from_ipv4(&msg),
+        "421 on IPv6, delivered over IPv4:\n{msg}"
+    );
+    let log = w.sender.log();
+    assert!(
+        log.contains(&format!(
+            "host {GW_HOSTNAME}[{GW_V6}] refused to talk to me: 421 4.7.0 {GW_HOSTNAME}"
+        )),
+        "the sender met the responder's 421 on IPv6 first:\n{log}"
+    );
+
+    gate.ok(&[
+        "partner",
+        "add",
+        "sender-example",
+        &format!("{STRANGER_SRC}/128"),
+    ])
+    .unwrap();
+    submit(&w, "partner");
+    let msg = delivered(&w, 2, "partner");
+    assert!(
+        received_from_ipv6(&msg),
+        "a partner now, delivered over IPv6:\n{msg}"
+    );
+
+    // Exactly one deferral, counted by the kernel and by the responder
+    // (its report is logged when the daemon stops).
+    let status = gate.ok(&["status"]).unwrap();
+    let deferred = status
+        .lines()
+        .skip_while(|l| !l.starts_with("sk_lookup ("))
+        .find(|l| l.trim_start().starts_with("deferred"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap();
+    assert_eq!(deferred, "1", "{status}");
+    gate.stop().unwrap();
+    let daemon_log = gate.log();
+    let report: Vec<&str> = daemon_log
+        .lines()
+        .filter(|l| l.contains("responder deferred IPv6 SMTP source"))
+        .collect();
+    assert_eq!(report.len(), 1, "{daemon_log}");
+    assert!(
+        report[0].contains("2001:db8:2::/64") && report[0].contains("connections=1"),
+        "{}",
+        report[0]
+    );
+}

@@ -11,7 +11,7 @@ use mx6gate_tests::{
     MAIL_DOMAIN, PARTNER_NET, PARTNER_SRC, SENDER_V4, STRANGER_SRC,
 };
 
-const MODES: [&str; 3] = ["monitor", "reset", "drop"];
+const MODES: [&str; 4] = ["monitor", "defer", "reset", "drop"];
 
 pub fn lab(keep: bool) -> Result<()> {
     let bin = crate::build_all()?;
@@ -25,7 +25,12 @@ pub fn lab(keep: bool) -> Result<()> {
     let _pass = attach_xdp_pass(&topo.sender, &topo.sender_if)?;
     let postfix = Postfix::start_receiver(&topo.gw, GW_HOSTNAME, MAIL_DOMAIN)?;
     println!("   Postfix listening on port 25 in {}", topo.gw.name());
-    let mut gate = GateUnderTest::new(&topo.gw, &topo.gw_if, "monitor", "")?;
+    let mut gate = GateUnderTest::new(
+        &topo.gw,
+        &topo.gw_if,
+        "monitor",
+        &format!("[responder]\nhostname = \"{GW_HOSTNAME}\"\n"),
+    )?;
     print!(
         "$ mx6gate partner add lab-partner {PARTNER_NET}\n{}",
         gate.ok(&[
