@@ -379,3 +379,59 @@ fn defer_mode_responder_down_can_refuse() {
         "{status}"
     );
 }
+
+/// Invariant 3 with the responder in play: a connection already at the MTA
+/// stays there through the switch to defer and a controller restart (which
+/// restarts the responder and re-registers its socket).
+#[test]
+fn established_mta_connection_survives_defer_and_restart() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::new().unwrap();
+    let _mta = Listener::start(&topo.gw, "[::]:25".parse().unwrap()).unwrap();
+    let mut gate = GateUnderTest::new(
+        &topo.gw,
+        &topo.gw_if,
+        "monitor",
+        "[responder]\nlisten = \"[::1]:2529\"\n",
+    )
+    .unwrap();
+    gate.start().unwrap();
+    let gw25 = SocketAddr::new(IpAddr::V6(mx6gate_tests::GW_V6), 25);
+    let s = connect_from(
+        &topo.sender,
+        IpAddr::V6(STRANGER_SRC),
+        gw25,
+        Duration::from_secs(2),
+    )
+    .expect_connected("monitor");
+    assert!(mx6gate_tests::read_banner(&s, Duration::from_secs(2))
+        .unwrap()
+        .starts_with("220"));
+    let alive = |what: &str| {
+        let r = mx6gate_tests::tcp::command(&s, "NOOP", Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        assert!(
+            r.starts_with("502"),
+            "{what}: still the MTA's session: {r:?}"
+        );
+    };
+    gate.ok(&["mode", "defer"]).unwrap();
+    alive("after mode defer");
+    gate.stop().unwrap();
+    gate.start().unwrap();
+    alive("after a restart");
+    // New connections from the stranger now get the banner.
+    let n = connect_from(
+        &topo.sender,
+        IpAddr::V6(STRANGER_SRC),
+        gw25,
+        Duration::from_secs(2),
+    )
+    .expect_connected("defer");
+    assert!(mx6gate_tests::read_banner(&n, Duration::from_secs(2))
+        .unwrap()
+        .starts_with("421"));
+    alive("after a deferral");
+}
