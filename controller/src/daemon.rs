@@ -14,7 +14,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::{
-    cli::{pid_path, read_pid},
     config::{Config, ResponderConfig},
     gate::Gate,
     maps::GateMaps,
@@ -49,7 +48,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
     let state = StateDir::new(&cfg.state_dir);
     let (gate, maps, pid_file, listener) = {
         let _lock = state.lock()?;
-        if let Some(pid) = read_pid(&state) {
+        if let Some(pid) = state.running_daemon() {
             bail!(
                 "another mx6gate daemon (pid {pid}) is running for state dir {}",
                 state.path.display()
@@ -167,7 +166,7 @@ struct PidFile(PathBuf);
 
 impl PidFile {
     fn create(state: &StateDir) -> Result<PidFile> {
-        let path = pid_path(state);
+        let path = state.pid_path();
         crate::fsutil::write_atomic(&path, format!("{}\n", std::process::id()).as_bytes())?;
         Ok(PidFile(path))
     }

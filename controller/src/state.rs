@@ -399,3 +399,22 @@ mod tests {
         assert_eq!(fs::read_to_string(&f).unwrap(), "x");
     }
 }
+
+impl StateDir {
+    /// `mx6gate.pid`: the running daemon's pid, written under the lock.
+    pub fn pid_path(&self) -> PathBuf {
+        self.path.join("mx6gate.pid")
+    }
+
+    /// The pid of the daemon running for this state dir, if one is alive
+    /// and really mx6gate (a recycled pid would be someone else).
+    pub fn running_daemon(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.pid_path())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "mx6gate").then_some(pid)
+    }
+}

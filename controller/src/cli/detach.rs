@@ -3,17 +3,17 @@ use std::{path::Path, time::Duration};
 
 use anyhow::{bail, Result};
 
-use super::{read_pid, Ctx};
+use super::Ctx;
 use crate::gate;
 
 pub fn run(config: &Path) -> Result<()> {
     let ctx = Ctx::load(config)?;
     // A daemon left running would re-attach on its next reload.
-    if let Some(pid) = read_pid(&ctx.state) {
+    if let Some(pid) = ctx.state.running_daemon() {
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let gone = (0..100).any(|_| {
             std::thread::sleep(Duration::from_millis(50));
-            read_pid(&ctx.state) != Some(pid)
+            ctx.state.running_daemon() != Some(pid)
         });
         if !gone {
             bail!("the daemon (pid {pid}) did not exit after SIGTERM; nothing was detached");

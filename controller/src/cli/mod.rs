@@ -128,18 +128,3 @@ pub fn loaded_note(loaded: bool) -> &'static str {
         "no gate is loaded; it applies when `mx6gate run` starts"
     }
 }
-
-pub fn read_pid(state: &StateDir) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(state.path.join("mx6gate.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    // Alive and really us (a recycled pid would be someone else).
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "mx6gate").then_some(pid)
-}
-
-pub fn pid_path(state: &StateDir) -> PathBuf {
-    state.path.join("mx6gate.pid")
-}

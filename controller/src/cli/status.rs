@@ -4,7 +4,7 @@ use std::path::Path;
 use anyhow::Result;
 use aya::programs::links::{FdLink, PinnedLink};
 
-use super::{read_pid, Ctx};
+use super::Ctx;
 use crate::{
     gate::{AttachRecord, PinLayout},
     maps::GateMaps,
@@ -19,7 +19,7 @@ pub fn run(config: &Path) -> Result<()> {
     let mode = sync::effective_mode(cfg, &ctx.state)?;
     let overridden = ctx.state.mode_override()?.is_some_and(|m| m != cfg.mode);
     println!("config:      {}", ctx.config_path.display());
-    let daemon = match read_pid(&ctx.state) {
+    let daemon = match ctx.state.running_daemon() {
         Some(pid) => format!("running (pid {pid})"),
         None => "not running (the pinned gate keeps working without it)".into(),
     };
@@ -54,7 +54,7 @@ pub fn run(config: &Path) -> Result<()> {
             "defer-mode connections are refused (down_policy = refuse)"
         }
     };
-    match read_pid(&ctx.state) {
+    match ctx.state.running_daemon() {
         Some(_) => println!(
             "responder:   up in the daemon, listening on {} ({} {} …, greeting {})",
             cfg.responder.listen,
