@@ -198,6 +198,25 @@ impl PartnerIds {
     }
 }
 
+impl StateDir {
+    /// `mx6gate.pid`: the running daemon's pid, written under the lock.
+    pub fn pid_path(&self) -> PathBuf {
+        self.path.join("mx6gate.pid")
+    }
+
+    /// The pid of the daemon running for this state dir, if one is alive
+    /// and really mx6gate (a recycled pid would be someone else).
+    pub fn running_daemon(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.pid_path())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "mx6gate").then_some(pid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,24 +416,5 @@ mod tests {
         let e = format!("{:#}", StateDir::new(&f).lock().unwrap_err());
         assert!(e.contains(&f.display().to_string()), "{e}");
         assert_eq!(fs::read_to_string(&f).unwrap(), "x");
-    }
-}
-
-impl StateDir {
-    /// `mx6gate.pid`: the running daemon's pid, written under the lock.
-    pub fn pid_path(&self) -> PathBuf {
-        self.path.join("mx6gate.pid")
-    }
-
-    /// The pid of the daemon running for this state dir, if one is alive
-    /// and really mx6gate (a recycled pid would be someone else).
-    pub fn running_daemon(&self) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.pid_path())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        (comm.trim() == "mx6gate").then_some(pid)
     }
 }
