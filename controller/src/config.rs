@@ -593,7 +593,7 @@ mod tests {
     #[test]
     fn responder_defaults() {
         let r = parse("").unwrap().responder;
-        assert_eq!(r.listen.to_string(), "[::1]:2525");
+        assert_eq!(r.listen.to_string(), "[::1]:10421");
         assert_eq!(r.code, 421);
         assert_eq!(r.enhanced_code, "4.7.0");
         assert!(r.text.contains("%A") && r.text.contains("%H"), "{}", r.text);

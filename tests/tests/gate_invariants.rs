@@ -301,8 +301,8 @@ fn check_non_smtp_untouched(topo: &Topology, mode: &str) {
     expect_connects(
         topo,
         stranger(),
-        Topology::gw_v6(2525),
-        &m("IPv6 TCP :2525"),
+        Topology::gw_v6(2600),
+        &m("IPv6 TCP :2600"),
     );
 
     // ND: with both caches flushed, a ping needs NS/NA to cross the gate.
@@ -368,7 +368,7 @@ fn inv1_non_smtp_traffic_untouched_in_drop_mode() {
     let topo = Topology::new().unwrap();
     let _pass = xdp_pass::attach_xdp_pass(&topo.sender, &topo.sender_if).unwrap();
     let smtp = Listener::start(&topo.gw, any(25)).unwrap();
-    let _other = Listener::start(&topo.gw, any(2525)).unwrap();
+    let _other = Listener::start(&topo.gw, any(2600)).unwrap();
     let mut gate = GateUnderTest::new(&topo.gw, &topo.gw_if, "drop", "").unwrap();
     gate.start().unwrap();
     let c0 = counters(&gate);

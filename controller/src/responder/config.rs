@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::smtp::{check_template, MAX_REPLY_LINE};
 
-pub const DEFAULT_LISTEN: &str = "[::1]:2525";
+pub const DEFAULT_LISTEN: &str = "[::1]:10421";
 pub const DEFAULT_CODE: u16 = 421;
 pub const DEFAULT_ENHANCED_CODE: &str = "4.7.0";
 pub const DEFAULT_TEXT: &str =
@@ -464,7 +464,7 @@ mod tests {
     fn default_is_valid() {
         let d = ResponderConfig::default();
         d.validate().unwrap();
-        assert_eq!(d.listen.to_string(), "[::1]:2525");
+        assert_eq!(d.listen.to_string(), "[::1]:10421");
         assert_eq!(
             ResponderConfig::from_raw(RawResponder::default()).unwrap(),
             d
