@@ -486,7 +486,7 @@ pub fn detach(pin_path: &Path, state_dir: &Path) -> Result<Vec<String>> {
 fn link_update(pin: &Path, new_prog: std::os::fd::BorrowedFd<'_>) -> Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_LINK_UPDATE: libc::c_long = 30;
+    const BPF_LINK_UPDATE: libc::c_long = 29;
     let bpf = |cmd: libc::c_long, attr: &mut [u32; 32]| unsafe {
         libc::syscall(
             libc::SYS_bpf,
