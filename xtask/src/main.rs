@@ -1,4 +1,6 @@
 //! `cargo xtask …`: everything that is more than one cargo command.
+mod bench;
+mod bench_responder;
 mod build_ebpf;
 mod lab;
 
@@ -32,6 +34,16 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Benchmarks (needs root): per-packet cost, wire drop rate, control
+    /// plane, memory; writes bench/RESULTS.md and bench/per-packet.svg.
+    Bench(bench::BenchArgs),
+    /// Responder benchmark (needs root): the defer-mode responder vs the
+    /// real Postfix smtpd, same clients; writes bench/RESPONDER.md.
+    BenchResponder {
+        /// N = 10, 1 s windows; writes target/bench-responder-quick.md.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -52,6 +64,8 @@ fn main() -> Result<()> {
                 .env("MX6GATE_BIN", bin)
                 .env("MX6GATE_REQUIRE_PRIV", "1"))?;
         }
+        Cmd::Bench(args) => bench::main(args)?,
+        Cmd::BenchResponder { quick } => bench_responder::main(quick)?,
     }
     Ok(())
 }
