@@ -46,16 +46,18 @@ impl Harness {
         mx6gate_tests::ensure_bpffs().unwrap();
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::default();
-        cfg.pin_path = format!(
-            "/sys/fs/bpf/mx6t-{}-diff{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        )
-        .into();
-        cfg.state_dir = dir.path().join("state");
-        cfg.partners_dir = dir.path().join("partners.d");
-        cfg.ports = PORTS.to_vec();
+        let cfg = Config {
+            pin_path: format!(
+                "/sys/fs/bpf/mx6t-{}-diff{}",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )
+            .into(),
+            state_dir: dir.path().join("state"),
+            partners_dir: dir.path().join("partners.d"),
+            ports: PORTS.to_vec(),
+            ..Config::default()
+        };
         let gate = Gate::load(&cfg).expect("load the object; the verifier accepts both programs");
         let mut maps = GateMaps::open(&cfg.pin_path).unwrap();
         let partners: Vec<(Ipv6Net, u32)> = partner_prefixes();
