@@ -82,10 +82,6 @@ pub struct ControlPoint {
     pub nft_change_over: Option<f64>,
     /// Prefixes in one 1% change (removed + added = 2k).
     pub change_size: usize,
-    /// RSS of this process: before the cold apply, its peak during it, after; KiB.
-    pub rss_before: u64,
-    pub rss_peak: u64,
-    pub rss_after: u64,
     /// Host kernel memory (Slab + Percpu + VmallocUsed) grown by one nft load, KiB (approx).
     pub nft_kmem_kib: Option<i64>,
 }
@@ -97,20 +93,11 @@ pub fn gate(plan: &ChangePlan, runs: usize, cp: &mut ControlPoint) -> Result<Ben
     let want = desired(&plan.initial);
     let (mut load, mut apply) = (Vec::new(), Vec::new());
     let mut last = None;
-    for r in 0..runs {
+    for _ in 0..runs {
         drop(last.take()); // one gate at a time
         let (mut g, t) = BenchGate::load(cap, Mode::Drop)?;
         load.push(t.as_secs_f64());
-        if r == 0 {
-            env::reset_peak_rss();
-            cp.rss_before = env::rss_kib().0;
-        }
         apply.push(g.apply(&want)?.as_secs_f64());
-        if r == 0 {
-            let (rss, peak) = env::rss_kib();
-            cp.rss_after = rss;
-            cp.rss_peak = peak;
-        }
         last = Some(g);
     }
     let mut g = last.context("no runs")?;

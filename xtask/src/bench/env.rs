@@ -80,9 +80,7 @@ pub fn describe() -> Vec<(String, String)> {
         std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "?".into());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
+    let load = loadavg();
     vec![
         (
             "Machine".into(),
@@ -98,6 +96,14 @@ pub fn describe() -> Vec<(String, String)> {
         ),
         ("rustc".into(), first_line("rustc", &["--version"])),
     ]
+}
+
+/// The 1, 5 and 15 minute load averages (the machine is shared: other work
+/// running during the bench shows here).
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 pub fn date() -> String {

@@ -6,7 +6,7 @@ use mx6gate_common::{
 };
 use mx6gate_tests::packets::{ipv4_syn, neighbour_solicitation, tcp_frame, Ext, Tcp};
 
-use super::prefixes::{far_strangers, near_strangers, partner_sources, Rng, Table};
+use super::prefixes::{far_strangers, near_strangers, partner_sources, Rng, Table, HOT_LEN};
 
 /// Which sources a class is sent from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,13 +233,24 @@ pub fn classes() -> Vec<Class> {
 }
 
 impl Class {
-    /// `k` sources for this class (1 for hot).
-    pub fn sources(&self, t: &Table, k: usize, rng: &mut Rng) -> Vec<u128> {
+    /// One source for the hot runs: partners and near strangers at a /48
+    /// (`HOT_LEN`), the most common length, so that the hot figures at
+    /// different sizes describe the same lookup.
+    pub fn hot_source(&self, t: &Table, rng: &mut Rng) -> u128 {
+        self.pick(t, 1, Some(HOT_LEN), rng)[0]
+    }
+
+    /// `k` sources for the cold runs, over every length in the table.
+    pub fn cold_sources(&self, t: &Table, k: usize, rng: &mut Rng) -> Vec<u128> {
+        self.pick(t, k, None, rng)
+    }
+
+    fn pick(&self, t: &Table, k: usize, len: Option<u8>, rng: &mut Rng) -> Vec<u128> {
         match self.src {
             Src::None => vec![0; k],
-            Src::Partner => partner_sources(t, k, rng),
+            Src::Partner => partner_sources(t, k, len, rng),
             Src::Far => far_strangers(t, k, rng),
-            Src::Near => near_strangers(t, k, rng),
+            Src::Near => near_strangers(t, k, len, rng),
         }
     }
 

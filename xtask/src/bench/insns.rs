@@ -10,8 +10,9 @@
 //! * [`cold_driver`] — feeds the program under test a different source on
 //!   every repetition of one test run (see there).
 //! * [`redirect_gen`] — the traffic generator for the wire test: randomises
-//!   the low 64 bits of the IPv6 source (so every SYN comes from a different
-//!   address in one /64) and `bpf_redirect`s the frame to an interface.
+//!   the low 80 bits of the IPv6 source (so every SYN comes from a different
+//!   address and /64 of one /48) and `bpf_redirect`s the frame to an
+//!   interface.
 use std::collections::HashMap;
 
 use mx6gate_common::proto::{ETH_HLEN, IPV6_HLEN};
@@ -88,6 +89,10 @@ impl Asm {
     /// *(u64 *)(dst + off) = src
     pub fn stx_dw(&mut self, dst: u8, off: i16, src: u8) -> &mut Self {
         self.push(enc(0x7b, dst, src, off, 0))
+    }
+    /// *(u16 *)(dst + off) = src
+    pub fn stx_h(&mut self, dst: u8, off: i16, src: u8) -> &mut Self {
+        self.push(enc(0x6b, dst, src, off, 0))
     }
     /// *(u32 *)(dst + off) = src
     pub fn stx_w(&mut self, dst: u8, off: i16, src: u8) -> &mut Self {
@@ -247,17 +252,57 @@ pub fn redirect_gen(ifindex: u32) -> Vec<u64> {
         .call(HELPER_GET_PRANDOM_U32)
         .mov_reg(R7, R0)
         .call(HELPER_GET_PRANDOM_U32)
+        .mov_reg(R8, R0)
+        .call(HELPER_GET_PRANDOM_U32)
         .ldx_w(R2, R6, 0)
         .ldx_w(R3, R6, 4)
         .mov_reg(R4, R2)
         .add_imm(R4, i32::from(TCP))
         .jgt_reg(R4, R3, "send")
+        .stx_h(R2, IP6 + 14, R0) // source bytes 6..8
         .stx_w(R2, IP6 + 16, R7) // source bytes 8..12
-        .stx_w(R2, IP6 + 20, R0) // source bytes 12..16
+        .stx_w(R2, IP6 + 20, R8) // source bytes 12..16
         .label("send")
         .mov_imm(R1, ifindex as i32)
         .mov_imm(R2, 0)
         .call(HELPER_REDIRECT)
         .exit();
     a.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn off(i: u64) -> i16 {
+        (i >> 16) as u16 as i16
+    }
+
+    #[test]
+    fn labels_resolve_relative_to_the_next_instruction() {
+        let mut a = Asm::default();
+        a.jne_imm(R0, 1, "x")
+            .ld_map_fd(R1, 7)
+            .mov_imm(R0, 2)
+            .label("x")
+            .exit();
+        let v = a.finish();
+        assert_eq!(v.len(), 5);
+        assert_eq!(off(v[0]), 3); // over the two-slot ld_imm64 and the mov
+        assert_eq!(v[1] & 0xff, 0x18);
+        assert_eq!((v[1] >> 12) & 0xf, 1, "BPF_PSEUDO_MAP_FD");
+        assert_eq!(v[1] >> 32, 7);
+    }
+
+    #[test]
+    fn programs_end_in_exit() {
+        for p in [
+            xdp_drop(),
+            trie_standin(3),
+            redirect_gen(2),
+            cold_driver(3, 4, 5, 256, 22),
+        ] {
+            assert_eq!(p.last().unwrap() & 0xff, 0x95);
+        }
+    }
 }

@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// Run only these parts: per-packet, wire, control, memory.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Internal: load a gate with this many prefixes in a fresh process and
+    /// print its memory (the bench runs itself with it for part 4).
+    #[arg(long, hide = true)]
+    pub rss_probe: Option<usize>,
 }
 
 impl BenchArgs {

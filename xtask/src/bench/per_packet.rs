@@ -111,7 +111,7 @@ impl Subjects<'_> {
 pub fn input_restored(s: &mut Subjects<'_>, t: &Table) -> Result<bool> {
     let c = classes().into_iter().find(|c| c.key == "reset").unwrap();
     s.gate.set_mode(Mode::Reset)?;
-    let f = c.frame(c.sources(t, 1, &mut Rng::new(99))[0]);
+    let f = c.frame(c.hot_source(t, &mut Rng::new(99)));
     let count = |s: &Subjects<'_>| -> Result<u64> {
         Ok(s.gate
             .maps
@@ -196,7 +196,7 @@ pub fn measure(
     let cls = classes();
     let hot: Vec<Vec<u8>> = cls
         .iter()
-        .map(|c| c.frame(c.sources(table, 1, &mut rng)[0]))
+        .map(|c| c.frame(c.hot_source(table, &mut rng)))
         .collect();
     // One cold driver per cold class, cycling sources spread over the table.
     let cold: Vec<Option<ColdDriver>> = cls
@@ -205,7 +205,7 @@ pub fn measure(
             c.cold
                 .then(|| {
                     ColdDriver::new(
-                        &c.sources(table, set.cold_sources, &mut rng),
+                        &c.cold_sources(table, set.cold_sources, &mut rng),
                         c.src_offset(),
                     )
                 })

@@ -164,10 +164,33 @@ pub fn representative(p: &Ipv6Net) -> u128 {
     }
 }
 
-/// Partner sources: representatives of `k` prefixes picked at random.
-pub fn partner_sources(t: &Table, k: usize, rng: &mut Rng) -> Vec<u128> {
+/// The length the hot sources' prefixes have: the most common one, so the
+/// hot figures at different sizes describe the same kind of lookup.
+pub const HOT_LEN: u8 = 48;
+
+/// The table's random prefixes (not the wire test's few inside
+/// 2001:db8::/32), the ones the per-packet sources are drawn from; only
+/// those of length `len` if given (and present).
+fn random_part(t: &Table, len: Option<u8>) -> Vec<&Ipv6Net> {
+    let all: Vec<&Ipv6Net> = t
+        .prefixes
+        .iter()
+        .filter(|p| mask(u128::from(p.network()), 32) != DOC32)
+        .collect();
+    match len {
+        Some(l) if all.iter().any(|p| p.prefix_len() == l) => {
+            all.into_iter().filter(|p| p.prefix_len() == l).collect()
+        }
+        _ => all,
+    }
+}
+
+/// Partner sources: representatives of `k` prefixes picked at random
+/// (of length `len` only, if given).
+pub fn partner_sources(t: &Table, k: usize, len: Option<u8>, rng: &mut Rng) -> Vec<u128> {
+    let pool = random_part(t, len);
     (0..k)
-        .map(|_| representative(&t.prefixes[rng.below(t.prefixes.len())]))
+        .map(|_| representative(pool[rng.below(pool.len())]))
         .collect()
 }
 
@@ -185,9 +208,13 @@ pub fn far_strangers(t: &Table, k: usize, rng: &mut Rng) -> Vec<u128> {
 }
 
 /// Strangers next to a partner: the sibling of a random partner prefix
-/// longer than /32 (same /32, so the lookup must go past its first level).
-pub fn near_strangers(t: &Table, k: usize, rng: &mut Rng) -> Vec<u128> {
-    let long: Vec<&Ipv6Net> = t.prefixes.iter().filter(|p| p.prefix_len() > 32).collect();
+/// longer than /32 (same /32, so the lookup must go past its first level);
+/// of length `len` only, if given.
+pub fn near_strangers(t: &Table, k: usize, len: Option<u8>, rng: &mut Rng) -> Vec<u128> {
+    let long: Vec<&Ipv6Net> = random_part(t, len)
+        .into_iter()
+        .filter(|p| p.prefix_len() > 32)
+        .collect();
     let mut v = Vec::with_capacity(k);
     let mut tries = 0;
     while v.len() < k && tries < 100 * k + 1000 {
@@ -229,13 +256,13 @@ mod tests {
     fn sources_classified() {
         let t = Table::new(generate(3000, SEED));
         let mut r = Rng::new(1);
-        for a in partner_sources(&t, 100, &mut r) {
+        for a in partner_sources(&t, 100, None, &mut r) {
             assert!(t.contains(a));
         }
         for a in far_strangers(&t, 100, &mut r) {
             assert!(!t.contains(a));
         }
-        for a in near_strangers(&t, 100, &mut r) {
+        for a in near_strangers(&t, 100, Some(HOT_LEN), &mut r) {
             assert!(!t.contains(a));
             assert!(t
                 .prefixes

@@ -50,7 +50,9 @@ pub fn per_packet(repeat: u32, calls: usize, cold: usize, restored: Option<bool>
          time per repetition.
 
 * **Hot**: one frame, {repeat} repetitions per call: the same source every run, so \
-  the lookup's cache lines stay hot.
+  the lookup's cache lines stay hot. The hot partner is the `…::25` of a /48 \
+  partner prefix (the most common length), the hot near stranger the sibling \
+  of one, so the hot rows at different sizes describe the same lookup.
 * **Cold**: a test run repeats one frame, so a small driver program (raw \
   instructions) runs first on every repetition: it writes the next of {cold} \
   sources into the frame's IPv6 source — sources spread over the whole table \
@@ -70,8 +72,9 @@ pub fn per_packet(repeat: u32, calls: usize, cold: usize, restored: Option<bool>
   drift and the machine's other load hit all programs alike.
 * The allowlist: N random prefixes (SplitMix64, fixed seed) inside 2000::/3, \
   lengths /32 5%, /36 3%, /40 7%, /44 10%, /48 30%, /52 5%, /56 15%, /60 5%, \
-  /64 15%, /128 5%, non-overlapping, plus three partner prefixes inside \
-  2001:db8::/32 for the wire test; after part 3's five 1% changes. Loaded into \
+  /64 15%, /128 5%, non-overlapping, plus two partner prefixes inside \
+  2001:db8::/32 for the wire test (never used as per-packet sources); after \
+  part 3's five 1% changes. Loaded into \
   the gate only through the product's own API (`Gate::load`, \
   `sync::apply_allow`), so whatever layout the product uses is what is measured."
     )
@@ -82,9 +85,11 @@ pub fn wire(runs: usize, secs: f64) -> String {
         "A sender and a gateway namespace joined by a veth pair (documentation \
 addresses only). The SYN flood comes from a raw-instruction XDP program run \
 through BPF_PROG_TEST_RUN in live-frames mode on CPU 0, in the sender's \
-namespace: it gives every SYN a random source in 2001:db8:ffff:1::/64 (a \
-/32 that also holds three partner prefixes, so the gate cannot stop at its \
-first level) and `bpf_redirect`s it into the sender's veth. The gateway's veth \
+namespace: it gives every SYN a random source in 2001:db8:ffff::/48 — a \
+random /64 and host part per packet, in a /32 that also holds two partner \
+prefixes (2001:db8:1::/48, 2001:db8:2:5::/64), so the gate cannot stop at its \
+first level and probes its second level with a different /64 every packet — \
+and `bpf_redirect`s it into the sender's veth. The gateway's veth \
 runs threaded NAPI with its kthread pinned to CPU 1 at SCHED_FIFO, so all of \
 the gateway's work on these packets happens in that one thread; dropping is \
 done by each dropper in turn on the gateway's veth: a bare XDP_DROP, mx6gate's \
@@ -140,8 +145,9 @@ Kernel memory of every map the gate pinned (`memlock:` in \
 it), after part 3. The plain trie and xdp-filter's maps likewise. The \
 nftables set has no per-object accounting: its figure is the growth of the \
 host's Slab + Percpu + VmallocUsed across one `nft -f` load, approximate \
-(other work on the machine moves it too). **bench RSS**: this process's \
-resident set before the first cold `apply_allow` at that size (it holds every \
-generated prefix, so it grows with the largest N) and the growth of its peak \
-(VmHWM, reset just before) during that apply: what the product's userspace \
-sync needs on top of the caller's own copy of the prefix set.";
+(other work on the machine moves it too). **Process RSS**: the controller's \
+userspace side, measured in a fresh process (this binary, run again with a \
+hidden `--rss-probe N`) that generates the N prefixes and holds them as a \
+prefix → partner map (as the controller holds its partner store): its RSS \
+then; the growth after `Gate::load` and `sync::apply_allow` of that set; and \
+the peak (VmHWM, reset just before the load) — one measurement each.";

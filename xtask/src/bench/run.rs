@@ -29,6 +29,52 @@ pub struct MemPoint {
     pub trie: u64,
     /// Time to fill the plain trie (BPF_MAP_UPDATE_*), s.
     pub trie_fill: f64,
+    /// A fresh process holding the N prefixes, then with a gate loaded and
+    /// synced to them: RSS before, after, and the peak (KiB).
+    pub probe: Option<(u64, u64, u64)>,
+}
+
+/// `--rss-probe N`: what a controller holding N prefixes costs in memory.
+/// Prints `rss-probe <held> <after> <peak>` (KiB).
+pub fn rss_probe(n: usize) -> Result<()> {
+    let desired = {
+        let mut set = prefixes::generate(n, prefixes::SEED);
+        set.extend(wire::wire_partners());
+        prefixes::desired(&set)
+    };
+    let held = env::rss_kib().0;
+    env::reset_peak_rss();
+    let (mut g, _) = gate::BenchGate::load(n + n / 10 + 64, Mode::Drop)?;
+    g.apply(&desired)?;
+    let (after, peak) = env::rss_kib();
+    drop(g);
+    println!("rss-probe {held} {after} {peak}");
+    Ok(())
+}
+
+fn run_rss_probe(n: usize) -> Result<(u64, u64, u64)> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "--rss-probe", &n.to_string()])
+        .output()
+        .context("running the RSS probe")?;
+    if !out.status.success() {
+        bail!(
+            "the RSS probe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let s = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = s
+        .lines()
+        .find_map(|l| l.strip_prefix("rss-probe "))
+        .context("no rss-probe line")?
+        .split_whitespace()
+        .map(|x| x.parse())
+        .collect::<Result<_, _>>()?;
+    match v[..] {
+        [a, b, c] => Ok((a, b, c)),
+        _ => bail!("bad rss-probe line {s:?}"),
+    }
 }
 
 /// Everything the report needs.
@@ -60,7 +106,15 @@ fn need(prog: &str) -> Result<()> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if let Some(n) = args.rss_probe {
+        return rss_probe(n);
+    }
     let start = Instant::now();
+    for p in &args.only {
+        if !["per-packet", "wire", "control", "memory"].contains(&p.as_str()) {
+            bail!("--only {p}: the parts are per-packet, wire, control, memory");
+        }
+    }
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the bench needs root (BPF, network namespaces): run it as root");
@@ -221,6 +275,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 xdpfilter: xf.as_ref().map(|x| x.map_memory()).transpose()?,
                 trie: trie.map_memory()?,
                 trie_fill: trie.fill.as_secs_f64(),
+                probe: Some(run_rss_probe(n)?),
             });
         }
 
@@ -267,6 +322,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         drop(g);
     }
     drop(wire);
+    res.machine
+        .push(("Load average at end".into(), env::loadavg()));
     res.elapsed = start.elapsed();
     report::write(&res, &out_dir)?;
     eprintln!(

@@ -12,11 +12,12 @@
 //! Figures per run: packets dropped per second and CPU ns per dropped
 //! packet on the receiving core; ratios against nftables.
 //!
-//! Only documentation addresses: sources 2001:db8:ffff::/48 (random host
-//! bits), destination the gateway's 2001:db8:100::1; the allowlist holds
-//! three partner prefixes in 2001:db8::/32 besides the random table, so
-//! every flood source shares its /32 with partners (the gate cannot stop at
-//! its first level).
+//! Only documentation addresses: sources random in 2001:db8:ffff::/48 (a
+//! random /64 and host part per packet), destination the gateway's
+//! 2001:db8:100::1; the allowlist holds two partner prefixes in
+//! 2001:db8::/32 besides the random table (a /48 and a /64), so every flood
+//! source shares its /32 with partners: the gate cannot stop at its first
+//! level, and its /64 probe has a different key every packet.
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -30,9 +31,9 @@ use mx6gate_tests::{
 use super::{insns, stats::Stat, sys};
 
 /// Partner prefixes inside the documentation /32 (added to every table).
-pub const WIRE_PARTNERS: [&str; 3] = ["2001:db8:1::/48", "2001:db8:2:5::/64", "2001:db8:3::25/128"];
-/// The flood's source /64 (its low 64 bits are randomised per packet).
-pub const FLOOD_SRC: &str = "2001:db8:ffff:1::";
+pub const WIRE_PARTNERS: [&str; 2] = ["2001:db8:1::/48", "2001:db8:2:5::/64"];
+/// The flood's source /48 (the generator randomises the other 80 bits).
+pub const FLOOD_SRC: &str = "2001:db8:ffff::";
 
 pub const NFT_TABLE: &str = "mx6bench";
 
