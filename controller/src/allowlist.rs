@@ -47,7 +47,10 @@ pub fn plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Plan {
             },
             *id,
         );
-        p.slash32.entry(top32(net)).or_insert(Slash32::EMPTY).add_len(net.prefix_len());
+        p.slash32
+            .entry(top32(net))
+            .or_insert(Slash32::EMPTY)
+            .add_len(net.prefix_len());
     }
     // Short prefixes: in the trie always; expanded into their /32s when
     // that stays cheap, else the programs consult the trie on a miss.
@@ -59,7 +62,9 @@ pub fn plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Plan {
         }
         let base = u32::from_be_bytes(top32(net));
         for i in 0..(1u32 << (32 - net.prefix_len())) {
-            p.slash32.entry((base + i).to_be_bytes()).or_insert(Slash32::EMPTY);
+            p.slash32
+                .entry((base + i).to_be_bytes())
+                .or_insert(Slash32::EMPTY);
         }
     }
     // Each /32 gets the longest short prefix covering it: visit shorts from
@@ -68,7 +73,10 @@ pub fn plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Plan {
     for (net, id) in &short {
         let first = u32::from_be_bytes(top32(net));
         let last = first | u32::MAX.checked_shr(net.prefix_len().into()).unwrap_or(0);
-        for (_, e) in p.slash32.range_mut(first.to_be_bytes()..=last.to_be_bytes()) {
+        for (_, e) in p
+            .slash32
+            .range_mut(first.to_be_bytes()..=last.to_be_bytes())
+        {
             e.short_id = *id;
         }
     }
@@ -80,8 +88,16 @@ pub fn plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Plan {
         }
     }
     for top in crowded {
-        let lo = Ipv6Net::new(Ipv6Addr::from(u128::from(u32::from_be_bytes(top)) << 96), 32).unwrap();
-        let hi = Ipv6Net::new(Ipv6Addr::from((u128::from(u32::from_be_bytes(top)) << 96) | (u128::MAX >> 32)), 128).unwrap();
+        let lo = Ipv6Net::new(
+            Ipv6Addr::from(u128::from(u32::from_be_bytes(top)) << 96),
+            32,
+        )
+        .unwrap();
+        let hi = Ipv6Net::new(
+            Ipv6Addr::from((u128::from(u32::from_be_bytes(top)) << 96) | (u128::MAX >> 32)),
+            128,
+        )
+        .unwrap();
         for (net, id) in prefixes.range(lo..=hi) {
             if net.prefix_len() > 32 {
                 p.trie.insert(*net, *id);
@@ -210,21 +226,41 @@ pub fn check_capacity(maps: &GateMaps, plan: &Plan) -> Result<()> {
 /// bitmaps that point at them), removals top-down, so a lookup meanwhile
 /// sees the old or the new answer for a prefix that stays, never none.
 fn write_diff(maps: &mut GateMaps, want: &Plan, have: &Plan) -> Result<()> {
-    batch::update(maps.long.map(), &upserts(&want.long, &have.long), "updating LONG_PREFIXES")?;
+    batch::update(
+        maps.long.map(),
+        &upserts(&want.long, &have.long),
+        "updating LONG_PREFIXES",
+    )?;
     for (n, v) in upserts(&want.trie, &have.trie) {
         maps.allow
             .insert(&trie_key(&n), v, 0)
             .with_context(|| format!("adding {n} to the ALLOW trie"))?;
     }
-    batch::update(maps.slash32.map(), &upserts(&want.slash32, &have.slash32), "updating SLASH32")?;
+    batch::update(
+        maps.slash32.map(),
+        &upserts(&want.slash32, &have.slash32),
+        "updating SLASH32",
+    )?;
     if want.trie_on_miss != have.trie_on_miss {
         let mut cfg = maps.read_config()?;
         cfg.flags = (cfg.flags & !GateConfig::TRIE_ON_MISS)
-            | if want.trie_on_miss { GateConfig::TRIE_ON_MISS } else { 0 };
+            | if want.trie_on_miss {
+                GateConfig::TRIE_ON_MISS
+            } else {
+                0
+            };
         maps.write_config(&cfg)?;
     }
-    batch::delete(maps.slash32.map(), &stale(&want.slash32, &have.slash32), "removing from SLASH32")?;
-    batch::delete(maps.long.map(), &stale(&want.long, &have.long), "removing from LONG_PREFIXES")?;
+    batch::delete(
+        maps.slash32.map(),
+        &stale(&want.slash32, &have.slash32),
+        "removing from SLASH32",
+    )?;
+    batch::delete(
+        maps.long.map(),
+        &stale(&want.long, &have.long),
+        "removing from LONG_PREFIXES",
+    )?;
     for n in stale(&want.trie, &have.trie) {
         maps.allow
             .remove(&trie_key(&n))
@@ -258,7 +294,10 @@ fn changes_in<'a>(
 fn changes(before: &BTreeMap<Ipv6Net, PartnerId>, after: &BTreeMap<Ipv6Net, PartnerId>) -> Changes {
     Changes {
         added: after.keys().filter(|n| !before.contains_key(n)).count(),
-        changed: after.iter().filter(|(n, id)| before.get(n).is_some_and(|b| b != *id)).count(),
+        changed: after
+            .iter()
+            .filter(|(n, id)| before.get(n).is_some_and(|b| b != *id))
+            .count(),
         removed: before.keys().filter(|n| !after.contains_key(n)).count(),
         total: after.len(),
     }
@@ -300,7 +339,10 @@ impl Snapshot {
                 Some((net, u32::from_le_bytes(e[17..21].try_into().ok()?)))
             })
             .collect::<Option<BTreeMap<_, _>>>()?;
-        Some(Snapshot { generation, prefixes })
+        Some(Snapshot {
+            generation,
+            prefixes,
+        })
     }
 
     fn save(path: &Path, generation: u32, prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Result<()> {
@@ -438,7 +480,11 @@ fn affected(
 /// flag included): plan just the prefixes that can influence them — those
 /// under the /32s, the short ones covering them, the changed ones — and
 /// keep what concerns them.
-fn partial_plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>, tops: &BTreeSet<[u8; 4]>, nets: &BTreeSet<Ipv6Net>) -> Plan {
+fn partial_plan(
+    prefixes: &BTreeMap<Ipv6Net, PartnerId>,
+    tops: &BTreeSet<[u8; 4]>,
+    nets: &BTreeSet<Ipv6Net>,
+) -> Plan {
     let mut sub: BTreeMap<Ipv6Net, PartnerId> = BTreeMap::new();
     for top in tops {
         let (lo, hi) = top_range(*top);
@@ -569,7 +615,12 @@ mod tests {
     fn arb_set() -> impl proptest::strategy::Strategy<Value = BTreeMap<Ipv6Net, PartnerId>> {
         use proptest::prelude::*;
         // Few /32s and lengths so sets collide, crowd a /32 and overlap.
-        let net = (0u32..6, prop::sample::select(vec![12u8, 29, 30, 32, 33, 40, 48, 56, 64, 100, 128]), any::<u128>(), 0u32..4)
+        let net = (
+            0u32..6,
+            prop::sample::select(vec![12u8, 29, 30, 32, 33, 40, 48, 56, 64, 100, 128]),
+            any::<u128>(),
+            0u32..4,
+        )
             .prop_map(|(top, len, rnd, id)| {
                 let a = (u128::from(0x2001_0db8u32 + top) << 96) | (rnd >> 32);
                 (Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc(), id)

@@ -422,7 +422,10 @@ impl Gate {
 /// maps from a build with another layout cannot be adopted; say so plainly
 /// instead of failing deep in the loader or the verifier.
 fn expected_layout() -> [(&'static str, usize, usize); 7] {
-    use mx6gate_common::{allow::{LongKey, Slash32}, AllowKey, GateConfig};
+    use mx6gate_common::{
+        allow::{LongKey, Slash32},
+        AllowKey, GateConfig,
+    };
     use std::mem::size_of;
     [
         (map_names::ALLOW, size_of::<AllowKey>(), 4),

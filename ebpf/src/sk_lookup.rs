@@ -29,7 +29,9 @@ fn field(p: *const u32) -> u32 {
 pub fn mx6gate_sk_lookup(ctx: SkLookupContext) -> u32 {
     let l: *const bpf_sk_lookup = ctx.lookup;
     unsafe {
-        if field(&raw const (*l).family) != AF_INET6 || field(&raw const (*l).protocol) != IPPROTO_TCP as u32 {
+        if field(&raw const (*l).family) != AF_INET6
+            || field(&raw const (*l).protocol) != IPPROTO_TCP as u32
+        {
             return sk_action::SK_PASS;
         }
     }

@@ -1,6 +1,8 @@
 //! The XDP classifier. Same semantics as `mx6gate_common::classify`, which
 //! the differential tests hold it to: parse helpers first, policy at the end.
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_tail, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_xdp_adjust_tail, macros::xdp, programs::XdpContext,
+};
 use mx6gate_common::{proto::*, Counter, Mode};
 
 use crate::maps::{allowed, config, count, count_partner};
