@@ -1,7 +1,9 @@
 //! Part 3: the control plane. Loading N prefixes into a freshly loaded gate
-//! (the product's `sync::apply_allow` into empty maps), then 1% changes
-//! (1% of the prefixes removed, as many new ones added, one apply each);
-//! the same set and the same changes through `nft -f` into an nftables
+//! (the product's sync, `sync::apply_allow_tracked`, into empty maps), then
+//! 1% changes (1% of the prefixes removed, as many new ones added, one sync
+//! each), then the same changes undone through the full read-back path
+//! (`sync::apply_allow`), which leaves the gate holding the initial set
+//! again; the same set and changes through `nft -f` into an nftables
 //! interval set in a namespace. Wall-clock times, each repeated.
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,10 +26,8 @@ use super::{
 /// The sets one size goes through: the initial one, then `changes`.
 pub struct ChangePlan {
     pub initial: Vec<Ipv6Net>,
-    /// (removed, added), applied in order.
+    /// (removed, added), applied in order (and undone in reverse).
     pub changes: Vec<(Vec<Ipv6Net>, Vec<Ipv6Net>)>,
-    /// After every change.
-    pub final_set: Vec<Ipv6Net>,
 }
 
 /// `runs` changes of 1% each: `k = max(1, n/100)` prefixes out (never one
@@ -55,11 +55,8 @@ pub fn plan(
         cur.extend_from_slice(&added);
         changes.push((removed, added));
     }
-    ChangePlan {
-        initial,
-        changes,
-        final_set: cur,
-    }
+    drop(cur);
+    ChangePlan { initial, changes }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -71,8 +68,10 @@ pub struct ControlPoint {
     pub gate_apply: Stat,
     /// Both, run by run: the cold start, s.
     pub gate_total: Stat,
-    /// apply_allow of one 1% change, s.
+    /// One 1% change through the product's sync (snapshot diff), s.
     pub gate_change: Stat,
+    /// One 1% change through the full read-back path, s.
+    pub gate_change_full: Stat,
     /// `nft -f` of the table with the whole set, s.
     pub nft_load: Stat,
     /// `nft -f` of one 1% change (delete + add element), s.
@@ -87,7 +86,8 @@ pub struct ControlPoint {
 }
 
 /// The gate cold-started `runs` times with `plan.initial`, then the changes
-/// applied to the last one, which is returned (it holds `final_set`).
+/// applied to the last one and undone again; it is returned holding
+/// `plan.initial`.
 pub fn gate(plan: &ChangePlan, runs: usize, cp: &mut ControlPoint) -> Result<BenchGate> {
     let cap = plan.initial.len() + plan.initial.len() / 10 + 64;
     let want = desired(&plan.initial);
@@ -110,6 +110,17 @@ pub fn gate(plan: &ChangePlan, runs: usize, cp: &mut ControlPoint) -> Result<Ben
         cur.extend(desired(added));
         change.push(g.apply(&cur)?.as_secs_f64());
     }
+    // Undo them, newest first, through the full path (after which the
+    // snapshot is stale: nothing syncs this gate through `apply` again).
+    let mut full = Vec::new();
+    for (removed, added) in plan.changes.iter().rev() {
+        for p in added {
+            cur.remove(p);
+        }
+        cur.extend(desired(removed));
+        full.push(g.apply_full(&cur)?.as_secs_f64());
+    }
+    cp.gate_change_full = Stat::of(&full);
     cp.gate_load = Stat::of(&load);
     cp.gate_apply = Stat::of(&apply);
     cp.gate_total = Stat::of(
@@ -178,9 +189,8 @@ fn nft_file(ns: &Netns, path: &Path, text: &str, limit: Duration) -> Result<Opti
 /// The nftables side in `ns` (a namespace of the bench's own): `runs` cold
 /// loads (table deleted in between, not timed), then the changes, each
 /// bounded by `change_limit` (nft 1.0.6 deletes interval-set elements in
-/// time proportional to the set's size, each). Leaves the table holding
-/// `final_set` (or, if a change was stopped, the set before it) for the
-/// wire test.
+/// time proportional to the set's size, each), and then undone. Leaves
+/// the table holding `plan.initial`, like the gate, for the wire test.
 pub fn nft(
     ns: &Netns,
     device: &str,
@@ -233,6 +243,18 @@ pub fn nft(
                 break;
             }
         }
+    }
+    // Undo what went in (not timed), so the set is `plan.initial` again,
+    // like the gate's.
+    for (removed, added) in plan.changes[..change.len()].iter().rev() {
+        let text = format!(
+            "delete element netdev {NFT_TABLE} partners {{ {} }}\nadd element netdev {NFT_TABLE} partners {{ {} }}\n",
+            elements(added),
+            elements(removed)
+        );
+        nft_file(ns, &file, &text, Duration::from_secs(600))
+            .context("nft -f (undoing a change)")?
+            .context("undoing a change did not finish within 600 s")?;
     }
     cp.nft_load = Stat::of(&load);
     cp.nft_change = Stat::of(&change);

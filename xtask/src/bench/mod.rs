@@ -71,6 +71,7 @@ pub struct BenchArgs {
     pub rss_probe: Option<usize>,
 }
 
+#[cfg(feature = "bench")]
 impl BenchArgs {
     pub fn out_dir(&self) -> PathBuf {
         self.out.clone().unwrap_or_else(|| {

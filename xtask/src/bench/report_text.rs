@@ -73,10 +73,11 @@ pub fn per_packet(repeat: u32, calls: usize, cold: usize, restored: Option<bool>
 * The allowlist: N random prefixes (SplitMix64, fixed seed) inside 2000::/3, \
   lengths /32 5%, /36 3%, /40 7%, /44 10%, /48 30%, /52 5%, /56 15%, /60 5%, \
   /64 15%, /128 5%, non-overlapping, plus two partner prefixes inside \
-  2001:db8::/32 for the wire test (never used as per-packet sources); after \
-  part 3's five 1% changes. Loaded into \
-  the gate only through the product's own API (`Gate::load`, \
-  `sync::apply_allow`), so whatever layout the product uses is what is measured."
+  2001:db8::/32 for the wire test (never used as per-packet sources); part \
+  3's changes are undone before this part, so it is that initial set. Loaded \
+  into the gate only through the product's own API (`Gate::load`, \
+  `sync::apply_allow_tracked` / `sync::apply_allow`), so whatever layout the \
+  product uses is what is measured."
     )
 }
 
@@ -120,17 +121,24 @@ saw it. Those losses cost the gateway nothing and are not counted as drops."
 pub const CONTROL: &str = "\
 Times are wall clock in this process, repeated; prefixes/s is N divided by \
 the median. **Gate::load**: a cold start — maps created and pinned, both \
-programs through the verifier. **apply_allow (cold)**: the product's sync path \
-(`mx6gate::sync::apply_allow`) of all N prefixes into those empty maps; \
-**cold start** is the two, run by run, and what prefixes/s and the comparison \
-with nftables use. **1% \
-change**: N/100 prefixes removed and as many new ones added, one `apply_allow` \
-on the loaded gate (five successive changes). **nft -f**: the same set into an \
+programs through the verifier. **sync (cold)**: the product's sync as every \
+command and the daemon run it (`mx6gate::sync::apply_allow_tracked`, with a \
+fresh state directory: no snapshot yet, so the full apply, then the snapshot \
+written) of all N prefixes into those empty maps; **cold start** is the two, \
+run by run, and what prefixes/s and the comparison with nftables use. **1% \
+change**: N/100 prefixes removed and as many new ones added; **sync**: one \
+`apply_allow_tracked` on the loaded gate (a diff against the state \
+directory's snapshot of the last update), five successive changes; **full \
+read-back**: the same five changes undone, newest first, each with \
+`sync::apply_allow`, which reads the maps back whole and diffs against them \
+(what a sync falls back to after a crash or when the snapshot does not \
+describe the maps); the gate then holds the initial set again. **nft -f**: the same set into an \
 nftables interval set (`table netdev … { set partners { type ipv6_addr; flags \
 interval; elements = { … } } }`) in a namespace of the bench's own, the table \
 deleted between runs (not timed); the 1% change is one `nft -f` file with a \
 `delete element` and an `add element`, stopped after 20 s (5 s with \
---quick) and then not tried again at that size: nft 1.0.6 spends time \
+--quick) and then not tried again at that size (the changes that went in are \
+then undone, untimed, so the set is the initial one again, like the gate's): nft 1.0.6 spends time \
 proportional to the set's size on every element it deletes from an interval \
 set (found here: 200 deletions from a 20k-element set took 5 s), so from 100k \
 prefixes on a 1% change does not finish in any useful time, and the practical \
@@ -149,5 +157,5 @@ host's Slab + Percpu + VmallocUsed across one `nft -f` load, approximate \
 userspace side, measured in a fresh process (this binary, run again with a \
 hidden `--rss-probe N`) that generates the N prefixes and holds them as a \
 prefix → partner map (as the controller holds its partner store): its RSS \
-then; the growth after `Gate::load` and `sync::apply_allow` of that set; and \
+then; the growth after `Gate::load` and `sync::apply_allow_tracked` of that set; and \
 the peak (VmHWM, reset just before the load) — one measurement each.";

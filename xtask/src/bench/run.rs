@@ -239,7 +239,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             )
             .context("control plane: nftables")?;
             res.control.push(cp);
-            (g, plan.final_set.clone())
+            (g, plan.initial.clone())
         } else {
             let (mut g, _) = gate::BenchGate::load(plan.initial.len() + 64, Mode::Drop)?;
             g.apply(&prefixes::desired(&plan.initial))?;
@@ -250,7 +250,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     &control::ChangePlan {
                         initial: plan.initial.clone(),
                         changes: vec![],
-                        final_set: plan.initial.clone(),
                     },
                     1,
                     change_limit,
