@@ -12,6 +12,8 @@ use anyhow::{anyhow, bail, Result};
 use mx6gate_common::{Mode, MAX_PORTS};
 use serde::{Deserialize, Serialize};
 
+pub use crate::metrics::config::MetricsConfig;
+use crate::metrics::config::RawMetrics;
 use crate::responder::config::RawResponder;
 pub use crate::responder::config::{DownPolicy, GreetingMode, ResponderConfig};
 
@@ -92,6 +94,8 @@ pub struct Config {
     pub maps: MapSizes,
     /// The `[responder]` table (defer mode's reply and bounds).
     pub responder: ResponderConfig,
+    /// The `[metrics]` table (the Prometheus endpoint).
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -107,6 +111,7 @@ impl Default for Config {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             maps: MapSizes::default(),
             responder: ResponderConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -125,6 +130,7 @@ struct RawConfig {
     state_dir: Option<String>,
     maps: Option<RawMaps>,
     responder: Option<RawResponder>,
+    metrics: Option<RawMetrics>,
 }
 
 #[derive(Deserialize)]
@@ -311,6 +317,7 @@ impl Config {
         };
 
         let responder = ResponderConfig::from_raw(raw.responder.unwrap_or_default())?;
+        let metrics = MetricsConfig::from_raw(raw.metrics.unwrap_or_default())?;
 
         Ok(Config {
             interfaces,
@@ -322,6 +329,7 @@ impl Config {
             state_dir,
             maps,
             responder,
+            metrics,
         })
     }
 }
@@ -588,6 +596,30 @@ mod tests {
         assert_eq!(c.maps, MapSizes::default());
         // hostname is left to the system in the example.
         assert_eq!(c.responder, ResponderConfig::default());
+    }
+
+    #[test]
+    fn metrics_table() {
+        assert_eq!(
+            parse("").unwrap().metrics.listen,
+            Some("127.0.0.1:9421".parse().unwrap())
+        );
+        assert_eq!(
+            parse("[metrics]\nlisten = \"[::1]:9100\"\n")
+                .unwrap()
+                .metrics
+                .listen,
+            Some("[::1]:9100".parse().unwrap())
+        );
+        assert_eq!(
+            parse("[metrics]\nlisten = false\n").unwrap().metrics.listen,
+            None
+        );
+        let e = err("[metrics]\nlisten = \"localhost\"\n");
+        assert!(
+            e.starts_with("/etc/x.toml: metrics.listen: \"localhost\" is not an address"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::{
     config::{Config, ResponderConfig},
     gate::Gate,
     maps::GateMaps,
+    metrics::Exporter,
     responder::{self, Responder},
     state::StateDir,
     store::{today_utc, Store},
@@ -37,6 +38,7 @@ struct Daemon {
     gate: Gate,
     maps: GateMaps,
     responder: RunningResponder,
+    metrics: Exporter,
     store_seen: Vec<(PathBuf, SystemTime, u64)>,
     _pid_file: PidFile,
 }
@@ -46,7 +48,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
     // the saved mode or the maps change (invariant 5).
     let cfg = load_config(config_path, &ifaces)?;
     let state = StateDir::new(&cfg.state_dir);
-    let (gate, maps, pid_file, listener) = {
+    let (gate, maps, pid_file, listener, metrics) = {
         let _lock = state.lock()?;
         if let Some(pid) = state.running_daemon() {
             bail!(
@@ -66,6 +68,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
             );
         }
         let listener = responder::bind_listener(&cfg.responder)?;
+        let metrics = Exporter::start(&cfg)?;
         let mut gate = Gate::load(&cfg)?;
         let mut maps = GateMaps::open(&cfg.pin_path)?;
         if maps.allow_capacity != cfg.maps.allow_entries
@@ -97,9 +100,9 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
             prefixes = store.prefix_count(),
             "gate running"
         );
-        (gate, maps, pid_file, listener)
+        (gate, maps, pid_file, listener, metrics)
     };
-    let responder = RunningResponder::start(&cfg.responder, listener)?;
+    let responder = RunningResponder::start(&cfg.responder, listener, &metrics)?;
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         iface_override: ifaces,
@@ -109,6 +112,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         gate,
         maps,
         responder,
+        metrics,
         _pid_file: pid_file,
     };
     let result = d.serve().await;
@@ -126,17 +130,25 @@ struct RunningResponder {
 }
 
 impl RunningResponder {
-    fn start(cfg: &ResponderConfig, listener: std::net::TcpListener) -> Result<RunningResponder> {
+    fn start(
+        cfg: &ResponderConfig,
+        listener: std::net::TcpListener,
+        metrics: &Exporter,
+    ) -> Result<RunningResponder> {
         let serving = listener
             .try_clone()
             .context("duplicating the responder socket")?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let r = Responder::new(cfg.clone());
+        let r = Responder::with_stats(cfg.clone(), metrics.metrics().responder_stats());
+        let up = metrics.metrics().responder_up();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
             };
-            if let Err(e) = r.serve(serving, shutdown).await {
+            up.set(1);
+            let served = r.serve(serving, shutdown).await;
+            up.set(0);
+            if let Err(e) = served {
                 error!(
                     error = format!("{e:#}"),
                     "responder failed; defer-mode connections get the down policy"
@@ -209,7 +221,9 @@ impl Daemon {
             tokio::select! {
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading config and store");
-                    if let Err(e) = self.reload().await {
+                    let reloaded = self.reload().await;
+                    self.metrics.metrics().record_reload(reloaded.is_ok());
+                    if let Err(e) = reloaded {
                         error!(error = format!("{e:#}"), "reload failed; the running policy is unchanged");
                     }
                 }
@@ -252,7 +266,7 @@ impl Daemon {
             self.responder.listener.try_clone()?
         };
         self.responder.stop().await;
-        self.responder = RunningResponder::start(cfg, listener)?;
+        self.responder = RunningResponder::start(cfg, listener, &self.metrics)?;
         info!(listen = %cfg.listen, "responder restarted with the new settings");
         Ok(())
     }
@@ -264,6 +278,7 @@ impl Daemon {
         if cfg.pin_path != self.cfg.pin_path || cfg.state_dir != self.cfg.state_dir {
             bail!("pin_path and state_dir cannot change on reload; restart the daemon");
         }
+        let metrics_rebind = self.metrics.prepare_reload(&cfg.metrics)?;
         let _lock = self.state.lock()?;
         let store = Store::load(&cfg.partners_dir)?;
         let desired = sync::desired_allow(&store, &self.state, &mut self.maps, today_utc())?;
@@ -276,6 +291,7 @@ impl Daemon {
         if cfg.responder != self.responder.cfg {
             self.restart_responder(&cfg.responder).await?;
         }
+        self.metrics.apply_reload(&cfg, metrics_rebind)?;
         self.store_seen = store_fingerprint(&cfg.partners_dir);
         self.cfg = cfg;
         info!("reloaded");

@@ -90,10 +90,12 @@ impl GateMaps {
     }
 
     fn read_counters(&self, which: &[Counter]) -> Result<Vec<(Counter, u64)>> {
-        which
-            .iter()
-            .map(|c| Ok((*c, sum(&self.counters.get(&(*c as u32), 0)?))))
-            .collect()
+        which.iter().map(|c| Ok((*c, self.counter(*c)?))).collect()
+    }
+
+    /// One counter summed over CPUs.
+    pub fn counter(&self, c: Counter) -> Result<u64> {
+        Ok(sum(&self.counters.get(&(c as u32), 0)?))
     }
 
     pub fn partner_hits(&self, id: PartnerId) -> Result<u64> {

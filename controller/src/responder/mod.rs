@@ -174,11 +174,17 @@ impl Responder {
     /// ([`ResponderConfig::validate`]); an unvalidated one still gives
     /// bounded, single-line replies.
     pub fn new(cfg: ResponderConfig) -> Responder {
+        Responder::with_stats(cfg, Arc::default())
+    }
+
+    /// A responder that counts into `stats` (the daemon keeps one set for
+    /// its metrics across responder restarts).
+    pub fn with_stats(cfg: ResponderConfig, stats: Arc<ResponderStats>) -> Responder {
         let replies = FixedReplies::new(&cfg.hostname);
         Responder {
             shared: Arc::new(Shared {
                 limiter: Limiter::new(cfg.max_connections, cfg.max_per_source),
-                stats: Arc::new(ResponderStats::default()),
+                stats,
                 replies,
                 cfg,
             }),

@@ -1,0 +1,524 @@
+//! What the pinned gate holds, read from the kernel at scrape time (so no
+//! polling loop, and a scrape shows the maps as they are, whoever changed
+//! them): the programs' per-CPU counters summed over CPUs, the per-partner
+//! hits, the allowlist maps' fill, the mode, and which links are pinned.
+//!
+//! Reading ([`GateCollector::snapshot`]) and writing the exposition text
+//! ([`GateSnapshot::encode`]) are apart, so the text is tested without a
+//! kernel.
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::{Mutex, RwLock},
+};
+
+use anyhow::Result;
+use mx6gate_common::{Counter, Mode};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+use tracing::warn;
+
+use super::{counter_family, gauge, gauge_family};
+use crate::{
+    gate::{AttachRecord, PinLayout},
+    maps::GateMaps,
+    state::StateDir,
+};
+
+/// Every counter the programs keep, with the program that keeps it. The
+/// names are `Counter::as_str`, the table `mx6gate status` prints too; a
+/// variant added to either list is exported without a change here.
+pub fn counter_table() -> impl Iterator<Item = (&'static str, Counter)> {
+    Counter::ALL
+        .into_iter()
+        .map(|c| ("xdp", c))
+        .chain(Counter::SK_ALL.into_iter().map(|c| ("sk_lookup", c)))
+}
+
+/// Entries and capacity of one map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapFill {
+    pub map: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// The allowlist as the maps hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AllowFill {
+    /// Prefixes the programs match (each counted once, whichever map
+    /// holds it).
+    pub prefixes: u64,
+    pub maps: Vec<MapFill>,
+}
+
+/// One XDP attachment: pinned link or only configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpAttachment {
+    pub interface: String,
+    /// "native", "generic", "unknown" (adopted from an older record), or
+    /// "none" when configured but not attached.
+    pub xdp_mode: String,
+    pub attached: bool,
+}
+
+/// Everything the collector reads in one scrape.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GateSnapshot {
+    /// Whether a gate is pinned at all; the rest is empty when not.
+    pub loaded: bool,
+    /// (program, action, count) for every counter in [`counter_table`].
+    pub decisions: Vec<(&'static str, &'static str, u64)>,
+    /// (partner name, SYNs let in).
+    pub partner_hits: Vec<(String, u64)>,
+    pub allow: Option<AllowFill>,
+    /// The mode the programs enforce (from the CONFIG map).
+    pub mode: Option<Mode>,
+    /// What defer mode does while no responder socket is registered.
+    pub down_refuse: Option<bool>,
+    pub xdp: Vec<XdpAttachment>,
+    pub sk_lookup_attached: bool,
+}
+
+impl GateSnapshot {
+    pub fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        gauge(
+            enc,
+            "gate_loaded",
+            "1 if the gate's programs and maps are pinned (loaded), 0 if not.",
+            i64::from(self.loaded),
+        )?;
+        gauge_family(
+            enc,
+            "xdp_attached",
+            "1 for each interface with a pinned XDP link, labelled with how it is attached (native, generic); 0 with xdp_mode=\"none\" for a configured interface that is not attached.",
+            self.xdp.iter().map(|a| {
+                (
+                    [
+                        ("interface", a.interface.clone()),
+                        ("xdp_mode", a.xdp_mode.clone()),
+                    ],
+                    i64::from(a.attached),
+                )
+            }),
+        )?;
+        gauge(
+            enc,
+            "sk_lookup_attached",
+            "1 if the sk_lookup program's link is pinned in this network namespace.",
+            i64::from(self.sk_lookup_attached),
+        )?;
+        if !self.loaded {
+            return Ok(());
+        }
+        counter_family(
+            enc,
+            "decisions",
+            "What the programs did, since the gate was loaded. program=\"xdp\" counts packets: partner_allowed, monitored (would act), dropped, reset, deferred are SYNs to a protected port; passed_other is every other packet, unparsed the IPv6 packets XDP passed to the kernel for sk_lookup to judge. program=\"sk_lookup\" counts connections to a protected port as the kernel looks up their listener.",
+            self.decisions
+                .iter()
+                .map(|(p, a, n)| ([("program", *p), ("action", *a)], *n)),
+        )?;
+        counter_family(
+            enc,
+            "partner_syns",
+            "SYNs from a partner's prefixes let through by XDP, per partner (store name), since the partner got its counter slot.",
+            self.partner_hits
+                .iter()
+                .map(|(name, n)| ([("partner", name.as_str())], *n)),
+        )?;
+        if let Some(mode) = self.mode {
+            gauge_family(
+                enc,
+                "mode",
+                "1 for the mode the programs enforce now (monitor, defer, reset, drop), 0 for the others.",
+                Mode::ALL
+                    .iter()
+                    .map(|m| ([("mode", m.as_str())], i64::from(*m == mode))),
+            )?;
+        }
+        if let Some(refuse) = self.down_refuse {
+            gauge_family(
+                enc,
+                "responder_down_policy",
+                "1 for what defer mode does while no responder socket is registered (pass: to the MTA; refuse: RST), 0 for the other.",
+                [("pass", !refuse), ("refuse", refuse)]
+                    .into_iter()
+                    .map(|(p, on)| ([("policy", p)], i64::from(on))),
+            )?;
+        }
+        if let Some(allow) = &self.allow {
+            gauge(
+                enc,
+                "allowlist_prefixes",
+                "Partner prefixes in the allowlist maps (active partners only).",
+                allow.prefixes as i64,
+            )?;
+            gauge_family(
+                enc,
+                "map_entries",
+                "Entries in each sized map: the allowlist's SLASH32 (distinct /32s), LONG_PREFIXES (prefixes longer than /32) and ALLOW (trie), and PARTNER_HITS (partner counter slots assigned).",
+                allow
+                    .maps
+                    .iter()
+                    .map(|m| ([("map", m.map)], m.entries as i64)),
+            )?;
+            gauge_family(
+                enc,
+                "map_capacity",
+                "max_entries of each sized map, as created (maps.allow_entries, maps.max_partners).",
+                allow
+                    .maps
+                    .iter()
+                    .map(|m| ([("map", m.map)], m.capacity as i64)),
+            )?;
+            gauge_family(
+                enc,
+                "map_fill_ratio",
+                "map_entries / map_capacity: at 1 the next `partner add` that needs the map is refused.",
+                allow.maps.iter().map(|m| {
+                    (
+                        [("map", m.map)],
+                        m.entries as f64 / m.capacity.max(1) as f64,
+                    )
+                }),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the pinned gate under `pin_path` on every scrape.
+pub struct GateCollector {
+    layout: PinLayout,
+    state: StateDir,
+    /// The configured interfaces (replaced on reload), so one that is
+    /// configured but not attached shows as 0.
+    interfaces: RwLock<Vec<String>>,
+    /// Opened on first use and kept; dropped when the gate is gone (a
+    /// detach) so the next scrape after a new load opens the new maps.
+    maps: Mutex<Option<GateMaps>>,
+    /// Counting the allowlist maps walks every key; the counts only change
+    /// when the controller bumps CONFIG.allow_generation, so keep them per
+    /// generation.
+    fill_cache: Mutex<Option<(u32, AllowFill)>>,
+}
+
+impl fmt::Debug for GateCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GateCollector")
+            .field("pin_path", &self.layout.root)
+            .field("state_dir", &self.state.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GateCollector {
+    pub fn new(pin_path: &Path, state_dir: &Path, interfaces: Vec<String>) -> GateCollector {
+        GateCollector {
+            layout: PinLayout::new(pin_path),
+            state: StateDir::new(state_dir),
+            interfaces: RwLock::new(interfaces),
+            maps: Mutex::new(None),
+            fill_cache: Mutex::new(None),
+        }
+    }
+
+    pub fn set_interfaces(&self, interfaces: Vec<String>) {
+        *self.interfaces.write().unwrap_or_else(|e| e.into_inner()) = interfaces;
+    }
+
+    pub fn pin_path(&self) -> PathBuf {
+        self.layout.root.clone()
+    }
+
+    /// Read everything; what cannot be read is left out and logged.
+    pub fn snapshot(&self) -> GateSnapshot {
+        let mut s = GateSnapshot {
+            loaded: self.layout.is_loaded(),
+            xdp: self.attachments(),
+            sk_lookup_attached: self.layout.sk_lookup_link().exists(),
+            ..GateSnapshot::default()
+        };
+        let mut guard = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.loaded {
+            *guard = None;
+            return s;
+        }
+        if guard.is_none() {
+            match GateMaps::open(&self.layout.root) {
+                Ok(m) => *guard = Some(m),
+                Err(e) => {
+                    warn!(
+                        error = format!("{e:#}"),
+                        "metrics: cannot open the gate's maps"
+                    );
+                    return s;
+                }
+            }
+        }
+        let maps = guard.as_ref().expect("opened above");
+        if let Err(e) = self.read_maps(maps, &mut s) {
+            warn!(
+                error = format!("{e:#}"),
+                "metrics: reading the gate's maps failed"
+            );
+            // Maybe replaced under us (detach and load): reopen next time.
+            *guard = None;
+        }
+        s
+    }
+
+    fn read_maps(&self, maps: &GateMaps, s: &mut GateSnapshot) -> Result<()> {
+        for (program, c) in counter_table() {
+            s.decisions.push((program, c.as_str(), maps.counter(c)?));
+        }
+        let cfg = maps.read_config()?;
+        s.mode = Some(Mode::from_u32(cfg.mode));
+        s.down_refuse = Some(cfg.responder_down_refuse != 0);
+        let ids = self.state.load_ids()?;
+        for (name, id) in &ids.ids {
+            if *id < maps.partner_capacity {
+                s.partner_hits.push((name.clone(), maps.partner_hits(*id)?));
+            }
+        }
+        s.allow = Some(self.allow_fill(maps, cfg.allow_generation, ids.ids.len())?);
+        Ok(())
+    }
+
+    fn allow_fill(&self, maps: &GateMaps, generation: u32, partners: usize) -> Result<AllowFill> {
+        let mut cache = self.fill_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fill = match &*cache {
+            Some((g, fill)) if *g == generation => fill.clone(),
+            _ => {
+                let fill = count_allowlist(maps)?;
+                // Odd: an update is under way, the counts may be half-way.
+                *cache = generation
+                    .is_multiple_of(2)
+                    .then(|| (generation, fill.clone()));
+                fill
+            }
+        };
+        fill.maps.push(MapFill {
+            map: mx6gate_common::map_names::PARTNER_HITS,
+            entries: partners as u64,
+            capacity: u64::from(maps.partner_capacity),
+        });
+        Ok(fill)
+    }
+
+    fn attachments(&self) -> Vec<XdpAttachment> {
+        let record = AttachRecord::load(&self.state.path);
+        let attached = self.layout.attached_interfaces();
+        let mut out: Vec<XdpAttachment> = attached
+            .iter()
+            .map(|iface| XdpAttachment {
+                interface: iface.clone(),
+                xdp_mode: record
+                    .interfaces
+                    .get(iface)
+                    .map_or_else(|| "unknown".to_string(), |r| r.mode.clone()),
+                attached: true,
+            })
+            .collect();
+        let configured = self.interfaces.read().unwrap_or_else(|e| e.into_inner());
+        for iface in configured.iter().filter(|i| !attached.contains(i)) {
+            out.push(XdpAttachment {
+                interface: iface.clone(),
+                xdp_mode: "none".into(),
+                attached: false,
+            });
+        }
+        out
+    }
+}
+
+/// Entries of the three allowlist maps, walking their keys only.
+fn count_allowlist(maps: &GateMaps) -> Result<AllowFill> {
+    let slash32 = maps
+        .slash32
+        .keys()
+        .try_fold(0u64, |n, k| k.map(|_| n + 1))?;
+    let long = maps.long.keys().try_fold(0u64, |n, k| k.map(|_| n + 1))?;
+    let (mut trie, mut short) = (0u64, 0u64);
+    for k in maps.allow.keys() {
+        trie += 1;
+        // Prefixes up to /32 live in the trie only; longer ones in the
+        // trie are copies of LONG_PREFIXES entries (crowded /32s).
+        if k?.prefix_len() <= 32 {
+            short += 1;
+        }
+    }
+    let cap = u64::from(maps.allow_capacity);
+    use mx6gate_common::map_names as n;
+    Ok(AllowFill {
+        prefixes: long + short,
+        maps: vec![
+            MapFill {
+                map: n::SLASH32,
+                entries: slash32,
+                capacity: cap,
+            },
+            MapFill {
+                map: n::LONG_PREFIXES,
+                entries: long,
+                capacity: cap,
+            },
+            MapFill {
+                map: n::ALLOW,
+                entries: trie,
+                capacity: cap,
+            },
+        ],
+    })
+}
+
+impl Collector for GateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        self.snapshot().encode(&mut encoder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    #[derive(Debug)]
+    struct Fixed(GateSnapshot);
+
+    impl Collector for Fixed {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+            self.0.encode(&mut encoder)
+        }
+    }
+
+    fn text(s: GateSnapshot) -> String {
+        let mut r = Registry::with_prefix("mx6gate");
+        r.register_collector(Box::new(Fixed(s)));
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &r).unwrap();
+        out
+    }
+
+    fn loaded() -> GateSnapshot {
+        GateSnapshot {
+            loaded: true,
+            decisions: counter_table()
+                .enumerate()
+                .map(|(i, (p, c))| (p, c.as_str(), i as u64 * 10))
+                .collect(),
+            partner_hits: vec![("example-isp".into(), 7), ("odd \"name\"".into(), 0)],
+            allow: Some(AllowFill {
+                prefixes: 3,
+                maps: vec![
+                    MapFill {
+                        map: "SLASH32",
+                        entries: 2,
+                        capacity: 16,
+                    },
+                    MapFill {
+                        map: "PARTNER_HITS",
+                        entries: 0,
+                        capacity: 0,
+                    },
+                ],
+            }),
+            mode: Some(Mode::Defer),
+            down_refuse: Some(false),
+            xdp: vec![
+                XdpAttachment {
+                    interface: "eth0".into(),
+                    xdp_mode: "native".into(),
+                    attached: true,
+                },
+                XdpAttachment {
+                    interface: "eth1".into(),
+                    xdp_mode: "none".into(),
+                    attached: false,
+                },
+            ],
+            sk_lookup_attached: true,
+        }
+    }
+
+    #[test]
+    fn every_counter_is_exported_under_its_program() {
+        let t = text(loaded());
+        let mut n = 0;
+        for (i, (program, c)) in counter_table().enumerate() {
+            let line = format!(
+                "mx6gate_decisions_total{{program=\"{program}\",action=\"{}\"}} {}\n",
+                c.as_str(),
+                i * 10
+            );
+            assert!(t.contains(&line), "missing {line:?} in\n{t}");
+            n += 1;
+        }
+        assert_eq!(n, Counter::ALL.len() + Counter::SK_ALL.len());
+        // One header per family, not per sample.
+        assert_eq!(
+            t.matches("# TYPE mx6gate_decisions_total counter\n")
+                .count(),
+            1
+        );
+        assert_eq!(t.matches("# HELP mx6gate_decisions_total ").count(), 1);
+    }
+
+    #[test]
+    fn text_exposition_of_a_loaded_gate() {
+        let t = text(loaded());
+        for line in [
+            "# TYPE mx6gate_gate_loaded gauge\nmx6gate_gate_loaded 1\n",
+            "mx6gate_xdp_attached{interface=\"eth0\",xdp_mode=\"native\"} 1\n",
+            "mx6gate_xdp_attached{interface=\"eth1\",xdp_mode=\"none\"} 0\n",
+            "mx6gate_sk_lookup_attached 1\n",
+            "# TYPE mx6gate_partner_syns_total counter\n",
+            "mx6gate_partner_syns_total{partner=\"example-isp\"} 7\n",
+            // Label values are escaped.
+            "mx6gate_partner_syns_total{partner=\"odd \\\"name\\\"\"} 0\n",
+            "mx6gate_mode{mode=\"monitor\"} 0\n",
+            "mx6gate_mode{mode=\"defer\"} 1\n",
+            "mx6gate_mode{mode=\"drop\"} 0\n",
+            "mx6gate_responder_down_policy{policy=\"pass\"} 1\n",
+            "mx6gate_responder_down_policy{policy=\"refuse\"} 0\n",
+            "mx6gate_allowlist_prefixes 3\n",
+            "mx6gate_map_entries{map=\"SLASH32\"} 2\n",
+            "mx6gate_map_capacity{map=\"SLASH32\"} 16\n",
+            "mx6gate_map_fill_ratio{map=\"SLASH32\"} 0.125\n",
+            // A zero capacity does not divide by zero.
+            "mx6gate_map_fill_ratio{map=\"PARTNER_HITS\"} 0.0\n",
+        ] {
+            assert!(t.contains(line), "missing {line:?} in\n{t}");
+        }
+        // Every sample line is NAME{labels} VALUE or NAME VALUE, every name
+        // has a HELP and a TYPE.
+        for l in t.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            assert!(name.starts_with("mx6gate_"), "{l}");
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            assert!(
+                t.contains(&format!("# TYPE {name} ")) || t.contains(&format!("# TYPE {family} ")),
+                "no TYPE for {l}"
+            );
+            let value = l.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{l}");
+        }
+    }
+
+    #[test]
+    fn unloaded_gate_shows_only_that() {
+        let t = text(GateSnapshot {
+            xdp: vec![XdpAttachment {
+                interface: "eth0".into(),
+                xdp_mode: "none".into(),
+                attached: false,
+            }],
+            ..GateSnapshot::default()
+        });
+        assert!(t.contains("mx6gate_gate_loaded 0\n"), "{t}");
+        assert!(t.contains("mx6gate_xdp_attached{interface=\"eth0\",xdp_mode=\"none\"} 0\n"));
+        assert!(t.contains("mx6gate_sk_lookup_attached 0\n"));
+        assert!(!t.contains("mx6gate_decisions_total"), "{t}");
+        assert!(!t.contains("mx6gate_mode"), "{t}");
+    }
+}

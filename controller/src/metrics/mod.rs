@@ -1,0 +1,369 @@
+//! Prometheus metrics over HTTP (`[metrics] listen`, loopback by default),
+//! with the official `prometheus-client` crate.
+//!
+//! - `gate`   — a collector that reads the pinned gate (counters, partner
+//!   hits, allowlist fill, mode, links) from the kernel at scrape time;
+//! - here     — the daemon's own state: responder counters (read from the
+//!   shared [`ResponderStats`] at scrape time), responder up/down, config
+//!   reloads; and [`Exporter`], the daemon's one handle on all of it;
+//! - `server` — the HTTP endpoint (`GET /metrics`);
+//! - `config` — the `[metrics]` table.
+//!
+//! Every metric is named `mx6gate_*`; README.md lists them.
+pub mod config;
+pub mod gate;
+mod server;
+
+use std::{fmt, sync::Arc};
+
+use anyhow::Result;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        info::Info,
+        MetricType,
+    },
+    registry::Registry,
+};
+use tracing::info;
+
+pub use self::config::MetricsConfig;
+use crate::{config::Config, responder::ResponderStats};
+
+/// Everything a scrape shows. Shared by the daemon (which updates the
+/// in-process metrics) and the HTTP server (which encodes it).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    gate: Arc<gate::GateCollector>,
+    reloads: Family<[(&'static str, &'static str); 1], Counter>,
+    last_reload_ok: Gauge,
+    responder_up: Gauge,
+    responder_stats: Arc<ResponderStats>,
+}
+
+impl Metrics {
+    pub fn new(cfg: &Config) -> Metrics {
+        let mut registry = Registry::with_prefix("mx6gate");
+        registry.register(
+            "build",
+            "The running mx6gate's version.",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let reloads = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        // Both series exist from the start, so rate() and alerts see a 0.
+        let _ = reloads.get_or_create(&[("result", "success")]);
+        let _ = reloads.get_or_create(&[("result", "failure")]);
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP) since the daemon started, by result; a failed one changed nothing.",
+            reloads.clone(),
+        );
+        let last_reload_ok = Gauge::default();
+        last_reload_ok.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "1 if the last config reload succeeded (or none was tried), 0 if it failed: the daemon runs an older config than the file.",
+            last_reload_ok.clone(),
+        );
+        let responder_up = Gauge::default();
+        registry.register(
+            "responder_up",
+            "1 while the responder serves its socket, 0 when it is down (defer-mode connections then get responder_down_policy).",
+            responder_up.clone(),
+        );
+        let responder_stats = Arc::new(ResponderStats::default());
+        registry.register_collector(Box::new(ResponderCollector(Arc::clone(&responder_stats))));
+        let gate = Arc::new(gate::GateCollector::new(
+            &cfg.pin_path,
+            &cfg.state_dir,
+            cfg.interfaces.clone(),
+        ));
+        registry.register_collector(Box::new(Arc::clone(&gate)));
+        Metrics {
+            registry,
+            gate,
+            reloads,
+            last_reload_ok,
+            responder_up,
+            responder_stats,
+        }
+    }
+
+    /// The Prometheus text exposition format (0.0.4).
+    pub fn encode_text(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+
+    /// The OpenMetrics text format, for scrapers that ask for it.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+
+    /// The counters the responder updates; shared by every responder the
+    /// daemon starts, so they keep counting across a restart on reload.
+    pub fn responder_stats(&self) -> Arc<ResponderStats> {
+        Arc::clone(&self.responder_stats)
+    }
+
+    /// Set to 1 by the responder task while it serves, 0 when it ends.
+    pub fn responder_up(&self) -> Gauge {
+        self.responder_up.clone()
+    }
+
+    pub fn record_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&[("result", result)]).inc();
+        self.last_reload_ok.set(i64::from(ok));
+    }
+}
+
+/// The daemon's handle: the metrics and the HTTP endpoint serving them.
+pub struct Exporter {
+    metrics: Arc<Metrics>,
+    server: Option<server::Server>,
+}
+
+/// A listener bound for a reload, before anything else changes.
+pub struct Rebind(Option<std::net::TcpListener>);
+
+impl Exporter {
+    /// Create the metrics and serve them on `cfg.metrics.listen` (unless
+    /// disabled). A bind failure is an error naming the address.
+    pub fn start(cfg: &Config) -> Result<Exporter> {
+        let metrics = Arc::new(Metrics::new(cfg));
+        let server = match cfg.metrics.listen {
+            None => {
+                info!("metrics endpoint disabled ([metrics] listen = false)");
+                None
+            }
+            Some(addr) => Some(server::Server::spawn(
+                server::bind(addr)?,
+                Arc::clone(&metrics),
+            )?),
+        };
+        Ok(Exporter { metrics, server })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Where the endpoint listens, if it does.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().map(|s| s.local_addr())
+    }
+
+    /// First half of a reload: bind the new address if it changed, so a
+    /// busy address fails the reload before anything is applied.
+    pub fn prepare_reload(&self, cfg: &MetricsConfig) -> Result<Rebind> {
+        if cfg.listen == self.server.as_ref().map(|s| s.local_addr()) {
+            return Ok(Rebind(None));
+        }
+        Ok(Rebind(cfg.listen.map(server::bind).transpose()?))
+    }
+
+    /// Second half, once the reload has succeeded: switch to the new
+    /// listener (or stop serving) and follow the new interface list.
+    pub fn apply_reload(&mut self, cfg: &Config, rebind: Rebind) -> Result<()> {
+        self.metrics.gate.set_interfaces(cfg.interfaces.clone());
+        if cfg.metrics.listen == self.server.as_ref().map(|s| s.local_addr()) {
+            return Ok(());
+        }
+        self.server = None;
+        if let Some(listener) = rebind.0 {
+            self.server = Some(server::Server::spawn(listener, Arc::clone(&self.metrics))?);
+        } else {
+            info!("metrics endpoint disabled ([metrics] listen = false)");
+        }
+        Ok(())
+    }
+}
+
+/// The responder's counters, read from its atomics at scrape time.
+#[derive(Debug)]
+struct ResponderCollector(Arc<ResponderStats>);
+
+impl Collector for ResponderCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let s = self.0.snapshot();
+        counter(
+            &mut enc,
+            "responder_connections",
+            "Connections the responder accepted (defer mode hands them over), those refused over a cap included.",
+            s.connections,
+        )?;
+        gauge(
+            &mut enc,
+            "responder_active_connections",
+            "Connections the responder is serving now.",
+            s.active as i64,
+        )?;
+        counter_family(
+            &mut enc,
+            "responder_refused",
+            "Connections refused with a short 421 because a cap was full: max_connections (in total) or max_per_source (one source /64).",
+            [
+                (
+                    "max_connections",
+                    s.refused_over_cap.saturating_sub(s.refused_per_source),
+                ),
+                ("max_per_source", s.refused_per_source),
+            ]
+            .map(|(cap, n)| ([("cap", cap)], n)),
+        )?;
+        counter(
+            &mut enc,
+            "responder_deferred",
+            "Connections that were sent the whole deferral greeting (the 4xx asking to retry over IPv4).",
+            s.deferred,
+        )?;
+        counter(
+            &mut enc,
+            "responder_timeouts",
+            "Responder sessions closed by the idle or the session timeout.",
+            s.timeouts,
+        )?;
+        counter(
+            &mut enc,
+            "responder_commands",
+            "SMTP command lines the responder answered (greeting = \"converse\").",
+            s.commands,
+        )?;
+        counter(
+            &mut enc,
+            "responder_lines_too_long",
+            "Responder sessions closed because a command line was too long.",
+            s.lines_too_long,
+        )?;
+        counter(
+            &mut enc,
+            "responder_accept_errors",
+            "Errors accepting a connection (out of file descriptors, ...).",
+            s.accept_errors,
+        )
+    }
+}
+
+// Helpers for collectors: one HELP/TYPE header per family, then its samples.
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge<V: EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: V,
+) -> fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+fn counter_family<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in samples {
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge_family<L: EncodeLabelSet, V: EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, V)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in samples {
+        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn metrics() -> (tempfile::TempDir, Metrics) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            pin_path: dir.path().join("no-gate-here"),
+            state_dir: dir.path().join("state"),
+            interfaces: vec!["eth0".into()],
+            ..Config::default()
+        };
+        let m = Metrics::new(&cfg);
+        (dir, m)
+    }
+
+    #[test]
+    fn daemon_state_in_the_text() {
+        let (_dir, m) = metrics();
+        let t = m.encode_text();
+        for line in [
+            "mx6gate_build_info{version=\"",
+            "mx6gate_config_reloads_total{result=\"success\"} 0\n",
+            "mx6gate_config_reloads_total{result=\"failure\"} 0\n",
+            "mx6gate_config_last_reload_successful 1\n",
+            "mx6gate_responder_up 0\n",
+            "mx6gate_responder_connections_total 0\n",
+            "mx6gate_responder_active_connections 0\n",
+            "mx6gate_responder_refused_total{cap=\"max_connections\"} 0\n",
+            "mx6gate_gate_loaded 0\n",
+            "mx6gate_xdp_attached{interface=\"eth0\",xdp_mode=\"none\"} 0\n",
+        ] {
+            assert!(t.contains(line), "missing {line:?} in\n{t}");
+        }
+
+        m.record_reload(false);
+        m.record_reload(true);
+        m.record_reload(false);
+        m.responder_up().set(1);
+        let s = m.responder_stats();
+        s.connections.fetch_add(5, Relaxed);
+        s.active.fetch_add(2, Relaxed);
+        s.refused_over_cap.fetch_add(3, Relaxed);
+        s.refused_per_source.fetch_add(1, Relaxed);
+        let t = m.encode_text();
+        for line in [
+            "mx6gate_config_reloads_total{result=\"success\"} 1\n",
+            "mx6gate_config_reloads_total{result=\"failure\"} 2\n",
+            "mx6gate_config_last_reload_successful 0\n",
+            "mx6gate_responder_up 1\n",
+            "mx6gate_responder_connections_total 5\n",
+            "mx6gate_responder_active_connections 2\n",
+            "mx6gate_responder_refused_total{cap=\"max_connections\"} 2\n",
+            "mx6gate_responder_refused_total{cap=\"max_per_source\"} 1\n",
+        ] {
+            assert!(t.contains(line), "missing {line:?} in\n{t}");
+        }
+    }
+
+    #[test]
+    fn openmetrics_variant() {
+        let (_dir, m) = metrics();
+        let t = m.encode_openmetrics();
+        assert!(t.ends_with("# EOF\n"), "{t}");
+        assert!(t.contains("# TYPE mx6gate_config_reloads counter\n"), "{t}");
+        assert!(t.contains("mx6gate_config_reloads_total{result=\"success\"} 0\n"));
+    }
+}
