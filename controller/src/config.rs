@@ -596,6 +596,7 @@ mod tests {
         assert_eq!(c.maps, MapSizes::default());
         // hostname is left to the system in the example.
         assert_eq!(c.responder, ResponderConfig::default());
+        assert_eq!(c.metrics, MetricsConfig::default());
     }
 
     #[test]

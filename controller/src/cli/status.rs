@@ -64,6 +64,11 @@ pub fn run(config: &Path) -> Result<()> {
         ),
         None => println!("responder:   DOWN (no daemon): {down}"),
     }
+    match (ctx.state.running_daemon(), cfg.metrics.listen) {
+        (Some(_), Some(addr)) => println!("metrics:     http://{addr}/metrics"),
+        (Some(_), None) => println!("metrics:     disabled ([metrics] listen = false)"),
+        (None, _) => {}
+    }
 
     let record = AttachRecord::load(&ctx.state.path);
     let attached = layout.attached_interfaces();
