@@ -166,6 +166,23 @@ fn counters_move_with_real_traffic() {
     let hits = "mx6gate_partner_syns_total{partner=\"example-isp\"}".to_string();
     assert_eq!(get(&m0, &hits), 0.0);
 
+    // A partner added while the daemon runs shows at the next scrape.
+    gate.ok(&[
+        "partner",
+        "add",
+        "second",
+        "2001:db8:3::/48",
+        "2001:db8:4::/48",
+    ])
+    .unwrap();
+    let m = scrape(&topo);
+    assert_eq!(get(&m, "mx6gate_allowlist_prefixes"), 3.0);
+    assert_eq!(get(&m, "mx6gate_map_entries{map=\"PARTNER_HITS\"}"), 2.0);
+    assert_eq!(
+        get(&m, "mx6gate_partner_syns_total{partner=\"second\"}"),
+        0.0
+    );
+
     // Monitor: partners and strangers all reach the MTA; strangers count
     // as "would act".
     for _ in 0..2 {

@@ -10,6 +10,7 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     sync::{Mutex, RwLock},
+    time::{Duration, Instant},
 };
 
 use anyhow::Result;
@@ -23,6 +24,9 @@ use crate::{
     maps::GateMaps,
     state::StateDir,
 };
+
+/// Longest the allowlist counts are reused while the generation stays.
+const FILL_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// Every counter the programs keep, with the program that keeps it. The
 /// names are `Counter::as_str`, the table `mx6gate status` prints too; a
@@ -199,8 +203,9 @@ pub struct GateCollector {
     maps: Mutex<Option<GateMaps>>,
     /// Counting the allowlist maps walks every key; the counts only change
     /// when the controller bumps CONFIG.allow_generation, so keep them per
-    /// generation.
-    fill_cache: Mutex<Option<(u32, AllowFill)>>,
+    /// generation, and for at most FILL_MAX_AGE (the generation does not
+    /// see edits made around the controller, e.g. with bpftool).
+    fill_cache: Mutex<Option<(u32, Instant, AllowFill)>>,
 }
 
 impl fmt::Debug for GateCollector {
@@ -288,13 +293,13 @@ impl GateCollector {
     fn allow_fill(&self, maps: &GateMaps, generation: u32, partners: usize) -> Result<AllowFill> {
         let mut cache = self.fill_cache.lock().unwrap_or_else(|e| e.into_inner());
         let mut fill = match &*cache {
-            Some((g, fill)) if *g == generation => fill.clone(),
+            Some((g, at, fill)) if *g == generation && at.elapsed() < FILL_MAX_AGE => fill.clone(),
             _ => {
                 let fill = count_allowlist(maps)?;
                 // Odd: an update is under way, the counts may be half-way.
                 *cache = generation
                     .is_multiple_of(2)
-                    .then(|| (generation, fill.clone()));
+                    .then(|| (generation, Instant::now(), fill.clone()));
                 fill
             }
         };
