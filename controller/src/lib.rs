@@ -11,13 +11,17 @@
 //! - `daemon` — `mx6gate run`
 //! - `metrics` — the Prometheus endpoint
 //! - `cli`    — one module per verb
+//! - `doctor` — the checks behind `mx6gate doctor`
+//! - `iface`  — the host's interface addresses
 pub mod allowlist;
 pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod fsutil;
 pub mod gate;
+pub mod iface;
 pub mod logging;
 pub mod maps;
 pub mod metrics;

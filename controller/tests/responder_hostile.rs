@@ -3,29 +3,20 @@
 //! survives misbehaving clients). The tests here run one at a time (they
 //! measure memory and use thousands of sockets).
 use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
-use mx6gate::responder::{
-    bind_listener, raise_nofile_limit, GreetingMode, Responder, ResponderConfig, ResponderStats,
-};
+use mx6gate::responder::{raise_nofile_limit, GreetingMode, ResponderConfig};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::oneshot,
-    task::JoinHandle,
 };
 
-const HOST: &str = "mx.example.test";
-const WAIT: Duration = Duration::from_secs(5);
-const OVER_CAP: &str = "421 4.7.0 mx.example.test too many connections\r\n";
-const CLOSE_GREETING: &str =
-    "421 4.7.0 mx.example.test: IPv6 SMTP from ::1 is not accepted here yet; please retry over IPv4\r\n";
-const CONVERSE_GREETING: &str =
-    "450 4.7.0 mx.example.test: IPv6 SMTP from ::1 is not accepted here yet; please retry over IPv4\r\n";
+mod support;
+use support::*;
 
+const OVER_CAP: &str = "421 4.7.0 mx.example.test too many connections\r\n";
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Run one test on its own runtime, one test at a time.
@@ -39,48 +30,7 @@ fn serially(test: impl std::future::Future<Output = ()>) {
         .block_on(test);
 }
 
-struct Server {
-    addr: SocketAddr,
-    stats: Arc<ResponderStats>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
 impl Server {
-    async fn start(cfg: ResponderConfig) -> Server {
-        let cfg = ResponderConfig {
-            listen: "[::1]:0".parse().unwrap(),
-            ..cfg
-        };
-        let listener = bind_listener(&cfg).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let responder = Responder::new(cfg);
-        let stats = responder.stats();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            responder
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        Server {
-            addr,
-            stats,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("serve returns promptly after shutdown")
-            .unwrap()
-            .unwrap();
-    }
-
     /// A fresh client still gets the whole greeting, promptly.
     async fn still_greets(&self, greeting: &str) {
         let t0 = Instant::now();
@@ -88,22 +38,6 @@ impl Server {
         let line = read_line(&mut s).await;
         assert_eq!(line, greeting);
         assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
-    }
-}
-
-fn close_cfg() -> ResponderConfig {
-    ResponderConfig {
-        hostname: HOST.to_string(),
-        ..ResponderConfig::default()
-    }
-}
-
-fn converse_cfg() -> ResponderConfig {
-    ResponderConfig {
-        hostname: HOST.to_string(),
-        code: 450,
-        greeting: GreetingMode::Converse,
-        ..ResponderConfig::default()
     }
 }
 
@@ -158,14 +92,6 @@ fn garbage(len: usize, mut seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[test]

@@ -7,81 +7,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mx6gate::responder::{bind_listener, GreetingMode, Responder, ResponderConfig, ResponderStats};
+use mx6gate::responder::{bind_listener, ResponderConfig};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::oneshot,
-    task::JoinHandle,
 };
 
-const HOST: &str = "mx.example.test";
-/// Longest any single wait in these tests may take.
-const WAIT: Duration = Duration::from_secs(5);
-
-struct Server {
-    addr: SocketAddr,
-    stats: Arc<ResponderStats>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Server {
-    async fn start(cfg: ResponderConfig) -> Server {
-        let cfg = ResponderConfig {
-            listen: "[::1]:0".parse().unwrap(),
-            ..cfg
-        };
-        let listener = bind_listener(&cfg).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let responder = Responder::new(cfg);
-        let stats = responder.stats();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            responder
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        Server {
-            addr,
-            stats,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("serve returns promptly after shutdown")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-fn close_cfg() -> ResponderConfig {
-    ResponderConfig {
-        hostname: HOST.to_string(),
-        ..ResponderConfig::default()
-    }
-}
-
-fn converse_cfg() -> ResponderConfig {
-    ResponderConfig {
-        hostname: HOST.to_string(),
-        code: 450,
-        greeting: GreetingMode::Converse,
-        ..ResponderConfig::default()
-    }
-}
-
-const DEFAULT_GREETING: &str =
-    "421 4.7.0 mx.example.test: IPv6 SMTP from ::1 is not accepted here yet; please retry over IPv4\r\n";
-const CONVERSE_GREETING: &str =
-    "450 4.7.0 mx.example.test: IPv6 SMTP from ::1 is not accepted here yet; please retry over IPv4\r\n";
+mod support;
+use support::*;
 
 struct Client {
     s: TcpStream,
@@ -148,20 +81,12 @@ impl Client {
     }
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greeting_is_exact_and_close_mode_closes_cleanly() {
     let srv = Server::start(close_cfg()).await;
     let mut c = Client::connect(srv.addr).await;
     // The whole line, then a clean FIN (read_all fails on a reset).
-    assert_eq!(c.read_all().await, DEFAULT_GREETING);
+    assert_eq!(c.read_all().await, CLOSE_GREETING);
     let st = srv.stats.snapshot();
     assert_eq!((st.connections, st.deferred, st.commands), (1, 1, 0));
     drop(c);
@@ -198,7 +123,7 @@ async fn close_mode_client_talking_first_still_reads_the_greeting() {
     ] {
         let mut c = Client::connect(srv.addr).await;
         c.send(extra).await;
-        assert_eq!(c.read_all().await, DEFAULT_GREETING);
+        assert_eq!(c.read_all().await, CLOSE_GREETING);
         // The responder read what was sent (no reset answered it) and is
         // still draining: more input is taken quietly too.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -212,7 +137,7 @@ async fn close_mode_client_talking_first_still_reads_the_greeting() {
     }
     // The client that reads, then says QUIT as MTAs do after a 421.
     let mut c = Client::connect(srv.addr).await;
-    assert_eq!(c.line().await, DEFAULT_GREETING);
+    assert_eq!(c.line().await, CLOSE_GREETING);
     c.send(b"QUIT\r\n").await;
     c.expect_eof().await;
     assert_eq!(srv.stats.snapshot().deferred, 4);
@@ -231,7 +156,7 @@ async fn close_mode_drain_is_bounded() {
     // drain time (min(2 s, idle_timeout)).
     let t0 = Instant::now();
     let mut c = Client::connect(srv.addr).await;
-    assert_eq!(c.line().await, DEFAULT_GREETING);
+    assert_eq!(c.line().await, CLOSE_GREETING);
     c.expect_eof().await;
     assert!(
         t0.elapsed() < Duration::from_millis(300),
@@ -507,7 +432,7 @@ async fn tarpit_stutters_the_greeting() {
         "tarpit 5 ms/byte: {} bytes in {reads} reads over {took:?}",
         got.len()
     );
-    assert_eq!(String::from_utf8(got).unwrap(), DEFAULT_GREETING);
+    assert_eq!(String::from_utf8(got).unwrap(), CLOSE_GREETING);
     // ~94 bytes at 5 ms each.
     assert!(took >= Duration::from_millis(350), "{took:?}");
     assert!(reads > 10, "{reads} reads: the greeting was not stuttered");
@@ -527,7 +452,7 @@ async fn tarpit_never_outlasts_the_session() {
     .await;
     let t0 = Instant::now();
     let mut c = Client::connect(srv.addr).await;
-    assert_eq!(c.line().await, DEFAULT_GREETING);
+    assert_eq!(c.line().await, CLOSE_GREETING);
     let took = t0.elapsed();
     println!("tarpit 1000 ms/byte, session 1 s: greeting complete after {took:?}");
     assert!(took < Duration::from_millis(900), "{took:?}");
@@ -567,7 +492,7 @@ async fn sources_are_aggregated_per_prefix() {
     let srv = Server::start(close_cfg()).await;
     for _ in 0..3 {
         let mut c = Client::connect(srv.addr).await;
-        assert_eq!(c.read_all().await, DEFAULT_GREETING);
+        assert_eq!(c.read_all().await, CLOSE_GREETING);
     }
     let report = srv.stats.sources.take();
     assert_eq!(report.sources.len(), 1, "{report:?}");

@@ -99,6 +99,34 @@ impl GateUnderTest {
         )
     }
 
+    /// Run a CLI verb with `resolv_conf` bind-mounted over /etc/resolv.conf
+    /// in a private mount namespace (the host's file is never touched), so
+    /// the system resolver it reads points at a test DNS server.
+    pub fn cli_with_resolv_conf(&self, resolv_conf: &Path, args: &[&str]) -> Result<Output> {
+        let mut c = std::process::Command::new("nsenter");
+        c.arg(format!("--net={}", self.ns_path.display()))
+            .args([
+                "--",
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+            ])
+            .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+            .arg(resolv_conf)
+            .arg(mx6gate_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args);
+        crate::cmd::output_with_timeout(
+            c,
+            &format!("mx6gate {} (private resolv.conf)", args.join(" ")),
+            Duration::from_secs(60),
+        )
+    }
+
     /// Run a CLI verb that must succeed; its stdout.
     pub fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.cli(args)?;

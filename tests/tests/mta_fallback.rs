@@ -82,27 +82,28 @@ fn received_from_ipv6(msg: &str) -> bool {
     msg.contains(&format!("[IPv6:{STRANGER_SRC}]"))
 }
 
-#[test]
-fn reset_mode_sender_falls_back_to_ipv4_then_partner_uses_ipv6() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    let mut gate = GateUnderTest::new(&w.topo.gw, &w.topo.gw_if, "reset", "").unwrap();
+/// The story both modes tell: a stranger's mail, turned away on IPv6 (the
+/// sender's log shows `turned_away`), arrives over IPv4; once the sender is
+/// a partner, the next message arrives over IPv6. Returns the running gate.
+fn ipv4_fallback_then_partner_ipv6(
+    w: &World,
+    mode: &str,
+    extra: &str,
+    turned_away: &str,
+) -> GateUnderTest {
+    let mut gate = GateUnderTest::new(&w.topo.gw, &w.topo.gw_if, mode, extra).unwrap();
     gate.start().unwrap();
 
-    submit(&w, "first");
-    let msg = delivered(&w, 1, "first");
+    submit(w, "stranger");
+    let msg = delivered(w, 1, "stranger");
     assert!(
         received_from_ipv4(&msg),
-        "turned away on IPv6, delivered over IPv4:\n{msg}"
+        "{mode}: turned away on IPv6, delivered over IPv4:\n{msg}"
     );
     let log = w.sender.log();
     assert!(
-        log.contains(&format!(
-            "connect to {GW_HOSTNAME}[{GW_V6}]:25: Connection refused"
-        )),
-        "the sender tried IPv6 first and was refused:\n{log}"
+        log.contains(turned_away),
+        "{mode}: the sender tried IPv6 first and met {turned_away:?}:\n{log}"
     );
 
     gate.ok(&[
@@ -112,11 +113,26 @@ fn reset_mode_sender_falls_back_to_ipv4_then_partner_uses_ipv6() {
         &format!("{STRANGER_SRC}/128"),
     ])
     .unwrap();
-    submit(&w, "second");
-    let msg = delivered(&w, 2, "second");
+    submit(w, "partner");
+    let msg = delivered(w, 2, "partner");
     assert!(
         received_from_ipv6(&msg),
-        "a partner now, delivered over IPv6:\n{msg}"
+        "{mode}: a partner now, delivered over IPv6:\n{msg}"
+    );
+    gate
+}
+
+#[test]
+fn reset_mode_sender_falls_back_to_ipv4_then_partner_uses_ipv6() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    ipv4_fallback_then_partner_ipv6(
+        &w,
+        "reset",
+        "",
+        &format!("connect to {GW_HOSTNAME}[{GW_V6}]:25: Connection refused"),
     );
 }
 
@@ -126,41 +142,11 @@ fn defer_mode_421_sends_the_mail_over_ipv4_then_partner_uses_ipv6() {
         return;
     }
     let w = world();
-    let mut gate = GateUnderTest::new(
-        &w.topo.gw,
-        &w.topo.gw_if,
+    let mut gate = ipv4_fallback_then_partner_ipv6(
+        &w,
         "defer",
         &format!("[responder]\nlisten = \"[::1]:2528\"\nhostname = \"{GW_HOSTNAME}\"\n"),
-    )
-    .unwrap();
-    gate.start().unwrap();
-
-    submit(&w, "deferred");
-    let msg = delivered(&w, 1, "deferred");
-    assert!(
-        received_from_ipv4(&msg),
-        "421 on IPv6, delivered over IPv4:\n{msg}"
-    );
-    let log = w.sender.log();
-    assert!(
-        log.contains(&format!(
-            "host {GW_HOSTNAME}[{GW_V6}] refused to talk to me: 421 4.7.0 {GW_HOSTNAME}"
-        )),
-        "the sender met the responder's 421 on IPv6 first:\n{log}"
-    );
-
-    gate.ok(&[
-        "partner",
-        "add",
-        "sender-example",
-        &format!("{STRANGER_SRC}/128"),
-    ])
-    .unwrap();
-    submit(&w, "partner");
-    let msg = delivered(&w, 2, "partner");
-    assert!(
-        received_from_ipv6(&msg),
-        "a partner now, delivered over IPv6:\n{msg}"
+        &format!("host {GW_HOSTNAME}[{GW_V6}] refused to talk to me: 421 4.7.0 {GW_HOSTNAME}"),
     );
 
     // Exactly one deferral, counted by the kernel and by the responder

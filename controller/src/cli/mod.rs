@@ -3,6 +3,7 @@
 //! input whole before touching the store, the state or the maps.
 mod check;
 mod detach;
+mod doctor;
 mod mode;
 mod partner;
 mod run;
@@ -79,6 +80,10 @@ pub enum Cmd {
     },
     /// Remove the gate: detach XDP, unpin programs and maps, stop the daemon.
     Detach,
+    /// Check that turning IPv6 away loses no mail: kernel, gate, MTA
+    /// listeners, IPv4 reachability, partner expiry, and a domain's MX set.
+    /// Exit status 0: all good; 1: warnings; 2: failures.
+    Doctor(doctor::Args),
 }
 
 /// What every verb needs: the validated config and its state dir.
@@ -110,6 +115,10 @@ pub fn main() -> std::process::ExitCode {
         Cmd::Status => status::run(&cli.config),
         Cmd::Check { addr } => check::run(&cli.config, &addr),
         Cmd::Detach => detach::run(&cli.config),
+        Cmd::Doctor(args) => match doctor::run(&cli.config, args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ pub struct Args {
 }
 
 pub fn run(config: &Path, args: Args) -> Result<()> {
+    warn_without_ipv4(config, &args.ifaces);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -24,4 +25,25 @@ pub fn run(config: &Path, args: Args) -> Result<()> {
         args.ifaces,
         args.mode.map(Into::into),
     ))
+}
+
+/// Deferring IPv6 strands senders when they cannot retry over IPv4: say so
+/// at start (the daemon validates the config itself; a bad one is its error
+/// to report, not this warning's).
+fn warn_without_ipv4(config: &Path, ifaces: &[String]) {
+    let Ok(cfg) = crate::config::Config::load(config) else {
+        return;
+    };
+    let ifaces = if ifaces.is_empty() {
+        &cfg.interfaces[..]
+    } else {
+        ifaces
+    };
+    if let Ok(addrs) = crate::iface::ipv4_addresses() {
+        if let Some(w) =
+            crate::iface::stranding_warning(&crate::iface::without_ipv4(ifaces, &addrs))
+        {
+            tracing::warn!("{w}");
+        }
+    }
 }

@@ -106,6 +106,20 @@ pub fn run(config: &Path) -> Result<()> {
             println!("interface:   {iface:<12} configured but NOT attached");
         }
     }
+    let mut protected = cfg.interfaces.clone();
+    protected.extend(
+        attached
+            .iter()
+            .filter(|i| !cfg.interfaces.contains(i))
+            .cloned(),
+    );
+    if let Ok(addrs) = crate::iface::ipv4_addresses() {
+        if let Some(w) =
+            crate::iface::stranding_warning(&crate::iface::without_ipv4(&protected, &addrs))
+        {
+            println!("WARNING:     {w}");
+        }
+    }
 
     let store = Store::load(&cfg.partners_dir)?;
     let today = today_utc();

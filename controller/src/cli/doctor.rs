@@ -1,0 +1,103 @@
+//! `mx6gate doctor [--domain D]…`: what on this host (and in D's DNS)
+//! would make turning IPv6 senders away cost mail, each with a fix.
+use std::{path::Path, process::ExitCode};
+
+use anyhow::Result;
+
+use super::Ctx;
+use crate::{
+    doctor::{self, mx, Finding},
+    sync,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A mail domain this gateway receives for: check its MX set through
+    /// the system resolver (repeatable).
+    #[arg(long = "domain", value_name = "DOMAIN")]
+    pub domains: Vec<String>,
+    /// Print the findings as JSON (one object with a `findings` array).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit status 0: nothing needs attention; 1: warnings; 2: failures.
+pub fn run(config: &Path, args: Args) -> Result<ExitCode> {
+    for d in &args.domains {
+        validate_domain(d)?;
+    }
+    let ctx = Ctx::load(config)?;
+    let mode = sync::effective_mode(&ctx.cfg, &ctx.state)?;
+    let daemon = ctx.state.running_daemon();
+    let mut findings: Vec<Finding> = vec![Finding::new(
+        "mode",
+        doctor::Severity::Ok,
+        format!("{} (config {})", mode.as_str(), ctx.config_path.display()),
+    )];
+    findings.extend(doctor::host::run_all(&ctx, mode, daemon));
+    if !args.domains.is_empty() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        for d in &args.domains {
+            let set = rt.block_on(mx::resolve(d));
+            findings.extend(mx::assess(d, &set, mode != mx6gate_common::Mode::Monitor));
+        }
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "exit": doctor::exit_code(&findings),
+            "findings": findings,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", doctor::render(&findings));
+    }
+    Ok(ExitCode::from(doctor::exit_code(&findings)))
+}
+
+/// A domain name as DNS has it: labels of letters, digits and hyphens.
+fn validate_domain(d: &str) -> Result<()> {
+    let name = d.strip_suffix('.').unwrap_or(d);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if !ok {
+        anyhow::bail!("--domain {d:?} is not a domain name");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn domains() {
+        for ok in [
+            "example.org",
+            "example.org.",
+            "mx-1.example.test",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(super::validate_domain(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.b",
+            "a b",
+            "exa$mple.org",
+            "user@example.org",
+        ] {
+            let e = super::validate_domain(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! The checks `doctor` runs on this host, in the network namespace it is
+//! started in (the gateway's). Every failure to look is itself a finding:
+//! doctor never stops half way.
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
+    path::Path,
+    time::Duration,
+};
+
+use mx6gate_common::{Counter, Mode};
+
+use super::{Finding, Severity};
+use crate::{
+    cli::Ctx,
+    gate::{AttachRecord, PinLayout},
+    iface,
+    maps::GateMaps,
+    store::{today_utc, Store},
+};
+
+/// Oldest kernel with everything the gate uses: BPF links for XDP and
+/// sk_lookup (5.9), ring buffers (5.8), batched map updates (5.6).
+const MIN_KERNEL: (u32, u32) = (5, 9);
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+/// Partners whose `expires` falls within this many days get a warning.
+pub const EXPIRY_WARN_DAYS: i64 = 14;
+
+pub fn run_all(ctx: &Ctx, mode: Mode, daemon: Option<i32>) -> Vec<Finding> {
+    let mut out = kernel(&ctx.cfg.pin_path);
+    let maps = gate(ctx, daemon, &mut out);
+    responder(ctx, mode, daemon, maps.as_ref(), &mut out);
+    listeners(&ctx.cfg.ports, &mut out);
+    let interfaces = protected_interfaces(ctx);
+    ipv4(&interfaces, mode != Mode::Monitor, &mut out);
+    partners(ctx, maps.as_ref(), &mut out);
+    out
+}
+
+/// The configured interfaces and any the gate is attached to.
+fn protected_interfaces(ctx: &Ctx) -> Vec<String> {
+    let mut set: BTreeSet<String> = ctx.cfg.interfaces.iter().cloned().collect();
+    set.extend(PinLayout::new(&ctx.cfg.pin_path).attached_interfaces());
+    set.into_iter().collect()
+}
+
+fn kernel_release() -> Option<(u32, u32, String)> {
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct it is given.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return None;
+    }
+    let rel = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    let mut it = rel.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor, rel))
+}
+
+fn is_bpffs(p: &Path) -> std::io::Result<bool> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a struct statfs fills.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+fn kernel(pin_path: &Path) -> Vec<Finding> {
+    let mut out = Vec::new();
+    out.push(match kernel_release() {
+        Some((maj, min, rel)) if (maj, min) >= MIN_KERNEL => {
+            Finding::new("kernel", Severity::Ok, format!("Linux {rel}"))
+        }
+        Some((_, _, rel)) => Finding::new(
+            "kernel",
+            Severity::Fail,
+            format!(
+                "Linux {rel} is older than {}.{}",
+                MIN_KERNEL.0, MIN_KERNEL.1
+            ),
+        )
+        .detail("The gate needs BPF links for XDP and sk_lookup (5.9) and BPF ring buffers (5.8).")
+        .fix("run a kernel of 5.10 or later (Debian 11 and later ship one)"),
+        None => Finding::new(
+            "kernel",
+            Severity::Warn,
+            "could not read the kernel release",
+        ),
+    });
+    out.push(if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Finding::new("btf", Severity::Ok, "kernel BTF present (/sys/kernel/btf/vmlinux)")
+    } else {
+        Finding::new("btf", Severity::Warn, "no kernel BTF (/sys/kernel/btf/vmlinux)")
+            .detail("The gate's programs do not need CO-RE today, but bpftool and most BPF tooling work better with it.")
+            .fix("use a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian's are)")
+    });
+    // The pin path itself may not exist yet: its filesystem is its parent's.
+    let probe = pin_path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    out.push(match is_bpffs(probe) {
+        Ok(true) => Finding::new(
+            "bpffs",
+            Severity::Ok,
+            format!("{} is on a BPF filesystem", probe.display()),
+        ),
+        Ok(false) => Finding::new(
+            "bpffs",
+            Severity::Fail,
+            format!("{} is not on a BPF filesystem", probe.display()),
+        )
+        .detail(
+            "The gate pins its programs, links and maps there so that they outlive the daemon (restarts \
+             leave no gap); without bpffs nothing can be pinned and the gate cannot start.",
+        )
+        .fix("mount it: `mount -t bpf bpf /sys/fs/bpf` (systemd mounts it at boot), or set pin_path under it"),
+        Err(e) => Finding::new(
+            "bpffs",
+            Severity::Warn,
+            format!("could not stat {}: {e}", probe.display()),
+        ),
+    });
+    out
+}
+
+/// The gate's pins, links and daemon; returns the maps when loaded.
+fn gate(ctx: &Ctx, daemon: Option<i32>, out: &mut Vec<Finding>) -> Option<GateMaps> {
+    let cfg = &ctx.cfg;
+    let layout = PinLayout::new(&cfg.pin_path);
+    let maps = match GateMaps::open_if_loaded(&cfg.pin_path) {
+        Ok(Some(m)) => {
+            out.push(Finding::new(
+                "gate",
+                Severity::Ok,
+                format!("loaded, pinned at {}", cfg.pin_path.display()),
+            ));
+            Some(m)
+        }
+        Ok(None) => {
+            out.push(
+                Finding::new(
+                    "gate",
+                    Severity::Warn,
+                    format!("not loaded (nothing pinned at {})", cfg.pin_path.display()),
+                )
+                .detail("No IPv6 SYN is looked at: every sender reaches the MTA as before.")
+                .fix("start the daemon: `systemctl start mx6gate` or `mx6gate run`"),
+            );
+            None
+        }
+        Err(e) => {
+            out.push(
+                Finding::new("gate", Severity::Fail, format!("the pinned gate cannot be read: {e:#}"))
+                    .fix("run doctor as root; if it persists, `mx6gate detach` and start the daemon again"),
+            );
+            None
+        }
+    };
+    out.push(match daemon {
+        Some(pid) => Finding::new("daemon", Severity::Ok, format!("running (pid {pid})")),
+        None if maps.is_some() => Finding::new("daemon", Severity::Warn, "not running")
+            .detail(
+                "The pinned gate keeps applying the policy without it, but the allowlist no longer follows \
+                 the partner store, nothing reports who is turned away, and defer mode has no responder.",
+            )
+            .fix("`systemctl start mx6gate` (it adopts the pinned gate without a gap)"),
+        None => Finding::new("daemon", Severity::Info, "not running"),
+    });
+    maps.as_ref()?;
+    let record = AttachRecord::load(&ctx.state.path);
+    let attached = layout.attached_interfaces();
+    for name in protected_interfaces(ctx) {
+        let check = format!("attach:{name}");
+        if crate::gate::ifindex(&name).is_none() {
+            out.push(
+                Finding::new(
+                    &check,
+                    Severity::Fail,
+                    format!("interface {name} does not exist"),
+                )
+                .fix(format!("fix `interfaces` in {}", ctx.config_path.display())),
+            );
+            continue;
+        }
+        if !attached.contains(&name) {
+            out.push(
+                Finding::new(&check, Severity::Fail, format!("{name} is configured but the gate is not attached to it"))
+                    .detail("IPv6 SYNs arriving on it are not looked at by XDP (sk_lookup still judges connections).")
+                    .fix("restart the daemon (`systemctl restart mx6gate`) and read its log for why attaching failed"),
+            );
+            continue;
+        }
+        match record.interfaces.get(&name).map(|r| r.mode.as_str()) {
+            Some("generic") => out.push(
+                Finding::new(&check, Severity::Warn, format!("{name}: XDP in generic (skb) mode"))
+                    .detail(
+                        "The policy holds, but it runs after the kernel has built a socket buffer for each packet: \
+                         a SYN flood costs several times more CPU than in native mode.",
+                    )
+                    .fix("use a NIC driver with native XDP (most 10G+ drivers, virtio-net, veth), then restart the daemon"),
+            ),
+            Some(m) => out.push(Finding::new(&check, Severity::Ok, format!("{name}: XDP in {m} mode"))),
+            None => out.push(Finding::new(&check, Severity::Ok, format!("{name}: attached"))),
+        }
+    }
+    if !layout.sk_lookup_link().exists() {
+        out.push(
+            Finding::new("sk_lookup", Severity::Fail, "the sk_lookup program is not attached")
+                .detail("Defer mode cannot steer connections to the responder, and what XDP could not parse is not judged.")
+                .fix("restart the daemon (`systemctl restart mx6gate`)"),
+        );
+    } else {
+        out.push(Finding::new(
+            "sk_lookup",
+            Severity::Ok,
+            "sk_lookup attached",
+        ));
+    }
+    maps
+}
+
+/// Defer mode needs the responder: connect to it and read its greeting,
+/// as a sender would.
+fn responder(
+    ctx: &Ctx,
+    mode: Mode,
+    daemon: Option<i32>,
+    maps: Option<&GateMaps>,
+    out: &mut Vec<Finding>,
+) {
+    let r = &ctx.cfg.responder;
+    if mode != Mode::Defer {
+        out.push(Finding::new(
+            "responder",
+            Severity::Ok,
+            format!("not used in {} mode", mode.as_str()),
+        ));
+        return;
+    }
+    let down = match r.down_policy {
+        crate::config::DownPolicy::Pass => {
+            "deferred senders reach the MTA instead (down_policy = pass): the gate fails open"
+        }
+        crate::config::DownPolicy::Refuse => {
+            "deferred senders are refused (down_policy = refuse) and retry later or elsewhere"
+        }
+    };
+    let greeting = daemon
+        .ok_or_else(|| "the daemon is not running".to_string())
+        .and_then(|_| read_greeting(SocketAddr::V6(r.listen)));
+    match greeting {
+        Ok(line) if line.starts_with(&r.code.to_string()) => out.push(Finding::new(
+            "responder",
+            Severity::Ok,
+            format!("answers on {}: {line}", r.listen),
+        )),
+        Ok(line) => out.push(
+            Finding::new(
+                "responder",
+                Severity::Warn,
+                format!("something else answers on {}: {line:?}", r.listen),
+            )
+            .fix("check `[responder] listen` for a clash with another service"),
+        ),
+        Err(e) => out.push(
+            Finding::new(
+                "responder",
+                Severity::Fail,
+                format!("no responder on {}: {e}", r.listen),
+            )
+            .detail(format!(
+                "The gate is in defer mode; while the responder is down, {down}."
+            ))
+            .fix("start the daemon (`systemctl start mx6gate`) and check its log"),
+        ),
+    }
+    if let Some(maps) = maps {
+        if let Ok(c) = maps.sk_counters() {
+            let n: u64 = c
+                .iter()
+                .filter(|(c, _)| {
+                    matches!(
+                        c,
+                        Counter::SkResponderDownPassed | Counter::SkResponderDownRefused
+                    )
+                })
+                .map(|(_, n)| n)
+                .sum();
+            if n > 0 {
+                out.push(
+                    Finding::new(
+                        "responder-gaps",
+                        Severity::Warn,
+                        format!("{n} deferred connection(s) found no responder since the gate was loaded"),
+                    )
+                    .detail(format!("Each time, {down}."))
+                    .fix("keep the daemon running (systemd restarts it on failure); read its log around the gaps"),
+                );
+            }
+        }
+    }
+}
+
+fn read_greeting(addr: SocketAddr) -> Result<String, String> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    let mut line = String::new();
+    let mut r = BufReader::new(&s);
+    r.read_line(&mut line)
+        .map_err(|e| format!("reading the greeting: {e}"))?;
+    let _ = (&s).write_all(b"QUIT\r\n");
+    Ok(line.trim_end().to_string())
+}
+
+/// A listening TCP socket from /proc/net/tcp{,6}.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: std::net::IpAddr,
+    pub port: u16,
+}
+
+/// Parse /proc/net/tcp or tcp6 text: the sockets in LISTEN state.
+pub fn parse_proc_listeners(text: &str, v6: bool) -> Vec<Listener> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[3] != "0A" {
+            continue;
+        }
+        let Some((a, p)) = f[1].split_once(':') else {
+            continue;
+        };
+        let Ok(port) = u16::from_str_radix(p, 16) else {
+            continue;
+        };
+        // The kernel prints each 32-bit word of the address as the host
+        // reads it: native byte order.
+        let words: Option<Vec<[u8; 4]>> = (0..a.len() / 8)
+            .map(|i| {
+                u32::from_str_radix(&a[i * 8..i * 8 + 8], 16)
+                    .ok()
+                    .map(u32::to_ne_bytes)
+            })
+            .collect();
+        let Some(words) = words else { continue };
+        let addr = match (v6, words.len()) {
+            (false, 1) => std::net::IpAddr::V4(Ipv4Addr::from(words[0])),
+            (true, 4) => {
+                let mut b = [0u8; 16];
+                for (i, w) in words.iter().enumerate() {
+                    b[i * 4..i * 4 + 4].copy_from_slice(w);
+                }
+                std::net::IpAddr::V6(Ipv6Addr::from(b))
+            }
+            _ => continue,
+        };
+        out.push(Listener { addr, port });
+    }
+    out
+}
+
+/// Senders the gate turns away retry over IPv4, and partners come over
+/// IPv6: each protected port needs a listener for both.
+fn listeners(ports: &[u16], out: &mut Vec<Finding>) {
+    let read = |p: &str, v6| std::fs::read_to_string(p).map(|t| parse_proc_listeners(&t, v6));
+    let (v4, v6) = match (read("/proc/net/tcp", false), read("/proc/net/tcp6", true)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            out.push(Finding::new(
+                "listeners",
+                Severity::Warn,
+                format!("could not read /proc/net/tcp*: {e}"),
+            ));
+            return;
+        }
+    };
+    for &port in ports {
+        let check = format!("listen:{port}");
+        let on4 = v4.iter().any(|l| l.port == port);
+        let wild6 = v6
+            .iter()
+            .any(|l| l.port == port && l.addr == std::net::IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        let on6 = v6.iter().any(|l| l.port == port);
+        // A wildcard IPv6 socket takes IPv4 too unless it is v6-only, which
+        // /proc does not show: try it.
+        let dual = !on4
+            && wild6
+            && TcpStream::connect_timeout(
+                &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                Duration::from_secs(1),
+            )
+            .is_ok();
+        match (on4 || dual, on6) {
+            (true, true) => out.push(Finding::new(
+                &check,
+                Severity::Ok,
+                format!("port {port}: listening on IPv4 and IPv6"),
+            )),
+            (false, on6) => out.push(
+                Finding::new(
+                    &check,
+                    Severity::Fail,
+                    if on6 {
+                        format!("port {port}: nothing listens on IPv4")
+                    } else {
+                        format!("port {port}: nothing listens, on IPv4 or IPv6")
+                    },
+                )
+                    .detail(
+                        "Senders the gate turns away over IPv6 retry over IPv4 — and would find nothing here. \
+                         (This looks at the namespace doctor runs in: run it where the MTA runs.)",
+                    )
+                    .fix(format!(
+                        "make the MTA listen on IPv4 port {port} (Postfix: inet_protocols = all; Exim: local_interfaces)"
+                    )),
+            ),
+            (true, false) => out.push(
+                Finding::new(&check, Severity::Warn, format!("port {port}: nothing listens on IPv6"))
+                    .detail("Partners' IPv6 connections are refused by the kernel; they fall back to IPv4 themselves.")
+                    .fix(format!("make the MTA listen on IPv6 port {port} too, or drop the AAAA records")),
+            ),
+        }
+    }
+}
+
+fn ipv4(interfaces: &[String], enforcing: bool, out: &mut Vec<Finding>) {
+    let addrs = match iface::ipv4_addresses() {
+        Ok(a) => a,
+        Err(e) => {
+            out.push(Finding::new(
+                "ipv4",
+                Severity::Warn,
+                format!("could not list addresses: {e:#}"),
+            ));
+            return;
+        }
+    };
+    if interfaces.is_empty() {
+        out.push(
+            Finding::new("interfaces", Severity::Warn, "no interface is configured")
+                .fix("set `interfaces = [\"eth0\"]` in the config (or `mx6gate run --iface eth0`)"),
+        );
+    }
+    let missing = iface::without_ipv4(interfaces, &addrs);
+    for name in interfaces {
+        let check = format!("ipv4:{name}");
+        if missing.contains(name) {
+            out.push(
+                Finding::new(
+                    &check,
+                    if enforcing { Severity::Fail } else { Severity::Warn },
+                    format!("{name} has no IPv4 address a sender could reach"),
+                )
+                .detail(
+                    "Deferring IPv6 only helps when the sender can retry over IPv4. With no IPv4 here, a \
+                     non-partner's mail waits in its queue and bounces after days unless another MX takes it.",
+                )
+                .fix(format!(
+                    "give {name} an IPv4 address (and publish it in the MX host's A record), or keep `mx6gate mode monitor`"
+                )),
+            );
+            continue;
+        }
+        let v: Vec<Ipv4Addr> = addrs.get(name).cloned().unwrap_or_default();
+        let public: Vec<String> = v
+            .iter()
+            .filter(|a| iface::reach(**a) == iface::Reach::Public)
+            .map(ToString::to_string)
+            .collect();
+        if public.is_empty() {
+            let list: Vec<String> = v.iter().map(ToString::to_string).collect();
+            out.push(
+                Finding::new(&check, Severity::Info, format!("{name}: private IPv4 only ({})", list.join(", ")))
+                    .detail("Fine behind NAT or a load balancer that forwards port 25 from the public address in the MX's A record."),
+            );
+        } else {
+            out.push(Finding::new(
+                &check,
+                Severity::Ok,
+                format!("{name}: IPv4 {}", public.join(", ")),
+            ));
+        }
+    }
+}
+
+fn partners(ctx: &Ctx, maps: Option<&GateMaps>, out: &mut Vec<Finding>) {
+    let store = match Store::load(&ctx.cfg.partners_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(
+                Finding::new("partners", Severity::Fail, format!("the partner store does not load: {e:#}"))
+                    .detail("The daemon keeps the last good allowlist, but no change to the store takes effect.")
+                    .fix("fix the file named above (`mx6gate partner list` shows the same error)"),
+            );
+            return;
+        }
+    };
+    let today = today_utc();
+    let mut soon = Vec::new();
+    let mut expired = Vec::new();
+    for (name, p) in &store.partners {
+        if let Some(d) = p.expires {
+            let days = (d - today).num_days();
+            if days < 0 {
+                expired.push(format!("{name} ({d})"));
+            } else if days <= EXPIRY_WARN_DAYS {
+                soon.push(format!("{name} on {d}"));
+            }
+        }
+    }
+    let active = store.active_prefixes(today).len();
+    out.push(Finding::new(
+        "partners",
+        Severity::Ok,
+        format!(
+            "{} partner(s), {active} active prefix(es)",
+            store.partners.len()
+        ),
+    ));
+    if !soon.is_empty() {
+        out.push(
+            Finding::new(
+                "expiry",
+                Severity::Warn,
+                format!(
+                    "expiring within {EXPIRY_WARN_DAYS} days: {}",
+                    soon.join(", ")
+                ),
+            )
+            .detail("After that day their IPv6 mail is turned away like anyone else's.")
+            .fix("extend them if still wanted: `mx6gate partner add NAME --expires YYYY-MM-DD`"),
+        );
+    }
+    if !expired.is_empty() {
+        out.push(
+            Finding::new("expired", Severity::Info, format!("expired, no longer allowed: {}", expired.join(", ")))
+                .detail("Their prefixes stay in the store but out of the allowlist; remove them or extend them."),
+        );
+    }
+    if let Some(maps) = maps {
+        match crate::allowlist::entries(maps) {
+            Ok(e) if e.len() == active => {}
+            Ok(e) => out.push(
+                Finding::new(
+                    "allowlist",
+                    Severity::Warn,
+                    format!("the gate holds {} prefix(es), the store {active}", e.len()),
+                )
+                .detail("The running allowlist does not follow the store: the daemon is down or its sync failed.")
+                .fix("`systemctl reload mx6gate` (or start it), then check its log"),
+            ),
+            Err(e) => out.push(Finding::new("allowlist", Severity::Warn, format!("could not read the allowlist: {e:#}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_listeners() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:0019 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n\
+   1: 0100007F:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0\n\
+   2: 0100007F:0019 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 100 0 0 10 0\n";
+        let l = parse_proc_listeners(tcp, false);
+        assert_eq!(
+            l,
+            vec![
+                Listener {
+                    addr: "0.0.0.0".parse().unwrap(),
+                    port: 25
+                },
+                Listener {
+                    addr: "127.0.0.1".parse().unwrap(),
+                    port: 3306
+                },
+            ]
+        );
+        let tcp6 = "  sl  local_address                         remote_address                        st\n\
+   0: 00000000000000000000000000000000:0019 00000000000000000000000000000000:0000 0A 0\n\
+   1: 00000000000000000000000001000000:28D5 00000000000000000000000000000000:0000 0A 0\n\
+   2: B80D0120000000000000000001000000:0019 00000000000000000000000000000000:0000 0A 0\n";
+        let l = parse_proc_listeners(tcp6, true);
+        assert_eq!(
+            l[0],
+            Listener {
+                addr: "::".parse().unwrap(),
+                port: 25
+            }
+        );
+        assert_eq!(
+            l[1],
+            Listener {
+                addr: "::1".parse().unwrap(),
+                port: 10453
+            }
+        );
+        assert_eq!(
+            l[2],
+            Listener {
+                addr: "2001:db8::1".parse().unwrap(),
+                port: 25
+            }
+        );
+    }
+
+    #[test]
+    fn own_listener_is_seen() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        assert!(parse_proc_listeners(&text, false)
+            .iter()
+            .any(|x| x.port == port));
+    }
+}
