@@ -111,7 +111,9 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         responder,
         _pid_file: pid_file,
     };
+    crate::notify::ready(&d.status_line());
     let result = d.serve().await;
+    crate::notify::stopping();
     d.responder.stop().await;
     result
 }
@@ -178,7 +180,9 @@ impl Drop for PidFile {
     }
 }
 
-fn load_config(path: &Path, ifaces: &[String]) -> Result<Config> {
+/// The config as `run` applies it (`--iface` replaces `interfaces`), with
+/// every interface present in this network namespace.
+pub fn load_config(path: &Path, ifaces: &[String]) -> Result<Config> {
     let mut cfg = Config::load(path)?;
     if !ifaces.is_empty() {
         cfg.interfaces = ifaces.to_vec();
@@ -209,9 +213,13 @@ impl Daemon {
             tokio::select! {
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading config and store");
+                    crate::notify::reloading();
                     if let Err(e) = self.reload().await {
                         error!(error = format!("{e:#}"), "reload failed; the running policy is unchanged");
                     }
+                    // READY=1 either way: the daemon serves, with the new
+                    // settings or the old ones.
+                    crate::notify::ready(&self.status_line());
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -230,6 +238,20 @@ impl Daemon {
         }
         info!("exiting; the gate stays attached and pinned (`mx6gate detach` removes it)");
         Ok(())
+    }
+
+    /// systemd's STATUS= line (`systemctl status` shows it).
+    fn status_line(&self) -> String {
+        let mode = sync::effective_mode(&self.cfg, &self.state)
+            .map(|m| m.as_str())
+            .unwrap_or("unknown");
+        let partners = Store::load(&self.cfg.partners_dir)
+            .map(|s| format!("{} partners, {} prefixes", s.partners.len(), s.prefix_count()))
+            .unwrap_or_else(|_| "partner store unreadable".into());
+        format!(
+            "mode {mode}; {partners}; on {}",
+            self.cfg.interfaces.join(", ")
+        )
     }
 
     fn sync_store(&mut self) -> Result<()> {

@@ -9,6 +9,7 @@
 //! - `state`  — runtime state: mode override, partner ids, the lock
 //! - `sync`   — store and config → maps
 //! - `daemon` — `mx6gate run`
+//! - `notify` — systemd readiness (sd_notify) for `run`
 //! - `cli`    — one module per verb
 pub mod allowlist;
 pub mod batch;
@@ -19,6 +20,7 @@ pub mod fsutil;
 pub mod gate;
 pub mod logging;
 pub mod maps;
+pub mod notify;
 pub mod responder;
 pub mod state;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The `mx6gate` command line: one file per verb. Every verb takes
 //! `--config`, works with or without a running daemon, and validates its
 //! input whole before touching the store, the state or the maps.
+mod assets;
 mod check;
 mod detach;
 mod mode;
@@ -79,6 +80,11 @@ pub enum Cmd {
     },
     /// Remove the gate: detach XDP, unpin programs and maps, stop the daemon.
     Detach,
+    /// Write man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        dir: PathBuf,
+    },
 }
 
 /// What every verb needs: the validated config and its state dir.
@@ -110,12 +116,17 @@ pub fn main() -> std::process::ExitCode {
         Cmd::Status => status::run(&cli.config),
         Cmd::Check { addr } => check::run(&cli.config, &addr),
         Cmd::Detach => detach::run(&cli.config),
+        Cmd::GenerateAssets { dir } => assets::run(&dir),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mx6gate: error: {e:#}");
-            std::process::ExitCode::from(1)
+            if e.downcast_ref::<run::ConfigRefused>().is_some() {
+                std::process::ExitCode::from(run::EXIT_CONFIG)
+            } else {
+                std::process::ExitCode::from(1)
+            }
         }
     }
 }
