@@ -246,7 +246,13 @@ impl Daemon {
             .map(|m| m.as_str())
             .unwrap_or("unknown");
         let partners = Store::load(&self.cfg.partners_dir)
-            .map(|s| format!("{} partners, {} prefixes", s.partners.len(), s.prefix_count()))
+            .map(|s| {
+                format!(
+                    "{} partners, {} prefixes",
+                    s.partners.len(),
+                    s.prefix_count()
+                )
+            })
             .unwrap_or_else(|_| "partner store unreadable".into());
         format!(
             "mode {mode}; {partners}; on {}",

@@ -41,7 +41,11 @@ pub fn build() -> Result<PathBuf> {
         .args(["--strip-unneeded", "--remove-section=.comment"])
         .arg(&dest))?;
 
-    copy(&root.join(UNIT), &pkg.join("lib/systemd/system/mx6gate.service"), 0o644)?;
+    copy(
+        &root.join(UNIT),
+        &pkg.join("lib/systemd/system/mx6gate.service"),
+        0o644,
+    )?;
     write(
         &pkg.join("etc/mx6gate/mx6gate.toml"),
         &packaged_config(&fs::read_to_string(root.join(EXAMPLE_CONFIG))?)?,
@@ -80,7 +84,11 @@ pub fn build() -> Result<PathBuf> {
     )?;
 
     let doc = pkg.join("usr/share/doc/mx6gate");
-    copy(&root.join("packaging/debian/copyright"), &doc.join("copyright"), 0o644)?;
+    copy(
+        &root.join("packaging/debian/copyright"),
+        &doc.join("copyright"),
+        0o644,
+    )?;
     // A native package (no Debian revision): its changelog is changelog.gz.
     let changelog = work.join("changelog");
     write(&changelog, &debian_changelog(version)?, 0o644)?;
@@ -89,9 +97,17 @@ pub fn build() -> Result<PathBuf> {
     // Control area.
     let control = pkg.join("DEBIAN");
     for s in MAINTAINER_SCRIPTS {
-        copy(&root.join("packaging/debian").join(s), &control.join(s), 0o755)?;
+        copy(
+            &root.join("packaging/debian").join(s),
+            &control.join(s),
+            0o755,
+        )?;
     }
-    write(&control.join("conffiles"), "/etc/mx6gate/mx6gate.toml\n", 0o644)?;
+    write(
+        &control.join("conffiles"),
+        "/etc/mx6gate/mx6gate.toml\n",
+        0o644,
+    )?;
     let depends = shlib_depends(&work, &dest)?;
     let installed_kib = du_kib(&pkg)?;
     write(
@@ -138,20 +154,21 @@ fn packaged_config(example: &str) -> Result<String> {
     if !example.starts_with(HEADER) || example.matches(IFACES).count() != 1 {
         bail!("{EXAMPLE_CONFIG} changed its header or interfaces line; update xtask/src/deb.rs");
     }
-    Ok(example.replacen(
-        HEADER,
-        "# /etc/mx6gate/mx6gate.toml — mx6gate's configuration (a conffile of the\n\
+    Ok(example
+        .replacen(
+            HEADER,
+            "# /etc/mx6gate/mx6gate.toml — mx6gate's configuration (a conffile of the\n\
          # mx6gate package: your edits survive upgrades). Reload: systemctl reload mx6gate\n",
-        1,
-    )
-    .replacen(
-        IFACES,
-        "# The package names none: the service refuses to start until you do, so\n\
+            1,
+        )
+        .replacen(
+            IFACES,
+            "# The package names none: the service refuses to start until you do, so\n\
          # installing never attaches the gate anywhere by surprise. For example:\n\
          #   interfaces = [\"eth0\"]\n\
          interfaces = []\n",
-        1,
-    ))
+            1,
+        ))
 }
 
 fn debian_changelog(version: &str) -> Result<String> {
@@ -246,7 +263,8 @@ fn copy(src: &Path, dest: &Path, mode: u32) -> Result<()> {
     if let Some(d) = dest.parent() {
         fs::create_dir_all(d)?;
     }
-    fs::copy(src, dest).with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
+    fs::copy(src, dest)
+        .with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
     fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
     Ok(())
 }

@@ -26,6 +26,10 @@ pub fn run(dir: &Path) -> Result<()> {
         clap_complete::generate_to(shell, &mut cmd, "mx6gate", &comp)
             .with_context(|| format!("writing {shell} completions into {}", comp.display()))?;
     }
-    println!("man pages in {}, completions in {}", man.display(), comp.display());
+    println!(
+        "man pages in {}, completions in {}",
+        man.display(),
+        comp.display()
+    );
     Ok(())
 }

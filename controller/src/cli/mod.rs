@@ -82,9 +82,7 @@ pub enum Cmd {
     Detach,
     /// Write man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
-    GenerateAssets {
-        dir: PathBuf,
-    },
+    GenerateAssets { dir: PathBuf },
 }
 
 /// What every verb needs: the validated config and its state dir.
