@@ -229,8 +229,9 @@ impl Daemon {
                     if seen != self.store_seen || full {
                         self.store_seen = seen;
                         last_full = Instant::now();
-                        if let Err(e) = self.sync_store() {
-                            error!(error = format!("{e:#}"), "partner store not applied; the allowlist is unchanged");
+                        match self.sync_store() {
+                            Ok(()) => crate::notify::status(&self.status_line()),
+                            Err(e) => error!(error = format!("{e:#}"), "partner store not applied; the allowlist is unchanged"),
                         }
                     }
                 }

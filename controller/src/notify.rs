@@ -11,6 +11,12 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// A new STATUS= line (after a store change or a periodic resync, which
+/// also picks up `mx6gate mode`).
+pub fn status(status: &str) {
+    send(&[NotifyState::Status(status)]);
+}
+
 /// A SIGHUP reload begins. systemd ≥ 253 (`Type=notify-reload`) wants the
 /// CLOCK_MONOTONIC time with it to match the reload to its request; older
 /// ones ignore the field.

@@ -337,6 +337,22 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
         lab.xdp_prog()
     );
 
+    // --- upgrade (the same package again, as `apt upgrade` would run it):
+    // postinst restarts the running daemon into the new binary, the gate
+    // stays attached, the admin's conffile edit stays.
+    let pid3 = lab.show("MainPID");
+    lab.sd.run(&["dpkg", "-i", deb_s]).unwrap();
+    assert_eq!(lab.show("ActiveState"), "active", "{}", lab.log());
+    assert_ne!(
+        lab.show("MainPID"),
+        pid3,
+        "postinst did not restart the daemon"
+    );
+    assert!(lab.xdp_prog().is_some(), "XDP detached by an upgrade");
+    assert!(std::fs::read_to_string("/etc/mx6gate/mx6gate.toml")
+        .unwrap()
+        .contains(&lab.topo.gw_if));
+
     // --- purge: prerm stops the service and detaches the gate; postrm
     // removes config and state.
     lab.sd.run(&["dpkg", "--purge", "mx6gate"]).unwrap();
