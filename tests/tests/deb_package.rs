@@ -20,6 +20,7 @@
 //! It refuses to run where mx6gate is installed or /etc/mx6gate or
 //! /var/lib/mx6gate exist: installing and purging would clobber them.
 
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -309,6 +310,28 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
     lab.wait_for("STATUS= to count the partner", |l| {
         l.show("StatusText").contains("1 partners")
     });
+
+    // --- the hardened service really gates: in defer mode (set with the
+    // CLI) a stranger gets the responder's 421 through sk_lookup, the
+    // partner reaches the MTA.
+    let _mta = Listener::start(&lab.topo.gw, "[::]:25".parse().unwrap()).unwrap();
+    lab.mx6gate(&["mode", "defer"]);
+    let gw25 = SocketAddr::new(IpAddr::V6(GW_V6), 25);
+    let banner = |src: Ipv6Addr| {
+        let s = connect_from(
+            &lab.topo.sender,
+            IpAddr::V6(src),
+            gw25,
+            Duration::from_secs(2),
+        )
+        .expect_connected("connect to the gateway's port 25");
+        read_banner(&s, Duration::from_secs(2)).unwrap()
+    };
+    let b = banner(STRANGER_SRC);
+    assert!(b.starts_with("421 4.7.0"), "stranger in defer mode: {b:?}");
+    let b = banner(PARTNER_SRC);
+    assert!(b.starts_with("220 test"), "partner in defer mode: {b:?}");
+    lab.mx6gate(&["mode", "monitor"]);
 
     // --- stop: the daemon goes, the gate stays pinned and attached
     // (invariant 4); start adopts it.
