@@ -264,6 +264,8 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
         "the unconfigured package must not start"
     );
     assert_eq!(lab.show("ExecMainStatus"), "78");
+    // "failed", not "auto-restart": RestartPreventExitStatus=78 held.
+    assert_eq!(lab.show("SubState"), "failed");
     assert_eq!(lab.show("NRestarts"), "0");
     assert!(
         lab.log().contains("no interfaces to protect"),
