@@ -183,6 +183,19 @@ impl Drop for PidFile {
 /// The config as `run` applies it (`--iface` replaces `interfaces`), with
 /// every interface present in this network namespace.
 pub fn load_config(path: &Path, ifaces: &[String]) -> Result<Config> {
+    let cfg = checked_config(path, ifaces)?;
+    for iface in &cfg.interfaces {
+        if crate::gate::ifindex(iface).is_none() {
+            bail!("interface {iface:?} does not exist (in this network namespace)");
+        }
+    }
+    Ok(cfg)
+}
+
+/// What is wrong with the config itself, whatever the machine's state: it
+/// loads, and names at least one valid interface. (A missing interface is
+/// not in here: it may yet appear, and a retry can succeed.)
+pub fn checked_config(path: &Path, ifaces: &[String]) -> Result<Config> {
     let mut cfg = Config::load(path)?;
     if !ifaces.is_empty() {
         cfg.interfaces = ifaces.to_vec();
@@ -195,9 +208,6 @@ pub fn load_config(path: &Path, ifaces: &[String]) -> Result<Config> {
     }
     for iface in &cfg.interfaces {
         crate::config::validate_ifname(iface)?;
-        if crate::gate::ifindex(iface).is_none() {
-            bail!("interface {iface:?} does not exist (in this network namespace)");
-        }
     }
     Ok(cfg)
 }

@@ -15,8 +15,8 @@ pub struct Args {
     pub mode: Option<ModeArg>,
 }
 
-/// EX_CONFIG from sysexits.h: `run` refused its config (or interfaces) and
-/// changed nothing. The systemd unit lists it in RestartPreventExitStatus=,
+/// EX_CONFIG from sysexits.h: `run` refused its config (unreadable, invalid,
+/// or no interface named) and changed nothing. The systemd unit lists it in RestartPreventExitStatus=,
 /// so an unconfigured or broken install fails once instead of restarting in
 /// a loop.
 pub const EXIT_CONFIG: u8 = 78;
@@ -34,7 +34,9 @@ impl std::fmt::Display for ConfigRefused {
 pub fn run(config: &Path, args: Args) -> Result<()> {
     // Checked up front so a bad config gets its own exit status; the daemon
     // checks it again under its lock.
-    crate::daemon::load_config(config, &args.ifaces).map_err(|e| e.context(ConfigRefused))?;
+    // A missing interface exits 1 instead: it may come up late, so systemd
+    // retries.
+    crate::daemon::checked_config(config, &args.ifaces).map_err(|e| e.context(ConfigRefused))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
