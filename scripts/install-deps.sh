@@ -4,7 +4,11 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-pkgs=(iproute2 ethtool postfix swaks dnsmasq-base nftables xdp-tools bpftool procps psmisc)
+# systemd (not running here: the deb_package suite boots it in its own PID
+# namespace), dpkg-dev (dpkg-shlibdeps) and binutils (strip) for
+# `cargo xtask deb`, util-linux for unshare/nsenter.
+pkgs=(iproute2 ethtool postfix swaks dnsmasq-base nftables xdp-tools bpftool procps psmisc
+  systemd dpkg-dev binutils util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -115,7 +115,9 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         metrics,
         _pid_file: pid_file,
     };
+    crate::notify::ready(&d.status_line());
     let result = d.serve().await;
+    crate::notify::stopping();
     d.responder.stop().await;
     result
 }
@@ -190,7 +192,22 @@ impl Drop for PidFile {
     }
 }
 
-fn load_config(path: &Path, ifaces: &[String]) -> Result<Config> {
+/// The config as `run` applies it (`--iface` replaces `interfaces`), with
+/// every interface present in this network namespace.
+pub fn load_config(path: &Path, ifaces: &[String]) -> Result<Config> {
+    let cfg = checked_config(path, ifaces)?;
+    for iface in &cfg.interfaces {
+        if crate::gate::ifindex(iface).is_none() {
+            bail!("interface {iface:?} does not exist (in this network namespace)");
+        }
+    }
+    Ok(cfg)
+}
+
+/// What is wrong with the config itself, whatever the machine's state: it
+/// loads, and names at least one valid interface. (A missing interface is
+/// not in here: it may yet appear, and a retry can succeed.)
+pub fn checked_config(path: &Path, ifaces: &[String]) -> Result<Config> {
     let mut cfg = Config::load(path)?;
     if !ifaces.is_empty() {
         cfg.interfaces = ifaces.to_vec();
@@ -203,9 +220,6 @@ fn load_config(path: &Path, ifaces: &[String]) -> Result<Config> {
     }
     for iface in &cfg.interfaces {
         crate::config::validate_ifname(iface)?;
-        if crate::gate::ifindex(iface).is_none() {
-            bail!("interface {iface:?} does not exist (in this network namespace)");
-        }
     }
     Ok(cfg)
 }
@@ -221,11 +235,15 @@ impl Daemon {
             tokio::select! {
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading config and store");
+                    crate::notify::reloading();
                     let reloaded = self.reload().await;
                     self.metrics.metrics().record_reload(reloaded.is_ok());
                     if let Err(e) = reloaded {
                         error!(error = format!("{e:#}"), "reload failed; the running policy is unchanged");
                     }
+                    // READY=1 either way: the daemon serves, with the new
+                    // settings or the old ones.
+                    crate::notify::ready(&self.status_line());
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -235,8 +253,9 @@ impl Daemon {
                     if seen != self.store_seen || full {
                         self.store_seen = seen;
                         last_full = Instant::now();
-                        if let Err(e) = self.sync_store() {
-                            error!(error = format!("{e:#}"), "partner store not applied; the allowlist is unchanged");
+                        match self.sync_store() {
+                            Ok(()) => crate::notify::status(&self.status_line()),
+                            Err(e) => error!(error = format!("{e:#}"), "partner store not applied; the allowlist is unchanged"),
                         }
                     }
                 }
@@ -244,6 +263,26 @@ impl Daemon {
         }
         info!("exiting; the gate stays attached and pinned (`mx6gate detach` removes it)");
         Ok(())
+    }
+
+    /// systemd's STATUS= line (`systemctl status` shows it).
+    fn status_line(&self) -> String {
+        let mode = sync::effective_mode(&self.cfg, &self.state)
+            .map(|m| m.as_str())
+            .unwrap_or("unknown");
+        let partners = Store::load(&self.cfg.partners_dir)
+            .map(|s| {
+                format!(
+                    "{} partners, {} prefixes",
+                    s.partners.len(),
+                    s.prefix_count()
+                )
+            })
+            .unwrap_or_else(|_| "partner store unreadable".into());
+        format!(
+            "mode {mode}; {partners}; on {}",
+            self.cfg.interfaces.join(", ")
+        )
     }
 
     fn sync_store(&mut self) -> Result<()> {

@@ -10,6 +10,7 @@
 //! - `sync`   — store and config → maps
 //! - `daemon` — `mx6gate run`
 //! - `metrics` — the Prometheus endpoint
+//! - `notify` — systemd readiness (sd_notify) for `run`
 //! - `cli`    — one module per verb
 //! - `doctor` — the checks behind `mx6gate doctor`
 //! - `iface`  — the host's interface addresses
@@ -25,6 +26,7 @@ pub mod iface;
 pub mod logging;
 pub mod maps;
 pub mod metrics;
+pub mod notify;
 pub mod responder;
 pub mod state;
 pub mod store;

@@ -15,6 +15,8 @@
 //! * [`Postfix`] / [`PostfixInstance`] — real Postfix instances inside a
 //!   namespace; [`swaks`] — the SMTP test client inside a namespace.
 //! * [`packets`] — frame builders for the XDP differential tests.
+//! * [`systemd::SystemdInstance`] — a real systemd as PID 1 of its own
+//!   PID namespace, for tests of the packaged unit.
 //! * [`gate`] — the real `mx6gate` binary driven in a test namespace;
 //!   [`xdp_pass`] — a minimal XDP_PASS program for a veth peer.
 //!
@@ -30,6 +32,7 @@ pub mod packets;
 pub mod postfix;
 pub mod privilege;
 pub mod swaks;
+pub mod systemd;
 pub mod tcp;
 pub mod topology;
 pub mod xdp_pass;

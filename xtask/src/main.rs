@@ -2,6 +2,7 @@
 mod bench;
 mod bench_responder;
 mod build_ebpf;
+mod deb;
 mod lab;
 
 use std::{path::PathBuf, process::Command};
@@ -22,6 +23,9 @@ enum Cmd {
     Build,
     /// Build the eBPF object only.
     BuildEbpf,
+    /// Build the Debian package into target/debian/ (binary, systemd unit,
+    /// config, man pages, completions).
+    Deb,
     /// Build, then demo the gate in a namespace lab with Postfix and swaks.
     Lab {
         /// Leave the lab running and print how to enter it.
@@ -55,13 +59,21 @@ fn main() -> Result<()> {
         Cmd::Build => {
             build_all()?;
         }
+        Cmd::Deb => {
+            let deb = deb::build()?;
+            println!("Debian package: {}", deb.display());
+        }
         Cmd::Lab { keep } => lab::lab(keep)?,
         Cmd::Test { args } => {
-            let bin = build_all()?;
+            // The package builds the binary too; the deb_package suite
+            // installs exactly this file.
+            let deb = deb::build()?;
+            let bin = workspace_root().join("target/release/mx6gate");
             run(Command::new("cargo")
                 .args(["test", "--workspace", "--release"])
                 .args(&args)
                 .env("MX6GATE_BIN", bin)
+                .env("MX6GATE_DEB", deb)
                 .env("MX6GATE_REQUIRE_PRIV", "1"))?;
         }
         Cmd::Bench(args) => bench::main(args)?,

@@ -1,6 +1,7 @@
 //! The `mx6gate` command line: one file per verb. Every verb takes
 //! `--config`, works with or without a running daemon, and validates its
 //! input whole before touching the store, the state or the maps.
+mod assets;
 mod check;
 mod detach;
 mod doctor;
@@ -84,6 +85,9 @@ pub enum Cmd {
     /// listeners, IPv4 reachability, partner expiry, and a domain's MX set.
     /// Exit status 0: all good; 1: warnings; 2: failures.
     Doctor(doctor::Args),
+    /// Write man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets { dir: PathBuf },
 }
 
 /// What every verb needs: the validated config and its state dir.
@@ -119,12 +123,17 @@ pub fn main() -> std::process::ExitCode {
             Ok(code) => return code,
             Err(e) => Err(e),
         },
+        Cmd::GenerateAssets { dir } => assets::run(&dir),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mx6gate: error: {e:#}");
-            std::process::ExitCode::from(1)
+            if e.downcast_ref::<run::ConfigRefused>().is_some() {
+                std::process::ExitCode::from(run::EXIT_CONFIG)
+            } else {
+                std::process::ExitCode::from(1)
+            }
         }
     }
 }

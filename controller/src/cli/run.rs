@@ -15,7 +15,28 @@ pub struct Args {
     pub mode: Option<ModeArg>,
 }
 
+/// EX_CONFIG from sysexits.h: `run` refused its config (unreadable, invalid,
+/// or no interface named) and changed nothing. The systemd unit lists it in RestartPreventExitStatus=,
+/// so an unconfigured or broken install fails once instead of restarting in
+/// a loop.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Marks the error `run` exits with [`EXIT_CONFIG`] for.
+#[derive(Debug)]
+pub struct ConfigRefused;
+
+impl std::fmt::Display for ConfigRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refusing to start")
+    }
+}
+
 pub fn run(config: &Path, args: Args) -> Result<()> {
+    // Checked up front so a bad config gets its own exit status; the daemon
+    // checks it again under its lock.
+    // A missing interface exits 1 instead: it may come up late, so systemd
+    // retries.
+    crate::daemon::checked_config(config, &args.ifaces).map_err(|e| e.context(ConfigRefused))?;
     warn_without_ipv4(config, &args.ifaces);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
