@@ -8,17 +8,21 @@
 //! - `store`  — the partner store (partners_dir/*.toml)
 //! - `state`  — runtime state: mode override, partner ids, the lock
 //! - `sync`   — store and config → maps
+//! - `report` — non-partner SYN reports from the kernel, aggregated
+//! - `control` — the daemon's control socket (`mx6gate top` asks it)
 //! - `daemon` — `mx6gate run`
 //! - `cli`    — one module per verb
 pub mod allowlist;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod fsutil;
 pub mod gate;
 pub mod logging;
 pub mod maps;
+pub mod report;
 pub mod responder;
 pub mod state;
 pub mod store;
