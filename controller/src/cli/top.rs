@@ -151,7 +151,7 @@ fn when(secs: u64) -> String {
 }
 
 fn window_str(minutes: u32) -> String {
-    if minutes % 60 == 0 {
+    if minutes.is_multiple_of(60) {
         format!("{}h", minutes / 60)
     } else {
         format!("{minutes}m")
@@ -168,16 +168,16 @@ fn print_table(r: &TopReport, resolve: bool) {
     if r.rows.is_empty() {
         println!("  none");
     } else {
-        print!(
+        let mut head = format!(
             "{:<28} {:>8} {:>8}  {:<19}  {:<19}  {:<16}",
             "PREFIX", "COUNT", "TOTAL", "FIRST SEEN", "LAST SEEN", "ACTIONS"
         );
         if resolve {
-            print!("  PTR (of the last source)");
+            head.push_str("  PTR (of the last source)");
         }
-        println!();
+        println!("{}", head.trim_end());
         for row in &r.rows {
-            print!(
+            let mut line = format!(
                 "{:<28} {:>8} {:>8}  {:<19}  {:<19}  {:<16}",
                 row.prefix,
                 row.count,
@@ -187,16 +187,16 @@ fn print_table(r: &TopReport, resolve: bool) {
                 row.actions.join(",")
             );
             if resolve {
-                print!(
+                line.push_str(&format!(
                     "  {} ({})",
                     row.ptr.as_deref().unwrap_or("-"),
                     row.last_source
-                );
+                ));
             }
             if let Some(p) = &row.now_partner {
-                print!("  now partner {p}");
+                line.push_str(&format!("  now partner {p}"));
             }
-            println!();
+            println!("{}", line.trim_end());
         }
     }
     let s = &r.stats;
