@@ -154,7 +154,12 @@ fn kernel_rate_limit_reports_up_to_the_budget_and_counts_the_rest() {
     eprintln!(
         "mean per run: drop + suppressed report {flooded:?}, monitor (no report) {monitor:?}"
     );
-    let (sent, suppressed) = l.reports();
+    let (sent, suppressed2) = l.reports();
+    assert_eq!(
+        sent + suppressed2,
+        2 * u64::from(FLOOD),
+        "monitor-mode runs report nothing"
+    );
 
     // What was reported is in the pinned ring buffer, intact.
     let path = PinLayout::new(&l.cfg.pin_path).map(map_names::REPORTS);

@@ -182,34 +182,68 @@ impl Handle {
         })
     }
 
-    /// One structured line for the last interval, if anything happened.
+    /// Log the summary line of the last interval, if anything happened.
     fn summarize(&self, last: &mut (u64, u64)) {
-        let now = unix_now();
         let (_, suppressed) = self.kernel_counters();
         let mut g = self.agg.lock().unwrap_or_else(|p| p.into_inner());
-        g.prune(now);
-        let events = g.events - last.0;
-        let suppressed_now = suppressed.saturating_sub(last.1);
-        *last = (g.events, suppressed);
-        if events == 0 && suppressed_now == 0 {
-            return;
+        if let Some(s) = summary(&mut g, last, suppressed, unix_now()) {
+            info!(
+                events = s.events,
+                suppressed = s.suppressed,
+                prefixes_48 = s.prefixes_48,
+                prefixes_64 = s.prefixes_64,
+                evicted = s.evicted,
+                top_48 = s.top_48,
+                "non-partner SYN sources in the last {} min (`mx6gate top` for more)",
+                SUMMARY_EVERY.as_secs() / 60
+            );
         }
-        let minutes = (SUMMARY_EVERY.as_secs() / 60) as u32;
-        let top: Vec<String> = g
-            .top(48, minutes, now, SUMMARY_TOP)
-            .iter()
-            .map(|r| format!("{} {}", r.prefix, r.count))
-            .collect();
-        info!(
-            events,
-            suppressed = suppressed_now,
-            prefixes_48 = g.tracked(48),
-            prefixes_64 = g.tracked(64),
-            evicted = g.evicted,
-            top_48 = top.join(", "),
-            "non-partner SYN sources in the last {minutes} min (`mx6gate top` for more)"
-        );
     }
+}
+
+/// What one summary line says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Reports read in the interval.
+    pub events: u64,
+    /// Reports the kernel suppressed in the interval.
+    pub suppressed: u64,
+    pub prefixes_48: usize,
+    pub prefixes_64: usize,
+    pub evicted: u64,
+    /// "PREFIX COUNT, …" for the busiest /48s of the interval.
+    pub top_48: String,
+}
+
+/// The summary for the interval since `last` (events read, suppressed
+/// total), which it advances; None when nothing happened. Also prunes.
+pub fn summary(
+    g: &mut Aggregator,
+    last: &mut (u64, u64),
+    suppressed_total: u64,
+    now: u64,
+) -> Option<Summary> {
+    g.prune(now);
+    let events = g.events - last.0;
+    let suppressed = suppressed_total.saturating_sub(last.1);
+    *last = (g.events, suppressed_total);
+    if events == 0 && suppressed == 0 {
+        return None;
+    }
+    let minutes = (SUMMARY_EVERY.as_secs() / 60) as u32;
+    let top: Vec<String> = g
+        .top(48, minutes, now, SUMMARY_TOP)
+        .iter()
+        .map(|r| format!("{} {}", r.prefix, r.count))
+        .collect();
+    Some(Summary {
+        events,
+        suppressed,
+        prefixes_48: g.tracked(48),
+        prefixes_64: g.tracked(64),
+        evicted: g.evicted,
+        top_48: top.join(", "),
+    })
 }
 
 /// The running service: its tasks end when it is dropped.
@@ -286,5 +320,49 @@ impl Drop for Service {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mx6gate_common::report::{Program, ReportAction};
+
+    #[test]
+    fn summary_only_when_something_happened() {
+        let mut g = Aggregator::new(100);
+        let mut last = (0, 0);
+        let now = 1_800_000_000;
+        assert_eq!(summary(&mut g, &mut last, 0, now), None);
+        for (src, n) in [
+            ("2001:db8:2::1", 3),
+            ("2001:db8:3::1", 1),
+            ("2001:db8:2:1::1", 1),
+        ] {
+            for _ in 0..n {
+                g.record(
+                    src.parse().unwrap(),
+                    ReportAction::Monitor,
+                    Program::SkLookup,
+                    now - 10,
+                );
+            }
+        }
+        let s = summary(&mut g, &mut last, 7, now).unwrap();
+        assert_eq!(
+            s,
+            Summary {
+                events: 5,
+                suppressed: 7,
+                prefixes_48: 2,
+                prefixes_64: 3,
+                evicted: 0,
+                top_48: "2001:db8:2::/48 4, 2001:db8:3::/48 1".into(),
+            }
+        );
+        // Nothing new: no line. Only suppressed reports: a line.
+        assert_eq!(summary(&mut g, &mut last, 7, now + 300), None);
+        let s = summary(&mut g, &mut last, 9, now + 600).unwrap();
+        assert_eq!((s.events, s.suppressed, s.top_48.as_str()), (0, 2, ""));
     }
 }
