@@ -105,7 +105,7 @@ impl ReportAction {
     }
 }
 
-/// One record in the REPORTS ring buffer (32 bytes, no padding).
+/// One record in the REPORTS ring buffer (40 bytes, explicit padding).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SynEvent {
@@ -117,12 +117,17 @@ pub struct SynEvent {
     pub src: [u8; 16],
     /// Interface the SYN came in on.
     pub ifindex: u32,
+    /// Source port, host byte order: with `src` and `dport` it tells a
+    /// new attempt from a retransmitted SYN or a stray segment of one
+    /// already reported (sk_lookup cannot see TCP flags).
+    pub sport: u16,
     /// Destination (protected) port, host byte order.
     pub dport: u16,
     /// A [`ReportAction`] as u8.
     pub action: u8,
     /// A [`Program`] as u8.
     pub program: u8,
+    pub _pad: [u8; 6],
 }
 
 impl SynEvent {
@@ -177,7 +182,7 @@ mod tests {
 
     #[test]
     fn event_layout_has_no_padding() {
-        assert_eq!(core::mem::size_of::<SynEvent>(), 32);
+        assert_eq!(core::mem::size_of::<SynEvent>(), 40);
         assert_eq!(core::mem::size_of::<Bucket>(), 16);
     }
 
@@ -210,12 +215,14 @@ mod tests {
             ktime_ns: 7,
             src: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
             ifindex: 3,
+            sport: 41000,
             dport: 25,
             action: ReportAction::Drop as u8,
             program: Program::Xdp as u8,
+            _pad: [0; 6],
         };
-        let bytes: [u8; 32] = unsafe { core::mem::transmute(e) };
+        let bytes: [u8; 40] = unsafe { core::mem::transmute(e) };
         assert_eq!(SynEvent::from_bytes(&bytes), Some(e));
-        assert_eq!(SynEvent::from_bytes(&bytes[..31]), None);
+        assert_eq!(SynEvent::from_bytes(&bytes[..39]), None);
     }
 }

@@ -22,9 +22,16 @@ pub static REPORTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 pub static REPORT_BUDGET: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(1, 0);
 
-/// Report one non-partner SYN from `src` to `dport`.
+/// Report one non-partner SYN from `src`:`sport` to `dport`.
 #[inline(always)]
-pub fn syn(src: &[u8; 16], dport: u16, action: ReportAction, program: Program, ifindex: u32) {
+pub fn syn(
+    src: &[u8; 16],
+    sport: u16,
+    dport: u16,
+    action: ReportAction,
+    program: Program,
+    ifindex: u32,
+) {
     let Some(b) = REPORT_BUDGET.get_ptr_mut(0) else {
         return;
     };
@@ -40,9 +47,11 @@ pub fn syn(src: &[u8; 16], dport: u16, action: ReportAction, program: Program, i
                 ktime_ns: now,
                 src: *src,
                 ifindex,
+                sport,
                 dport,
                 action: action as u8,
                 program: program as u8,
+                _pad: [0; 6],
             });
             e.submit(0);
             count(Counter::ReportSent);

@@ -76,14 +76,17 @@ pub fn mx6gate_sk_lookup(ctx: SkLookupContext) -> u32 {
         Steer::Responder => return sk_action::SK_PASS,
     };
     count(outcome);
-    report(&src, port, outcome, ifindex);
+    // remote_port is a __be16 followed by zero padding; the 32-bit load
+    // older kernels need puts it in the low half.
+    let sport = u16::from_be(unsafe { field(&raw const (*l).remote_port as *const u32) } as u16);
+    report(&src, sport, port, outcome, ifindex);
     verdict
 }
 
 /// Report a non-partner outcome (the counter names it); partners and
 /// unprotected ports are not reported.
 #[inline(always)]
-fn report(src: &[u8; 16], port: u16, outcome: Counter, ifindex: u32) {
+fn report(src: &[u8; 16], sport: u16, port: u16, outcome: Counter, ifindex: u32) {
     let action = match outcome {
         Counter::SkMonitored => ReportAction::Monitor,
         Counter::SkDeferred => ReportAction::Defer,
@@ -93,5 +96,5 @@ fn report(src: &[u8; 16], port: u16, outcome: Counter, ifindex: u32) {
         }
         _ => return,
     };
-    crate::report::syn(src, port, action, Program::SkLookup, ifindex);
+    crate::report::syn(src, sport, port, action, Program::SkLookup, ifindex);
 }

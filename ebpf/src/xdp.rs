@@ -57,7 +57,8 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
         Mode::Reset => Some(ReportAction::Reset),
         Mode::Monitor | Mode::Defer => None,
     } {
-        crate::report::syn(&src, dport, action, Program::Xdp, ctx.ingress_ifindex() as u32);
+        let sport = u16::from_be_bytes([th[0], th[1]]);
+        crate::report::syn(&src, sport, dport, action, Program::Xdp, ctx.ingress_ifindex() as u32);
     }
     match mode {
         Mode::Monitor => pass(Counter::Monitored),

@@ -170,7 +170,7 @@ fn kernel_rate_limit_reports_up_to_the_budget_and_counts_the_rest() {
         let Some(item) = ring.next() else { break };
         let e = SynEvent::from_bytes(&item).expect("a SynEvent");
         assert_eq!(Ipv6Addr::from(e.src), Ipv6Addr::from(stranger));
-        assert_eq!(e.dport, 25);
+        assert_eq!((e.sport, e.dport), (41000, 25));
         assert_eq!(ReportAction::from_u8(e.action), Some(ReportAction::Drop));
         assert_eq!(Program::from_u8(e.program), Some(Program::Xdp));
         assert!(e.ktime_ns > 0);
@@ -217,6 +217,19 @@ fn rows(v: &Value) -> Vec<(String, u64)> {
             )
         })
         .collect()
+}
+
+/// Start the daemon and wait until `top` answers (it binds the control
+/// socket just after logging "gate running").
+fn start(g: &mut GateUnderTest) {
+    g.start().unwrap();
+    for _ in 0..250 {
+        if g.cli(&["top"]).unwrap().status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("`mx6gate top` did not answer within 5 s:\n{}", g.log());
 }
 
 /// Poll `top --json ARGS` until `done` holds (bounded: 10 s).
@@ -305,7 +318,7 @@ fn top_lists_non_partner_prefixes_from_real_connections() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no mx6gate daemon is running"), "{err}");
 
-    g.start().unwrap();
+    start(&mut g);
     let empty = top_json(&g, &[]);
     assert_eq!(rows(&empty), []);
 
@@ -339,7 +352,9 @@ fn top_lists_non_partner_prefixes_from_real_connections() {
             ("2001:db8:3::/48".to_string(), 3),
             ("2001:db8:4::/48".to_string(), 1)
         ],
-        "{by48}"
+        "{by48}\n{}\n{}",
+        g.ok(&["status"]).unwrap(),
+        topo.gw.run_stdout(&["ss", "-tan"]).unwrap()
     );
     let first = &by48["rows"][0];
     assert_eq!(first["actions"], serde_json::json!(["monitor"]));
@@ -347,6 +362,7 @@ fn top_lists_non_partner_prefixes_from_real_connections() {
     assert_eq!(first["last_source"], "2001:db8:2:1::25");
     assert!(first["first_seen"].as_u64() <= first["last_seen"].as_u64());
     assert_eq!(by48["stats"]["events"], expected);
+    assert_eq!(by48["stats"]["malformed"], 0);
     assert_eq!(by48["stats"]["reports_suppressed"], 0);
 
     // By /64: the /48 splits.
@@ -497,6 +513,7 @@ fn top_lists_non_partner_prefixes_from_real_connections() {
     // Enforcing, daemon down: XDP's reports wait in the pinned ring
     // buffer, and the next daemon reads them with their own times.
     g.ok(&["mode", "reset"]).unwrap();
+    let sent_before = top_json(&g, &[])["stats"]["reports_sent"].as_u64().unwrap();
     g.stop().unwrap();
     let out = g.cli(&["top"]).unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no mx6gate daemon is running"));
@@ -515,7 +532,7 @@ fn top_lists_non_partner_prefixes_from_real_connections() {
     }
     // Long enough that dating by the read would show.
     std::thread::sleep(Duration::from_millis(2100));
-    g.start().unwrap();
+    start(&mut g);
     let v = wait_top(&g, &["--by", "64"], |v| total(v) >= 2);
     assert_eq!(rows(&v), [("2001:db8:4:5::/64".to_string(), 2)], "{v}");
     let r = &v["rows"][0];
@@ -524,6 +541,35 @@ fn top_lists_non_partner_prefixes_from_real_connections() {
     assert!(
         r["last_seen"].as_u64().unwrap() <= before_restart + 1,
         "dated by the kernel, not by the read: {r}"
+    );
+
+    // Drop mode: the client retransmits its SYN; XDP reports every SYN,
+    // the daemon counts one attempt and the rest as repeats.
+    g.ok(&["mode", "drop"]).unwrap();
+    let o = connect_from(
+        &topo.sender,
+        ip("2001:db8:3::25"),
+        Topology::gw_v6(25),
+        Duration::from_millis(2500),
+    );
+    assert!(o.is_timed_out(), "drop mode: {o}");
+    let v = wait_top(&g, &["--by", "64"], |v| {
+        v["stats"]["repeats"].as_u64() >= Some(1)
+    });
+    assert_eq!(
+        rows(&v),
+        [
+            ("2001:db8:4:5::/64".to_string(), 2),
+            ("2001:db8:3::/64".to_string(), 1)
+        ],
+        "{v}"
+    );
+    assert_eq!(v["rows"][1]["actions"], serde_json::json!(["drop"]));
+    assert!(v["stats"]["repeats"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(
+        v["stats"]["events"].as_u64().unwrap() + v["stats"]["repeats"].as_u64().unwrap(),
+        v["stats"]["reports_sent"].as_u64().unwrap() - sent_before,
+        "every report read is an attempt or a repeat: {v}"
     );
 
     // status shows the reporting counters.

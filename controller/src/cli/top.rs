@@ -201,9 +201,10 @@ fn print_table(r: &TopReport, resolve: bool) {
     }
     let s = &r.stats;
     println!(
-        "reports: {} read since the daemon started ({}); kernel since load: {} sent, {} suppressed (rate limit or full buffer); {} /48s and {} /64s tracked, {} evicted",
-        s.events,
+        "since the daemon started ({}): {} attempts counted, {} repeats (SYN retransmits, stray segments); kernel since load: {} reports sent, {} suppressed (rate limit or full buffer); {} /48s and {} /64s tracked, {} evicted",
         when(s.since),
+        s.events,
+        s.repeats,
         s.reports_sent,
         s.reports_suppressed,
         s.tracked_48,

@@ -146,6 +146,8 @@ pub struct Aggregator {
     pub evicted: u64,
     /// Ring-buffer records that could not be read as reports.
     pub malformed: u64,
+    /// Reports not recorded: repeats of an attempt already recorded.
+    pub repeats: u64,
 }
 
 /// One row of a `top` answer.
@@ -188,6 +190,7 @@ impl Aggregator {
             events: 0,
             evicted: 0,
             malformed: 0,
+            repeats: 0,
         }
     }
 

@@ -2,11 +2,14 @@
 //! through the REPORTS ring buffer, aggregated by source /48 and /64.
 //!
 //! - `reader`    — the ring buffer → the aggregate (tokio AsyncFd)
+//! - `dedup`     — one count per connection attempt (SYN retransmits and
+//!   stray segments are recognised)
 //! - `aggregate` — counts, first/last seen and time buckets per prefix,
 //!   memory-bounded
 //! - this module — the service the daemon runs: reader, periodic summary
 //!   log line, and the answers `mx6gate top` gets over the control socket.
 pub mod aggregate;
+pub mod dedup;
 pub mod reader;
 
 use std::{
@@ -86,8 +89,11 @@ pub struct TopRow {
 pub struct Stats {
     /// Unix second the daemon started aggregating.
     pub since: u64,
-    /// Reports read since then.
+    /// Connection attempts counted since then.
     pub events: u64,
+    /// Reports that repeated an attempt already counted (retransmitted
+    /// SYNs, stray segments).
+    pub repeats: u64,
     pub malformed: u64,
     /// Prefixes evicted to stay within the memory bound.
     pub evicted: u64,
@@ -172,6 +178,7 @@ impl Handle {
             stats: Stats {
                 since: self.since,
                 events: g.events,
+                repeats: g.repeats,
                 malformed: g.malformed,
                 evicted: g.evicted,
                 tracked_48: g.tracked(48),

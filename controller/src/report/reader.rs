@@ -17,7 +17,7 @@ use mx6gate_common::{
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
-use super::aggregate::Aggregator;
+use super::{aggregate::Aggregator, dedup::Attempts};
 use crate::gate::PinLayout;
 
 /// Most records taken per wakeup before yielding to the other tasks (the
@@ -49,6 +49,7 @@ impl Reader {
         // Records that are not SynEvents (never, unless the object and
         // this build disagree); counted, not fatal.
         let mut malformed = 0u64;
+        let mut attempts = Attempts::default();
         loop {
             let mut guard = self.ring.readable_mut().await?;
             let ring = guard.get_inner_mut();
@@ -76,6 +77,10 @@ impl Reader {
                         g.malformed += 1;
                         continue;
                     };
+                    if !attempts.is_new(u128::from_be_bytes(e.src), e.sport, e.dport, e.ktime_ns) {
+                        g.repeats += 1;
+                        continue;
+                    }
                     g.record(
                         Ipv6Addr::from(e.src),
                         action,
