@@ -431,7 +431,7 @@ fn top_lists_non_partner_prefixes_from_real_connections() {
     assert_eq!(words[4], "net-2001-db8-2-48");
     assert_eq!(words[5], "2001:db8:2::/48");
     assert_eq!(words[6], "--note");
-    assert!(words[7].contains("5 SYNs in 10m"), "{words:?}");
+    assert!(words[7].contains("5 attempts in 10m"), "{words:?}");
     let run = cmd::output_with_timeout(
         {
             let mut c = Command::new("nsenter");

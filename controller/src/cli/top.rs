@@ -245,7 +245,7 @@ pub fn suggest(r: &TopReport, config: Option<&str>) -> Vec<Suggestion> {
                 .and_then(name_from_ptr)
                 .unwrap_or_else(|| name_from_prefix(&net));
             let mut note = format!(
-                "suggested by mx6gate top on {day}: {} SYNs in {}",
+                "suggested by mx6gate top on {day}: {} attempts in {}",
                 row.count,
                 window_str(r.window_minutes)
             );
