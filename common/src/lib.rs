@@ -8,6 +8,7 @@
 pub mod allow;
 pub mod classify;
 pub mod proto;
+pub mod report;
 pub mod steer;
 
 /// Names of the maps in the eBPF object. The controller pins each one under
@@ -24,7 +25,10 @@ pub mod map_names {
     pub const SLASH32: &str = "SLASH32";
     /// Second level of the allowlist (see `allow`).
     pub const LONG_PREFIXES: &str = "LONG_PREFIXES";
-    pub const ALL: [&str; 7] = [
+    /// Ring buffer of non-partner SYN reports (see `report`). Pinned so a
+    /// restarted controller reads on where the last one stopped.
+    pub const REPORTS: &str = "REPORTS";
+    pub const ALL: [&str; 8] = [
         ALLOW,
         CONFIG,
         COUNTERS,
@@ -32,6 +36,7 @@ pub mod map_names {
         RESPONDER,
         SLASH32,
         LONG_PREFIXES,
+        REPORTS,
     ];
 }
 
@@ -178,6 +183,12 @@ pub enum Counter {
     SkResponderDownPassed = 12,
     /// Defer mode with no responder socket: refused by policy.
     SkResponderDownRefused = 13,
+    // Reports of non-partner SYNs to the controller (both programs).
+    /// Report written to the REPORTS ring buffer.
+    ReportSent = 14,
+    /// Report not written: over the per-CPU rate budget, or the ring
+    /// buffer was full (the controller is behind or not running).
+    ReportSuppressed = 15,
 }
 
 impl Counter {
@@ -202,6 +213,9 @@ impl Counter {
         Counter::SkResponderDownRefused,
     ];
 
+    /// The reporting outcomes (`report`).
+    pub const REPORT_ALL: [Counter; 2] = [Counter::ReportSent, Counter::ReportSuppressed];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Counter::PassedOther => "passed_other",
@@ -217,6 +231,8 @@ impl Counter {
             Counter::SkRefused => "refused",
             Counter::SkResponderDownPassed => "responder_down_passed",
             Counter::SkResponderDownRefused => "responder_down_refused",
+            Counter::ReportSent => "reports_sent",
+            Counter::ReportSuppressed => "reports_suppressed",
         }
     }
 }

@@ -103,6 +103,8 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         (gate, maps, pid_file, listener, metrics)
     };
     let responder = RunningResponder::start(&cfg.responder, listener, &metrics)?;
+    // Who is being turned away: read the kernel's reports, answer `top`.
+    let _reports = crate::report::start_in_daemon(&cfg.pin_path, &state);
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         iface_override: ifaces,

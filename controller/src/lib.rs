@@ -8,6 +8,8 @@
 //! - `store`  — the partner store (partners_dir/*.toml)
 //! - `state`  — runtime state: mode override, partner ids, the lock
 //! - `sync`   — store and config → maps
+//! - `report` — non-partner SYN reports from the kernel, aggregated
+//! - `control` — the daemon's control socket (`mx6gate top` asks it)
 //! - `daemon` — `mx6gate run`
 //! - `metrics` — the Prometheus endpoint
 //! - `notify` — systemd readiness (sd_notify) for `run`
@@ -18,6 +20,7 @@ pub mod allowlist;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod doctor;
 pub mod fsutil;
@@ -27,6 +30,7 @@ pub mod logging;
 pub mod maps;
 pub mod metrics;
 pub mod notify;
+pub mod report;
 pub mod responder;
 pub mod state;
 pub mod store;

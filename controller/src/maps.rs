@@ -89,6 +89,11 @@ impl GateMaps {
         self.read_counters(&Counter::SK_ALL)
     }
 
+    /// The reporting counters (reports sent to the controller, suppressed).
+    pub fn report_counters(&self) -> Result<Vec<(Counter, u64)>> {
+        self.read_counters(&Counter::REPORT_ALL)
+    }
+
     fn read_counters(&self, which: &[Counter]) -> Result<Vec<(Counter, u64)>> {
         which.iter().map(|c| Ok((*c, self.counter(*c)?))).collect()
     }

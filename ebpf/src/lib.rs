@@ -2,13 +2,15 @@
 //! - `mx6gate_xdp`: the fast path on each protected interface (xdp.rs);
 //! - `mx6gate_sk_lookup`: steering and backstop in the gateway's network
 //!   namespace (sk_lookup.rs);
-//! maps shared with the controller live in maps.rs, bounds-checked packet
+//! maps shared with the controller live in maps.rs, reports of
+//! non-partner SYNs to the controller in report.rs, bounds-checked packet
 //! access in packet.rs.
 #![no_std]
 #![no_main]
 
 mod maps;
 mod packet;
+mod report;
 mod sk_lookup;
 mod xdp;
 

@@ -9,7 +9,9 @@ use aya_ebpf::{
 };
 use mx6gate_common::{
     proto::IPPROTO_TCP,
+    report::{Program, ReportAction},
     steer::{decide, responder_down, Steer},
+    Counter,
 };
 
 use crate::maps::{allowed, config, count, RESPONDER};
@@ -37,7 +39,8 @@ pub fn mx6gate_sk_lookup(ctx: SkLookupContext) -> u32 {
     }
     // Connections from the gateway itself (over lo) are the operator's own,
     // never a remote MTA's: local submission and health checks stay as they are.
-    if unsafe { field(&raw const (*l).ingress_ifindex) } == LOOPBACK_IFINDEX {
+    let ifindex = unsafe { field(&raw const (*l).ingress_ifindex) };
+    if ifindex == LOOPBACK_IFINDEX {
         return sk_action::SK_PASS;
     }
     let Some(cfg) = config() else {
@@ -58,25 +61,40 @@ pub fn mx6gate_sk_lookup(ctx: SkLookupContext) -> u32 {
     let partner = allowed(cfg, &src);
     let steer = match decide(cfg, port, partner.is_some()) {
         Steer::Responder => match RESPONDER.redirect_sk_lookup(&ctx, 0, 0) {
-            Ok(()) => {
-                count(mx6gate_common::Counter::SkDeferred);
-                return sk_action::SK_PASS;
-            }
+            // Assigned: SK_PASS hands the connection to the responder.
+            Ok(()) => Steer::Pass(Counter::SkDeferred),
             // The responder's socket leaves the SOCKMAP when it dies.
             Err(_) => responder_down(cfg),
         },
         s => s,
     };
-    match steer {
-        // Partner hits are XDP's to count (once per SYN); here only outcomes.
-        Steer::Pass(c) => {
-            count(c);
-            sk_action::SK_PASS
+    // Partner hits are XDP's to count (once per SYN); here only outcomes.
+    let (outcome, verdict) = match steer {
+        Steer::Pass(c) => (c, sk_action::SK_PASS),
+        Steer::Refuse(c) => (c, sk_action::SK_DROP),
+        // Resolved above; responder_down never answers Responder.
+        Steer::Responder => return sk_action::SK_PASS,
+    };
+    count(outcome);
+    // remote_port is a __be16 followed by zero padding; the 32-bit load
+    // older kernels need puts it in the low half.
+    let sport = u16::from_be(unsafe { field(&raw const (*l).remote_port as *const u32) } as u16);
+    report(&src, sport, port, outcome, ifindex);
+    verdict
+}
+
+/// Report a non-partner outcome (the counter names it); partners and
+/// unprotected ports are not reported.
+#[inline(always)]
+fn report(src: &[u8; 16], sport: u16, port: u16, outcome: Counter, ifindex: u32) {
+    let action = match outcome {
+        Counter::SkMonitored => ReportAction::Monitor,
+        Counter::SkDeferred => ReportAction::Defer,
+        Counter::SkRefused => ReportAction::Backstop,
+        Counter::SkResponderDownPassed | Counter::SkResponderDownRefused => {
+            ReportAction::ResponderDown
         }
-        Steer::Refuse(c) => {
-            count(c);
-            sk_action::SK_DROP
-        }
-        Steer::Responder => sk_action::SK_PASS,
-    }
+        _ => return,
+    };
+    crate::report::syn(src, sport, port, action, Program::SkLookup, ifindex);
 }

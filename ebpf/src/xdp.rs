@@ -3,7 +3,11 @@
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_xdp_adjust_tail, macros::xdp, programs::XdpContext,
 };
-use mx6gate_common::{proto::*, Counter, Mode};
+use mx6gate_common::{
+    proto::*,
+    report::{Program, ReportAction},
+    Counter, Mode,
+};
 
 use crate::maps::{allowed, config, count, count_partner};
 use crate::packet::{be16, load, ptr_at};
@@ -35,7 +39,8 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
     let Some(cfg) = config() else {
         return pass(Counter::PassedOther);
     };
-    if !cfg.protects(u16::from_be_bytes([th[2], th[3]])) {
+    let dport = u16::from_be_bytes([th[2], th[3]]);
+    if !cfg.protects(dport) {
         return pass(Counter::PassedOther);
     }
     let mut src = [0u8; 16];
@@ -44,7 +49,18 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
         count_partner(id);
         return pass(Counter::PartnerAllowed);
     }
-    match Mode::from_u32(cfg.mode) {
+    let mode = Mode::from_u32(cfg.mode);
+    // Drop and reset are final here, so XDP reports them; what it passes
+    // on (monitor, defer) sk_lookup reports, once per connection.
+    if let Some(action) = match mode {
+        Mode::Drop => Some(ReportAction::Drop),
+        Mode::Reset => Some(ReportAction::Reset),
+        Mode::Monitor | Mode::Defer => None,
+    } {
+        let sport = u16::from_be_bytes([th[0], th[1]]);
+        crate::report::syn(&src, sport, dport, action, Program::Xdp, ctx.ingress_ifindex() as u32);
+    }
+    match mode {
         Mode::Monitor => pass(Counter::Monitored),
         Mode::Defer => pass(Counter::Deferred),
         Mode::Drop => {

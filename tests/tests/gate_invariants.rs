@@ -746,11 +746,12 @@ struct Snapshot {
 fn snapshot(g: &GateUnderTest) -> Snapshot {
     Snapshot {
         partners: files(&g.partners_dir(), &[]),
-        // The lock and the daemon's pid file (and its temp file: the daemon
-        // writes it just after logging "gate running") are not state.
-        state: files(&state_dir(g), &["lock", "mx6gate.pid"])
+        // The lock, the daemon's pid file and control socket (and their
+        // temp files: the daemon makes them just after logging "gate
+        // running") are not state.
+        state: files(&state_dir(g), &["lock", "mx6gate.pid", "control.sock"])
             .into_iter()
-            .filter(|(k, _)| !k.starts_with(".mx6gate.pid.tmp"))
+            .filter(|(k, _)| !k.starts_with(".mx6gate.pid.tmp") && !k.starts_with(".control.sock."))
             .collect(),
         allow: allow_map(&g.pin_path),
         config: config_map(&g.pin_path),

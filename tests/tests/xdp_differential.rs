@@ -275,6 +275,13 @@ fn generated_packets_match_reference() {
         ..PtConfig::default()
     });
     let before = h.counters();
+    let reports_before: u64 = h
+        .maps
+        .report_counters()
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
     // TestRunner wants an Fn closure: the harness and tallies go in cells.
     let h = std::cell::RefCell::new(h);
     let want = std::cell::RefCell::new(vec![0u64; Counter::ALL.len()]);
@@ -298,6 +305,21 @@ fn generated_packets_match_reference() {
     for (i, c) in Counter::ALL.iter().enumerate() {
         assert_eq!(after[i] - before[i], want[i], "counter {}", c.as_str());
     }
+    // XDP reports exactly its final non-partner verdicts (sent or
+    // suppressed), nothing else.
+    let reports: u64 = h
+        .borrow()
+        .maps
+        .report_counters()
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        reports - reports_before,
+        want[Counter::Dropped as usize] + want[Counter::Reset as usize],
+        "reports sent + suppressed"
+    );
     eprintln!("{cases} generated packets; outcomes {want:?}; {tx} RSTs validated");
     assert!(
         want.iter().all(|n| *n > 0),

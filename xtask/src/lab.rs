@@ -62,6 +62,11 @@ pub fn lab(keep: bool) -> Result<()> {
         }
     }
     print!("\n$ mx6gate status\n{}", gate.ok(&["status"])?);
+    // Who was turned away, and how: what an operator reads before enforcing.
+    print!(
+        "\n$ mx6gate top --by 64 --suggest\n{}",
+        gate.ok(&["top", "--by", "64", "--suggest"])?
+    );
     print!(
         "\n$ mx6gate partner list\n{}",
         gate.ok(&["partner", "list"])?

@@ -9,6 +9,7 @@ mod mode;
 mod partner;
 mod run;
 mod status;
+mod top;
 
 use std::path::{Path, PathBuf};
 
@@ -74,6 +75,9 @@ pub enum Cmd {
     },
     /// Show the gate: attachment, mode, counters, allowlist.
     Status,
+    /// The busiest non-partner source prefixes (asks the running daemon):
+    /// who is being turned away, or in monitor mode who would be.
+    Top(top::Args),
     /// Say what the gate would do with an SMTP connection from ADDR.
     Check {
         /// An IPv6 (or IPv4) source address.
@@ -117,6 +121,7 @@ pub fn main() -> std::process::ExitCode {
         Cmd::Partner(cmd) => partner::run(&cli.config, cmd),
         Cmd::Mode { mode } => mode::run(&cli.config, mode.into()),
         Cmd::Status => status::run(&cli.config),
+        Cmd::Top(args) => top::run(&cli.config, args),
         Cmd::Check { addr } => check::run(&cli.config, &addr),
         Cmd::Detach => detach::run(&cli.config),
         Cmd::Doctor(args) => match doctor::run(&cli.config, args) {

@@ -155,6 +155,10 @@ pub fn run(config: &Path) -> Result<()> {
         for (c, n) in maps.sk_counters()? {
             println!("  {:<24} {n}", c.as_str());
         }
+        println!("non-partner SYN reports to the daemon (`mx6gate top`), since load:");
+        for (c, n) in maps.report_counters()? {
+            println!("  {:<24} {n}", c.as_str());
+        }
     }
     Ok(())
 }

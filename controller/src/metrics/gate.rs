@@ -36,6 +36,9 @@ pub fn counter_table() -> impl Iterator<Item = (&'static str, Counter)> {
         .into_iter()
         .map(|c| ("xdp", c))
         .chain(Counter::SK_ALL.into_iter().map(|c| ("sk_lookup", c)))
+        // The programs' non-partner SYN reports: sent to the ring buffer, or
+        // over the kernel's rate budget (counted, not sent).
+        .chain(Counter::REPORT_ALL.into_iter().map(|c| ("report", c)))
 }
 
 /// Entries and capacity of one map.
