@@ -24,7 +24,9 @@ pub mod map_names {
     pub const SLASH32: &str = "SLASH32";
     /// Second level of the allowlist (see `allow`).
     pub const LONG_PREFIXES: &str = "LONG_PREFIXES";
-    pub const ALL: [&str; 7] = [
+    /// Level 0 of the allowlist: the /28 bitmap of 2000::/3 (see `allow`).
+    pub const OCCUPIED: &str = "OCCUPIED";
+    pub const ALL: [&str; 8] = [
         ALLOW,
         CONFIG,
         COUNTERS,
@@ -32,6 +34,7 @@ pub mod map_names {
         RESPONDER,
         SLASH32,
         LONG_PREFIXES,
+        OCCUPIED,
     ];
 }
 

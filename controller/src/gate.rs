@@ -2,7 +2,7 @@
 //! earlier controller pinned, attach XDP, detach. Owns the bpffs layout:
 //!
 //! ```text
-//! <pin_path>/maps/<MAP>         ALLOW, CONFIG, COUNTERS, PARTNER_HITS
+//! <pin_path>/maps/<MAP>         every map in mx6gate_common::map_names::ALL
 //! <pin_path>/progs/xdp          the XDP program now attached
 //! <pin_path>/progs/sk_lookup    the sk_lookup program now attached
 //! <pin_path>/links/xdp@<iface>  one bpf_link per protected interface
@@ -421,7 +421,7 @@ impl Gate {
 /// Key and value sizes of each map as this build defines them. Pinned
 /// maps from a build with another layout cannot be adopted; say so plainly
 /// instead of failing deep in the loader or the verifier.
-fn expected_layout() -> [(&'static str, usize, usize); 7] {
+fn expected_layout() -> [(&'static str, usize, usize); 8] {
     use mx6gate_common::{
         allow::{LongKey, Slash32},
         AllowKey, GateConfig,
@@ -435,6 +435,7 @@ fn expected_layout() -> [(&'static str, usize, usize); 7] {
         (map_names::RESPONDER, 4, 4),
         (map_names::SLASH32, 4, size_of::<Slash32>()),
         (map_names::LONG_PREFIXES, size_of::<LongKey>(), 4),
+        (map_names::OCCUPIED, 4, 8),
     ]
 }
 

@@ -7,7 +7,7 @@ use aya::maps::{
     lpm_trie::LpmTrie, Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuValues, SockMap,
 };
 use mx6gate_common::{
-    allow::{LongKey, Slash32},
+    allow::{LongKey, Slash32, OCCUPIED_WORDS},
     map_names, Counter, GateConfig, PartnerId,
 };
 
@@ -18,6 +18,8 @@ pub struct GateMaps {
     pub slash32: HashMap<MapData, [u8; 4], Slash32>,
     pub long: HashMap<MapData, LongKey, PartnerId>,
     pub allow: LpmTrie<MapData, [u8; 16], PartnerId>,
+    /// Level 0, mapped into this process (see `Occupied`).
+    pub occupied: Occupied,
     pub config: Array<MapData, GateConfig>,
     pub counters: PerCpuArray<MapData, u64>,
     pub partner_hits: PerCpuArray<MapData, u64>,
@@ -43,6 +45,7 @@ impl GateMaps {
             slash32: open(&l, map_names::SLASH32)?.try_into()?,
             long: open(&l, map_names::LONG_PREFIXES)?.try_into()?,
             allow: open(&l, map_names::ALLOW)?.try_into()?,
+            occupied: Occupied::open(&l)?,
             config: open(&l, map_names::CONFIG)?.try_into()?,
             counters: open(&l, map_names::COUNTERS)?.try_into()?,
             partner_hits: open(&l, map_names::PARTNER_HITS)?.try_into()?,
@@ -110,4 +113,84 @@ impl GateMaps {
 
 fn sum(v: &PerCpuValues<u64>) -> u64 {
     v.iter().sum()
+}
+
+/// The OCCUPIED bitmap (an mmap-able BPF array of u64 words), mapped
+/// shared into this process: the programs see every store at once, and a
+/// word changes with one aligned 8-byte store, so a program never sees
+/// half of an update.
+pub struct Occupied {
+    ptr: *mut u64,
+    _map: MapData,
+}
+
+// SAFETY: the mapping is plain shared memory accessed only through atomics.
+unsafe impl Send for Occupied {}
+unsafe impl Sync for Occupied {}
+
+impl Occupied {
+    const BYTES: usize = OCCUPIED_WORDS as usize * 8;
+
+    fn open(layout: &PinLayout) -> Result<Occupied> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let path = layout.map(map_names::OCCUPIED);
+        let map = MapData::from_pin(&path)
+            .with_context(|| format!("opening pinned map {}", path.display()))?;
+        let info = map.info()?;
+        if info.max_entries() != OCCUPIED_WORDS || info.value_size() != 8 {
+            anyhow::bail!(
+                "pinned map {} has {} entries of {} bytes, this build needs {OCCUPIED_WORDS} of 8",
+                path.display(),
+                info.max_entries(),
+                info.value_size()
+            );
+        }
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("mapping {} into memory", path.display()));
+        }
+        Ok(Occupied {
+            ptr: ptr.cast(),
+            _map: map,
+        })
+    }
+
+    fn word(&self, i: u32) -> &std::sync::atomic::AtomicU64 {
+        assert!(i < OCCUPIED_WORDS, "OCCUPIED word {i} out of range");
+        // SAFETY: in bounds (checked), 8-byte aligned (page-aligned base),
+        // and only ever accessed atomically from this side.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.add(i as usize)) }
+    }
+
+    pub fn get(&self, i: u32) -> u64 {
+        self.word(i).load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn set(&self, i: u32, v: u64) {
+        self.word(i).store(v, std::sync::atomic::Ordering::Release)
+    }
+
+    /// Every non-zero word.
+    pub fn read(&self) -> std::collections::BTreeMap<u32, u64> {
+        (0..OCCUPIED_WORDS)
+            .map(|i| (i, self.get(i)))
+            .filter(|(_, w)| *w != 0)
+            .collect()
+    }
+}
+
+impl Drop for Occupied {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr.cast(), Self::BYTES) };
+    }
 }

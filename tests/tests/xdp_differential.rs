@@ -304,3 +304,112 @@ fn generated_packets_match_reference() {
         "generator must reach every outcome: {want:?}"
     );
 }
+
+/// /32s at the edges of the allowlist's levels (see mx6gate_common::allow):
+/// both sides of 2000::/3, of a /28 cell of OCCUPIED and of one of its
+/// 64-cell words, one mid-range, and some outside 2000::/3.
+const EDGE_TOPS: [u32; 10] = [
+    0x1fff_ffff,
+    0x2000_0000,
+    0x2001_0dbf,
+    0x2001_0dc0,
+    0x2001_0fff,
+    0x2001_1000,
+    0x2a00_0001,
+    0x3fff_ffff,
+    0x4000_0000,
+    0xfe80_0000,
+];
+
+fn edge_net() -> impl Strategy<Value = Ipv6Net> {
+    (
+        prop::sample::select(EDGE_TOPS.to_vec()),
+        prop_oneof![
+            1 => prop::sample::select(vec![0u8, 1, 2, 3, 4, 12]),
+            30 => prop::sample::select(vec![
+                20u8, 22, 27, 28, 29, 31, 32, 33, 47, 48, 48, 63, 64, 64, 65, 127, 128, 128,
+            ]),
+        ],
+        any::<u128>(),
+    )
+        .prop_map(|(top, len, rnd)| {
+            // Few distinct low parts, so prefixes nest and share /32s.
+            let a = (u128::from(top) << 96) | ((rnd >> 32) & 0xffff_0000_0000_0000_0000_00ff);
+            Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc()
+        })
+}
+
+fn edge_source() -> impl Strategy<Value = [u8; 16]> {
+    (prop::sample::select(EDGE_TOPS.to_vec()), any::<u128>(), any::<bool>()).prop_map(
+        |(top, rnd, near)| {
+            let low = if near {
+                (rnd >> 32) & 0xffff_0000_0000_0000_0000_00ff
+            } else {
+                rnd >> 32
+            };
+            ((u128::from(top) << 96) | low).to_be_bytes()
+        },
+    )
+}
+
+/// The allowlist layout in the kernel, not just its plan: a series of
+/// allowlists full of the layout's edge cases (cell and /32 boundaries,
+/// /0–/31, several prefixes per /32, /128s, outside 2000::/3), each applied
+/// with the product's sync — the incremental path against the previous
+/// one, and every few steps the full read-back path — then SYNs from
+/// sources around them run through the XDP program in drop mode and
+/// compared with the reference's longest-prefix match, and the
+/// controller's own replay of the lookup (`allowlist::lookup`, used by
+/// `mx6gate check`) held to the same answer.
+#[test]
+fn allowlist_layout_matches_reference_across_updates() {
+    let Some(h) = Harness::new() else { return };
+    let state = mx6gate::state::StateDir::new(&h.cfg.state_dir);
+    std::fs::create_dir_all(&h.cfg.state_dir).unwrap();
+    let mut runner = TestRunner::new(PtConfig {
+        cases: 60,
+        failure_persistence: None,
+        ..PtConfig::default()
+    });
+    let h = std::cell::RefCell::new(h);
+    let step = std::cell::Cell::new(0u32);
+    let set = prop::collection::btree_map(edge_net(), 0u32..6, 0..20);
+    let result = runner.run(
+        &(set, prop::collection::vec(edge_source(), 64)),
+        |(set, sources)| {
+            let mut h = h.borrow_mut();
+            let n = step.get();
+            step.set(n + 1);
+            if n % 5 == 4 {
+                mx6gate::sync::apply_allow(&mut h.maps, &set)
+            } else {
+                mx6gate::sync::apply_allow_tracked(&mut h.maps, &state, &set)
+            }
+            .map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+            if n % 5 == 4 {
+                // The full path left the snapshot stale: drop it.
+                std::fs::remove_file(mx6gate::sync::snapshot_path(&state)).ok();
+            }
+            h.partners = set.iter().map(|(n, id)| (*n, *id)).collect();
+            let probes = sources
+                .into_iter()
+                .chain(set.keys().flat_map(|n| {
+                    [n.network().octets(), n.broadcast().octets()]
+                }));
+            for src in probes {
+                let pkt = tcp_frame(&[], src, &[], &Tcp::syn(25));
+                h.check(&pkt, Mode::Drop, false).map_err(TestCaseError::fail)?;
+                let replay = mx6gate::allowlist::lookup(&h.maps, Ipv6Addr::from(src))
+                    .map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+                prop_assert_eq!(replay, h.lookup(&src), "replay for {}", Ipv6Addr::from(src));
+            }
+            let held = mx6gate::allowlist::entries(&h.maps)
+                .map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+            prop_assert_eq!(held, set);
+            Ok(())
+        },
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
