@@ -10,6 +10,8 @@
 //!    no helper call, no hashing): one bit per /28 of 2000::/3, set when
 //!    any allowlist prefix overlaps that /28. A clear bit ends the lookup
 //!    (a stranger — the flood case — costs one load from a 4 MiB table).
+//!    Before it, a summary with one bit per /20 (16 KiB, so it stays in
+//!    cache when sources are spread: a small list answers from it alone).
 //!    Sources outside 2000::/3 skip this level.
 //! 1. SLASH32, a hash keyed by the source's top 32 bits: a miss ends the
 //!    lookup. A hit gives the partner of the longest prefix ≤ /32 covering
@@ -40,8 +42,15 @@ pub const MIN_EXPAND_LEN: u8 = 20;
 pub const OCCUPIED_TOP3: u32 = 0b001;
 /// … in cells of this length: 2^25 cells, one bit each, in u64 words.
 pub const CELL_LEN: u8 = 28;
-/// Entries (u64 words) of OCCUPIED: 2^(28 - 3) bits / 64 = 4 MiB.
+/// Words (u64) of OCCUPIED's cells: 2^(28 - 3) bits / 64 = 4 MiB.
 pub const OCCUPIED_WORDS: u32 = 1 << (CELL_LEN as u32 - 3 - 6);
+/// The summary's cells are /20s: bit `cell >> SUMMARY_SHIFT` is set when
+/// any of its 256 cells is. Its words follow the cells' in OCCUPIED.
+pub const SUMMARY_SHIFT: u32 = 8;
+/// Words of the summary: 2^(20 - 3) bits / 64 = 16 KiB.
+pub const SUMMARY_WORDS: u32 = OCCUPIED_WORDS >> SUMMARY_SHIFT;
+/// Entries of the OCCUPIED array: cells, then summary.
+pub const OCCUPIED_ENTRIES: u32 = OCCUPIED_WORDS + SUMMARY_WORDS;
 
 /// The OCCUPIED cell of a source whose top 32 bits are `top`, or None
 /// outside 2000::/3.

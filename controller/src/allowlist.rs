@@ -12,7 +12,7 @@ use ipnet::Ipv6Net;
 use mx6gate_common::{
     allow::{
         cell_of, mask, mid_lo, pop_longest, LongKey, Slash32, CELL_LEN, MAX_PROBES,
-        MIN_EXPAND_LEN, NO_PARTNER, OCCUPIED_TOP3, USE_TRIE,
+        MIN_EXPAND_LEN, NO_PARTNER, OCCUPIED_TOP3, SUMMARY_SHIFT, USE_TRIE,
     },
     GateConfig, PartnerId,
 };
@@ -22,8 +22,10 @@ use crate::{batch, maps::GateMaps};
 /// What the maps must hold for one prefix set.
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
-    /// OCCUPIED's non-zero words (a word missing here is zero).
+    /// OCCUPIED's non-zero cell words (a word missing here is zero) …
     pub occupied: BTreeMap<u32, u64>,
+    /// … and its summary's set cells.
+    pub summary: BTreeMap<u32, ()>,
     pub slash32: BTreeMap<[u8; 4], Slash32>,
     pub long: BTreeMap<LongKey, PartnerId>,
     pub trie: BTreeMap<Ipv6Net, PartnerId>,
@@ -179,7 +181,19 @@ pub fn plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Plan {
             }
         }
     }
+    p.summary = summary_of(&p.occupied);
     p
+}
+
+/// A cell word's summary cell (words are 64 cells, summary cells 256).
+const WORDS_PER_SUMMARY: u32 = (1 << SUMMARY_SHIFT) / 64;
+
+fn summary_of(occupied: &BTreeMap<u32, u64>) -> BTreeMap<u32, ()> {
+    occupied
+        .iter()
+        .filter(|(_, bits)| **bits != 0)
+        .map(|(w, _)| (w / WORDS_PER_SUMMARY, ()))
+        .collect()
 }
 
 /// OCCUPIED words `first..=last` as `plan(prefixes)` has them (the
@@ -226,6 +240,7 @@ fn trie_key(net: &Ipv6Net) -> Key<[u8; 16]> {
 pub fn read(maps: &GateMaps) -> Result<Plan> {
     let mut p = Plan {
         occupied: maps.occupied.read(),
+        summary: maps.occupied.read_summary(),
         ..Plan::default()
     };
     for kv in maps.slash32.iter() {
@@ -257,7 +272,9 @@ pub fn lookup(maps: &GateMaps, addr: Ipv6Addr) -> Result<Option<PartnerId>> {
     let src = addr.octets();
     let trie = || maps.allow.get(&Key::new(128, src), 0).ok();
     if let Some(cell) = cell_of(u32::from_be_bytes([src[0], src[1], src[2], src[3]])) {
-        if maps.occupied.get(cell / 64) & (1 << (cell % 64)) == 0 {
+        if !maps.occupied.summary(cell >> SUMMARY_SHIFT)
+            || maps.occupied.get(cell / 64) & (1 << (cell % 64)) == 0
+        {
             return Ok(None);
         }
     }
@@ -360,6 +377,12 @@ fn write_diff(maps: &mut GateMaps, want: &Plan, have: &Plan) -> Result<()> {
     }
     for w in stale(&want.occupied, &have.occupied) {
         maps.occupied.set(w, 0);
+    }
+    for (c, ()) in upserts(&want.summary, &have.summary) {
+        maps.occupied.set_summary(c, true);
+    }
+    for c in stale(&want.summary, &have.summary) {
+        maps.occupied.set_summary(c, false);
     }
     if want.trie_on_miss != have.trie_on_miss {
         let mut cfg = maps.read_config()?;
@@ -631,17 +654,22 @@ fn partial_plan(
     p.trie.retain(|n, _| keep(n));
     // OCCUPIED words depend on every prefix in their span, not only on
     // `sub`: recompute the ones the change can touch from the whole set.
-    let mut words = BTreeSet::new();
+    // Whole summary cells' worth of words, so their summary bits come out
+    // exact too.
+    let mut groups = BTreeSet::new();
     for top in tops {
         if let Some(c) = cell_of(u32::from_be_bytes(*top)) {
-            words.insert(c / 64);
+            groups.insert(c / 64 / WORDS_PER_SUMMARY);
         }
     }
     for n in nets {
         if let Some((first, last)) = cell_span(n) {
-            words.extend(first / 64..=last / 64);
+            groups.extend(first / 64 / WORDS_PER_SUMMARY..=last / 64 / WORDS_PER_SUMMARY);
         }
     }
+    let words = groups
+        .iter()
+        .flat_map(|g| g * WORDS_PER_SUMMARY..(g + 1) * WORDS_PER_SUMMARY);
     // In runs of consecutive words: one range walk each.
     let mut run: Option<(u32, u32)> = None;
     for w in words.into_iter().map(Some).chain([None]) {
@@ -655,6 +683,7 @@ fn partial_plan(
             }
         }
     }
+    p.summary = summary_of(&p.occupied);
     p
 }
 
@@ -726,7 +755,9 @@ mod tests {
                 .map(|(_, id)| *id)
         };
         if let Some(c) = cell_of(u32::from_be_bytes([src[0], src[1], src[2], src[3]])) {
-            if p.occupied.get(&(c / 64)).copied().unwrap_or(0) & (1 << (c % 64)) == 0 {
+            if !p.summary.contains_key(&(c >> SUMMARY_SHIFT))
+                || p.occupied.get(&(c / 64)).copied().unwrap_or(0) & (1 << (c % 64)) == 0
+            {
                 return None;
             }
         }
@@ -769,6 +800,12 @@ mod tests {
         for k in stale(&want.occupied, &have.occupied) {
             full.occupied.remove(&k);
         }
+        for (k, v) in upserts(&want.summary, &have.summary) {
+            full.summary.insert(k, v);
+        }
+        for k in stale(&want.summary, &have.summary) {
+            full.summary.remove(&k);
+        }
         full.trie_on_miss = want.trie_on_miss;
         for k in stale(&want.slash32, &have.slash32) {
             full.slash32.remove(&k);
@@ -798,14 +835,17 @@ mod tests {
     }
 
     /// /32s at the edges of the levels: both sides of 2000::/3, of a /28
-    /// cell and of an OCCUPIED word (64 cells), and one in the middle.
-    const EDGE_TOPS: [u32; 10] = [
+    /// cell, of an OCCUPIED word (64 cells) and summary cell (a /20), of a
+    /// summary word, and one in the middle.
+    const EDGE_TOPS: [u32; 12] = [
         0x1fff_ffff,
         0x2000_0000,
         0x2001_0dbf,
         0x2001_0dc0,
         0x2001_0fff,
         0x2001_1000,
+        0x2003_ffff,
+        0x2004_0000,
         0x2a00_0001,
         0x3fff_ffff,
         0x4000_0000,

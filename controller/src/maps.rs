@@ -7,7 +7,7 @@ use aya::maps::{
     lpm_trie::LpmTrie, Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuValues, SockMap,
 };
 use mx6gate_common::{
-    allow::{LongKey, Slash32, OCCUPIED_WORDS},
+    allow::{LongKey, Slash32, OCCUPIED_ENTRIES, OCCUPIED_WORDS},
     map_names, Counter, GateConfig, PartnerId,
 };
 
@@ -129,7 +129,7 @@ unsafe impl Send for Occupied {}
 unsafe impl Sync for Occupied {}
 
 impl Occupied {
-    const BYTES: usize = OCCUPIED_WORDS as usize * 8;
+    const BYTES: usize = OCCUPIED_ENTRIES as usize * 8;
 
     fn open(layout: &PinLayout) -> Result<Occupied> {
         use std::os::fd::{AsFd, AsRawFd};
@@ -137,9 +137,9 @@ impl Occupied {
         let map = MapData::from_pin(&path)
             .with_context(|| format!("opening pinned map {}", path.display()))?;
         let info = map.info()?;
-        if info.max_entries() != OCCUPIED_WORDS || info.value_size() != 8 {
+        if info.max_entries() != OCCUPIED_ENTRIES || info.value_size() != 8 {
             anyhow::bail!(
-                "pinned map {} has {} entries of {} bytes, this build needs {OCCUPIED_WORDS} of 8",
+                "pinned map {} has {} entries of {} bytes, this build needs {OCCUPIED_ENTRIES} of 8 (made by another mx6gate version: run `mx6gate detach`, then start again)",
                 path.display(),
                 info.max_entries(),
                 info.value_size()
@@ -166,12 +166,13 @@ impl Occupied {
     }
 
     fn word(&self, i: u32) -> &std::sync::atomic::AtomicU64 {
-        assert!(i < OCCUPIED_WORDS, "OCCUPIED word {i} out of range");
+        assert!(i < OCCUPIED_ENTRIES, "OCCUPIED word {i} out of range");
         // SAFETY: in bounds (checked), 8-byte aligned (page-aligned base),
         // and only ever accessed atomically from this side.
         unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.add(i as usize)) }
     }
 
+    /// Cell word `i` (i < OCCUPIED_WORDS).
     pub fn get(&self, i: u32) -> u64 {
         self.word(i).load(std::sync::atomic::Ordering::Acquire)
     }
@@ -180,7 +181,33 @@ impl Occupied {
         self.word(i).store(v, std::sync::atomic::Ordering::Release)
     }
 
-    /// Every non-zero word.
+    /// Whether summary cell `c` (a /20) is set.
+    pub fn summary(&self, c: u32) -> bool {
+        self.get(OCCUPIED_WORDS + c / 64) & (1 << (c % 64)) != 0
+    }
+
+    /// Set or clear summary cell `c`, leaving the word's other bits alone.
+    pub fn set_summary(&self, c: u32, on: bool) {
+        use std::sync::atomic::Ordering::AcqRel;
+        let w = self.word(OCCUPIED_WORDS + c / 64);
+        if on {
+            w.fetch_or(1 << (c % 64), AcqRel);
+        } else {
+            w.fetch_and(!(1 << (c % 64)), AcqRel);
+        }
+    }
+
+    /// The set summary cells.
+    pub fn read_summary(&self) -> std::collections::BTreeMap<u32, ()> {
+        (0..OCCUPIED_ENTRIES - OCCUPIED_WORDS)
+            .flat_map(|i| {
+                let w = self.get(OCCUPIED_WORDS + i);
+                (0..64).filter(move |b| w & (1 << b) != 0).map(move |b| (i * 64 + b, ()))
+            })
+            .collect()
+    }
+
+    /// Every non-zero cell word.
     pub fn read(&self) -> std::collections::BTreeMap<u32, u64> {
         (0..OCCUPIED_WORDS)
             .map(|i| (i, self.get(i)))

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use mx6gate_common::{
     allow::{
         cell_of, mask, mid_lo, pop_longest, LongKey, Slash32, MAX_PROBES, NO_PARTNER,
-        OCCUPIED_WORDS, USE_TRIE,
+        OCCUPIED_ENTRIES, OCCUPIED_WORDS, SUMMARY_SHIFT, USE_TRIE,
     },
     Counter, GateConfig, PartnerId, COUNTER_SLOTS,
 };
@@ -16,7 +16,7 @@ use mx6gate_common::{
 /// 2000::/3, set where any prefix lies. An ARRAY, so the verifier inlines
 /// the lookup (an index and a load); its size never changes.
 #[map]
-pub static OCCUPIED: Array<u64> = Array::with_max_entries(OCCUPIED_WORDS, BPF_F_MMAPABLE);
+pub static OCCUPIED: Array<u64> = Array::with_max_entries(OCCUPIED_ENTRIES, BPF_F_MMAPABLE);
 
 /// The controller maps OCCUPIED into its memory: reading it back and
 /// flipping bits are plain loads and 8-byte stores, not 2^19 syscalls.
@@ -76,7 +76,13 @@ fn trie(src: &[u8; 16]) -> Option<PartnerId> {
 pub fn allowed(cfg: &GateConfig, src: &[u8; 16]) -> Option<PartnerId> {
     let top = [src[0], src[1], src[2], src[3]];
     if let Some(cell) = cell_of(u32::from_be_bytes(top)) {
-        // No prefix overlaps this /28: a stranger, whatever the flags say.
+        // No prefix overlaps this /20, or this /28: a stranger, whatever
+        // the flags say.
+        let sum = cell >> SUMMARY_SHIFT;
+        match OCCUPIED.get(OCCUPIED_WORDS + sum / 64) {
+            Some(w) if *w & (1u64 << (sum % 64)) != 0 => {}
+            _ => return None,
+        }
         match OCCUPIED.get(cell / 64) {
             Some(w) if *w & (1u64 << (cell % 64)) != 0 => {}
             _ => return None,
