@@ -235,7 +235,9 @@ mod tests {
 
     #[test]
     fn inline_prefix_covers_exactly_its_addresses() {
-        let a = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let a = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
         for len in [33u8, 48, 49, 63, 64, 65, 100, 127, 128] {
             let net = mask(&a, len as u32);
             let mut s = Slash32::EMPTY;

@@ -11,8 +11,8 @@ use aya::maps::{lpm_trie::Key, IterableMap};
 use ipnet::Ipv6Net;
 use mx6gate_common::{
     allow::{
-        cell_of, mask, mid_lo, pop_longest, LongKey, Slash32, CELL_LEN, MAX_PROBES,
-        MIN_EXPAND_LEN, NO_PARTNER, OCCUPIED_TOP3, SUMMARY_SHIFT, USE_TRIE,
+        cell_of, mask, mid_lo, pop_longest, LongKey, Slash32, CELL_LEN, MAX_PROBES, MIN_EXPAND_LEN,
+        NO_PARTNER, OCCUPIED_TOP3, SUMMARY_SHIFT, USE_TRIE,
     },
     GateConfig, PartnerId,
 };
@@ -40,7 +40,10 @@ fn top32(net: &Ipv6Net) -> [u8; 4] {
 /// The top 32 bits (as a number) a prefix spans, first and last.
 fn top_span(net: &Ipv6Net) -> (u32, u32) {
     let first = u32::from_be_bytes(top32(net));
-    let last = first | u32::MAX.checked_shr(net.prefix_len().min(32).into()).unwrap_or(0);
+    let last = first
+        | u32::MAX
+            .checked_shr(net.prefix_len().min(32).into())
+            .unwrap_or(0);
     (first, last)
 }
 
@@ -369,17 +372,20 @@ fn write_diff(maps: &mut GateMaps, want: &Plan, have: &Plan) -> Result<()> {
         &upserts(&want.slash32, &have.slash32),
         "updating SLASH32",
     )?;
-    // Level 0 last among the additions (a new prefix shows once all below
-    // it is in place) and first among the removals. A word that changes
-    // keeps every bit a staying prefix needs, so its one store is safe.
+    // Level 0 after the levels below are in place (a new prefix shows once
+    // all below it is there). A word that changes keeps every bit a staying
+    // prefix needs, so its one store is safe. The summary only filters: its
+    // new bits go first and its stale ones last, so "a non-zero cell word
+    // has its summary bit set" holds at every step, even after a crash
+    // midway, and `Occupied::read` may read only the words under set bits.
+    for (c, ()) in upserts(&want.summary, &have.summary) {
+        maps.occupied.set_summary(c, true);
+    }
     for (w, bits) in upserts(&want.occupied, &have.occupied) {
         maps.occupied.set(w, bits);
     }
     for w in stale(&want.occupied, &have.occupied) {
         maps.occupied.set(w, 0);
-    }
-    for (c, ()) in upserts(&want.summary, &have.summary) {
-        maps.occupied.set_summary(c, true);
     }
     for c in stale(&want.summary, &have.summary) {
         maps.occupied.set_summary(c, false);
@@ -879,16 +885,19 @@ mod tests {
 
     fn edge_probe() -> impl proptest::strategy::Strategy<Value = Ipv6Addr> {
         use proptest::prelude::*;
-        (prop::sample::select(EDGE_TOPS.to_vec()), any::<u128>(), any::<bool>()).prop_map(
-            |(top, rnd, near)| {
+        (
+            prop::sample::select(EDGE_TOPS.to_vec()),
+            any::<u128>(),
+            any::<bool>(),
+        )
+            .prop_map(|(top, rnd, near)| {
                 let low = if near {
                     (rnd >> 32) & 0xffff_0000_0000_0000_0000_00ff
                 } else {
                     rnd >> 32
                 };
                 Ipv6Addr::from((u128::from(top) << 96) | low)
-            },
-        )
+            })
     }
 
     proptest::proptest! {

@@ -7,7 +7,7 @@ use aya::maps::{
     lpm_trie::LpmTrie, Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuValues, SockMap,
 };
 use mx6gate_common::{
-    allow::{LongKey, Slash32, OCCUPIED_ENTRIES, OCCUPIED_WORDS},
+    allow::{LongKey, Slash32, OCCUPIED_ENTRIES, OCCUPIED_WORDS, SUMMARY_SHIFT},
     map_names, Counter, GateConfig, PartnerId,
 };
 
@@ -202,14 +202,23 @@ impl Occupied {
         (0..OCCUPIED_ENTRIES - OCCUPIED_WORDS)
             .flat_map(|i| {
                 let w = self.get(OCCUPIED_WORDS + i);
-                (0..64).filter(move |b| w & (1 << b) != 0).map(move |b| (i * 64 + b, ()))
+                (0..64)
+                    .filter(move |b| w & (1 << b) != 0)
+                    .map(move |b| (i * 64 + b, ()))
             })
             .collect()
     }
 
-    /// Every non-zero cell word.
+    /// Every non-zero cell word. Only the words under set summary cells
+    /// are read (the controller keeps "a word is non-zero ⇒ its summary
+    /// cell is set" true at every step, see `allowlist::write_diff`): a
+    /// small list does not fault in the whole 4 MiB mapping.
     pub fn read(&self) -> std::collections::BTreeMap<u32, u64> {
-        (0..OCCUPIED_WORDS)
+        // A summary cell covers 2^SUMMARY_SHIFT cells: this many words.
+        let per = (1 << SUMMARY_SHIFT) / 64;
+        self.read_summary()
+            .into_keys()
+            .flat_map(|c| c * per..(c + 1) * per)
             .map(|i| (i, self.get(i)))
             .filter(|(_, w)| *w != 0)
             .collect()

@@ -18,17 +18,26 @@ use mx6gate_common::{
 #[map]
 pub static OCCUPIED: Array<u64> = Array::with_max_entries(OCCUPIED_ENTRIES, BPF_F_MMAPABLE);
 
+/// The allowlist's hashes take memory as entries come, not all of
+/// `maps.allow_entries` up front: a gate sized for a million prefixes but
+/// holding a thousand costs a thousand entries, and creating it is not
+/// paid in proportion to its size on every cold start. (LONG_PREFIXES
+/// mostly stays near-empty: each /32's longest prefix is inline.)
+const BPF_F_NO_PREALLOC: u32 = 1;
+
 /// The controller maps OCCUPIED into its memory: reading it back and
 /// flipping bits are plain loads and 8-byte stores, not 2^19 syscalls.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Top 32 bits → what lies below them …
 #[map]
-pub static SLASH32: HashMap<[u8; 4], Slash32> = HashMap::with_max_entries(65536, 0);
+pub static SLASH32: HashMap<[u8; 4], Slash32> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// … and (length, masked address) → partner id for prefixes longer than /32.
 #[map]
-pub static LONG_PREFIXES: HashMap<LongKey, PartnerId> = HashMap::with_max_entries(65536, 0);
+pub static LONG_PREFIXES: HashMap<LongKey, PartnerId> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// Fallback LPM trie: every prefix ≤ /32, and all prefixes under a /32
 /// with more lengths than the probe budget.

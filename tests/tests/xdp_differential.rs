@@ -342,16 +342,19 @@ fn edge_net() -> impl Strategy<Value = Ipv6Net> {
 }
 
 fn edge_source() -> impl Strategy<Value = [u8; 16]> {
-    (prop::sample::select(EDGE_TOPS.to_vec()), any::<u128>(), any::<bool>()).prop_map(
-        |(top, rnd, near)| {
+    (
+        prop::sample::select(EDGE_TOPS.to_vec()),
+        any::<u128>(),
+        any::<bool>(),
+    )
+        .prop_map(|(top, rnd, near)| {
             let low = if near {
                 (rnd >> 32) & 0xffff_0000_0000_0000_0000_00ff
             } else {
                 rnd >> 32
             };
             ((u128::from(top) << 96) | low).to_be_bytes()
-        },
-    )
+        })
 }
 
 /// The allowlist layout in the kernel, not just its plan: a series of
@@ -393,14 +396,14 @@ fn allowlist_layout_matches_reference_across_updates() {
                 std::fs::remove_file(mx6gate::sync::snapshot_path(&state)).ok();
             }
             h.partners = set.iter().map(|(n, id)| (*n, *id)).collect();
-            let probes = sources
-                .into_iter()
-                .chain(set.keys().flat_map(|n| {
-                    [n.network().octets(), n.broadcast().octets()]
-                }));
+            let probes = sources.into_iter().chain(
+                set.keys()
+                    .flat_map(|n| [n.network().octets(), n.broadcast().octets()]),
+            );
             for src in probes {
                 let pkt = tcp_frame(&[], src, &[], &Tcp::syn(25));
-                h.check(&pkt, Mode::Drop, false).map_err(TestCaseError::fail)?;
+                h.check(&pkt, Mode::Drop, false)
+                    .map_err(TestCaseError::fail)?;
                 let replay = mx6gate::allowlist::lookup(&h.maps, Ipv6Addr::from(src))
                     .map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
                 prop_assert_eq!(replay, h.lookup(&src), "replay for {}", Ipv6Addr::from(src));
