@@ -418,3 +418,72 @@ fn allowlist_layout_matches_reference_across_updates() {
         panic!("{e}");
     }
 }
+
+/// BPF_MAP_CREATE of a hash map, pinned at `path` (what an older build
+/// would have left there).
+fn pin_hash(path: &std::path::Path, key: u32, value: u32) {
+    use std::os::unix::ffi::OsStrExt;
+    // union bpf_attr, map_create: map_type, key_size, value_size, max_entries, map_flags
+    let mut attr = [0u32; 32];
+    attr[0] = 1; // BPF_MAP_TYPE_HASH
+    attr[1] = key;
+    attr[2] = value;
+    attr[3] = 16;
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_mut_ptr(), 128u32) };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // obj: pathname (u64), bpf_fd
+    let mut attr = [0u32; 32];
+    let ptr = p.as_ptr() as u64;
+    attr[0] = ptr as u32;
+    attr[1] = (ptr >> 32) as u32;
+    attr[2] = fd as u32;
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, attr.as_mut_ptr(), 128u32) };
+    assert!(rc == 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    unsafe { libc::close(fd as i32) };
+}
+
+/// A gate pinned by a build with the previous allowlist layout (24-byte
+/// SLASH32 values, no OCCUPIED) is refused with a message saying what to
+/// do, and left as it was — never adopted and misread.
+#[test]
+fn gate_pinned_with_an_older_layout_is_refused() {
+    let Some(h) = Harness::new() else { return };
+    let maps = h.cfg.pin_path.join("maps");
+    // Old SLASH32: same name and key, the old 24-byte value.
+    std::fs::remove_file(maps.join("SLASH32")).unwrap();
+    pin_hash(&maps.join("SLASH32"), 4, 24);
+    let e = match Gate::load(&h.cfg) {
+        Ok(_) => panic!("a SLASH32 with 24-byte values was adopted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("incompatible") && e.contains("SLASH32") && e.contains("mx6gate detach"),
+        "{e}"
+    );
+    assert!(maps.join("SLASH32").exists(), "the old pins must stay");
+    // No OCCUPIED at all (the build before it).
+    std::fs::remove_file(maps.join("SLASH32")).unwrap();
+    pin_hash(
+        &maps.join("SLASH32"),
+        4,
+        std::mem::size_of::<mx6gate_common::allow::Slash32>() as u32,
+    );
+    std::fs::remove_file(maps.join("OCCUPIED")).unwrap();
+    let e = match Gate::load(&h.cfg) {
+        Ok(_) => panic!("a gate without OCCUPIED was adopted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("OCCUPIED") && e.contains("mx6gate detach"),
+        "{e}"
+    );
+    assert!(
+        !maps.join("OCCUPIED").exists(),
+        "nothing is created in an adopted gate"
+    );
+}
