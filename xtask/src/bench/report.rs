@@ -398,7 +398,7 @@ fn discussion(r: &Results, pp: &Pp<'_>) -> String {
              cache miss to DRAM, and the gate's loads depend on one another. Cold vs hot at 1M: stranger with no \
              prefix in its /28 {} vs {} ns (the bitmap: a 16 KiB summary, then a 4 MiB table of /28 cells), \
              stranger next to a partner {} vs {} ns, partner {} vs {} ns (the bitmap, then one SLASH32 probe: the \
-             kernel hash's bucket array and then its element, two dependent misses); the plain trie {} ns, \
+             kernel hash's bucket array and then its element, two dependent misses after the bitmap's); the plain trie {} ns, \
              xdp-filter {} ns. What would close it: one line per lookup at the /32 level — the ARRAY-backed \
              open-addressed table described above — instead of the kernel hash's two.\n",
             fmt(g("drop")),
@@ -420,9 +420,10 @@ fn discussion(r: &Results, pp: &Pp<'_>) -> String {
              the flags and the port, and then looks the source up by prefix: two inlined bitmap loads when no prefix \
              lies in the source's /28 — the class where it is far below xdp-filter — and one SLASH32 hash probe more \
              for a partner or a stranger next to one (the /32's longest prefix inline: no second-level probe). \
-             Where those are still above, it is that probe's cost (cold: its two dependent misses, against \
-             xdp-filter's one hash on a smaller table); the ARRAY-backed /32 table described above is what would \
-             put them below.\n"
+             Where those are still above, it is that probe plus the bitmap in front of it: cold, the 4 MiB cell \
+             table costs a miss of its own (the far-stranger row) before the hash's two dependent ones, where \
+             xdp-filter (whose destination lookup stays hot) pays the hash's alone. The ARRAY-backed /32 table \
+             described above is what would put them below.\n"
         );
     }
     if missed("Wire") {
