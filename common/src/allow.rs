@@ -1,16 +1,27 @@
 //! Layout of the allowlist the programs look sources up in.
 //!
 //! The kernel's LPM trie costs ~2 µs per cold lookup at a million prefixes
-//! (DESIGN.md). Partner lists hold few distinct prefix lengths, and almost
-//! every source is outside them, so the lookup is two-level:
+//! (DESIGN.md), and every BPF hash probe costs about as much as a whole
+//! bare XDP_DROP run (bench/RESULTS.md). Partner lists hold few prefixes
+//! per /32 and almost every source is outside them, so the lookup is
+//! built to answer the common cases with as few hash probes as possible:
 //!
+//! 0. OCCUPIED, a bitmap in an ARRAY map (the verifier inlines its lookup:
+//!    no helper call, no hashing): one bit per /28 of 2000::/3, set when
+//!    any allowlist prefix overlaps that /28. A clear bit ends the lookup
+//!    (a stranger — the flood case — costs one load from a 4 MiB table).
+//!    Before it, a summary with one bit per /20 (16 KiB, so it stays in
+//!    cache when sources are spread: a small list answers from it alone).
+//!    Sources outside 2000::/3 skip this level.
 //! 1. SLASH32, a hash keyed by the source's top 32 bits: a miss ends the
-//!    lookup (a stranger — the flood case costs one probe). A hit gives a
-//!    bitmap of the lengths (33..=128) present under that /32, and the
-//!    partner of the longest prefix ≤ /32 covering it.
+//!    lookup. A hit gives the partner of the longest prefix ≤ /32 covering
+//!    it, the longest prefix under the /32 *inline* (compared in
+//!    registers, no further probe: with one prefix per /32, the usual case,
+//!    a partner costs one probe), and a bitmap of the lengths (33..=128)
+//!    of the other prefixes under that /32.
 //! 2. LONG_PREFIXES, a hash keyed by (length, masked address): probed once
-//!    per length in the bitmap, longest first; the first hit is the longest
-//!    match.
+//!    per length in that bitmap, longest first, only when the inline
+//!    prefix does not match; the first hit is the longest match.
 //!
 //! The ALLOW LPM trie stays as the fallback: for a /32 with more than
 //! MAX_PROBES lengths below it (USE_TRIE), and, when the list has prefixes
@@ -27,6 +38,30 @@ pub const MAX_PROBES: usize = 8;
 /// (at most 4096 entries each); shorter ones live in the trie only.
 pub const MIN_EXPAND_LEN: u8 = 20;
 
+/// OCCUPIED covers 2000::/3 (the top three bits 001) …
+pub const OCCUPIED_TOP3: u32 = 0b001;
+/// … in cells of this length: 2^25 cells, one bit each, in u64 words.
+pub const CELL_LEN: u8 = 28;
+/// Words (u64) of OCCUPIED's cells: 2^(28 - 3) bits / 64 = 4 MiB.
+pub const OCCUPIED_WORDS: u32 = 1 << (CELL_LEN as u32 - 3 - 6);
+/// The summary's cells are /20s: bit `cell >> SUMMARY_SHIFT` is set when
+/// any of its 256 cells is. Its words follow the cells' in OCCUPIED.
+pub const SUMMARY_SHIFT: u32 = 8;
+/// Words of the summary: 2^(20 - 3) bits / 64 = 16 KiB.
+pub const SUMMARY_WORDS: u32 = OCCUPIED_WORDS >> SUMMARY_SHIFT;
+/// Entries of the OCCUPIED array: cells, then summary.
+pub const OCCUPIED_ENTRIES: u32 = OCCUPIED_WORDS + SUMMARY_WORDS;
+
+/// The OCCUPIED cell of a source whose top 32 bits are `top`, or None
+/// outside 2000::/3.
+#[inline(always)]
+pub const fn cell_of(top: u32) -> Option<u32> {
+    if top >> 29 != OCCUPIED_TOP3 {
+        return None;
+    }
+    Some((top >> (32 - CELL_LEN as u32)) & ((1 << (CELL_LEN as u32 - 3)) - 1))
+}
+
 /// Value of SLASH32.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,8 +70,21 @@ pub struct Slash32 {
     pub short_id: u32,
     pub flags: u32,
     /// Bit `len - 33` is set when a prefix of length `len` (33..=128) lies
-    /// under this /32.
+    /// under this /32 in LONG_PREFIXES (the inline one is not counted).
     pub lens: [u64; 2],
+    /// Partner of the inline prefix: a longest prefix (> /32) under this
+    /// /32 (of equal lengths, the lowest address), held here rather than in
+    /// LONG_PREFIXES. NO_PARTNER when there is none.
+    pub inline_id: u32,
+    /// Its length (33..=128; 0 when none).
+    pub inline_len: u32,
+    /// Bits 32..63 of its network (bytes 4..8 of the address, big-endian)
+    /// and the mask of the prefix over them.
+    pub inline_mid: u32,
+    pub inline_mid_mask: u32,
+    /// Bits 64..127 (bytes 8..16, big-endian) and their mask.
+    pub inline_lo: u64,
+    pub inline_lo_mask: u64,
 }
 
 impl Slash32 {
@@ -44,6 +92,12 @@ impl Slash32 {
         short_id: NO_PARTNER,
         flags: 0,
         lens: [0, 0],
+        inline_id: NO_PARTNER,
+        inline_len: 0,
+        inline_mid: 0,
+        inline_mid_mask: 0,
+        inline_lo: 0,
+        inline_lo_mask: 0,
     };
 
     pub fn add_len(&mut self, len: u8) {
@@ -55,6 +109,46 @@ impl Slash32 {
     pub fn len_count(&self) -> u32 {
         self.lens[0].count_ones() + self.lens[1].count_ones()
     }
+
+    /// Hold the prefix `addr`/`len` (33..=128, host bits clear) inline.
+    pub fn set_inline(&mut self, addr: &[u8; 16], len: u8, id: u32) {
+        debug_assert!((33..=128).contains(&len));
+        let m = mask(&[0xff; 16], len as u32);
+        let (mid, lo) = mid_lo(addr);
+        let (mid_mask, lo_mask) = mid_lo(&m);
+        self.inline_id = id;
+        self.inline_len = len as u32;
+        self.inline_mid = mid & mid_mask;
+        self.inline_mid_mask = mid_mask;
+        self.inline_lo = lo & lo_mask;
+        self.inline_lo_mask = lo_mask;
+    }
+
+    /// The inline prefix's network address (its top 32 bits from `top`).
+    pub fn inline_addr(&self, top: [u8; 4]) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&top);
+        a[4..8].copy_from_slice(&self.inline_mid.to_be_bytes());
+        a[8..].copy_from_slice(&self.inline_lo.to_be_bytes());
+        a
+    }
+
+    /// Whether the inline prefix covers `src` (whose /32 is this entry's).
+    #[inline(always)]
+    pub fn inline_covers(&self, mid: u32, lo: u64) -> bool {
+        self.inline_id != NO_PARTNER
+            && mid & self.inline_mid_mask == self.inline_mid
+            && lo & self.inline_lo_mask == self.inline_lo
+    }
+}
+
+/// Bits 32..63 and 64..127 of an address, as numbers.
+#[inline(always)]
+pub fn mid_lo(a: &[u8; 16]) -> (u32, u64) {
+    (
+        u32::from_be_bytes([a[4], a[5], a[6], a[7]]),
+        u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    )
 }
 
 /// Take the longest length out of a Slash32 bitmap.
@@ -137,5 +231,44 @@ mod tests {
             assert_eq!(pop_longest(&mut lens), Some(want));
         }
         assert_eq!(pop_longest(&mut lens), None);
+    }
+
+    #[test]
+    fn inline_prefix_covers_exactly_its_addresses() {
+        let a = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        for len in [33u8, 48, 49, 63, 64, 65, 100, 127, 128] {
+            let net = mask(&a, len as u32);
+            let mut s = Slash32::EMPTY;
+            s.set_inline(&net, len, 7);
+            assert_eq!(s.inline_addr([0x20, 0x01, 0x0d, 0xb8]), net);
+            let (m, l) = mid_lo(&net);
+            assert!(s.inline_covers(m, l), "/{len} covers its network");
+            // The last address inside, and the first bit past the prefix flipped.
+            let mut last = net;
+            for bit in len as usize..128 {
+                last[bit / 8] |= 0x80 >> (bit % 8);
+            }
+            let (m, l) = mid_lo(&last);
+            assert!(s.inline_covers(m, l), "/{len} covers its last address");
+            let mut out = net;
+            let bit = len as usize - 1;
+            out[bit / 8] ^= 0x80 >> (bit % 8);
+            let (m, l) = mid_lo(&out);
+            assert!(!s.inline_covers(m, l), "/{len} ends at its own bit");
+        }
+        let (m, l) = mid_lo(&a);
+        assert!(!Slash32::EMPTY.inline_covers(m, l));
+    }
+
+    #[test]
+    fn cells_cover_2000_slash_3_only() {
+        assert_eq!(cell_of(0x1fff_ffff), None);
+        assert_eq!(cell_of(0x4000_0000), None);
+        assert_eq!(cell_of(0x2000_0000), Some(0));
+        assert_eq!(cell_of(0x2000_000f), Some(0));
+        assert_eq!(cell_of(0x2000_0010), Some(1));
+        assert_eq!(cell_of(0x3fff_ffff), Some(OCCUPIED_WORDS * 64 - 1));
     }
 }

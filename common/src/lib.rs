@@ -28,7 +28,9 @@ pub mod map_names {
     /// Ring buffer of non-partner SYN reports (see `report`). Pinned so a
     /// restarted controller reads on where the last one stopped.
     pub const REPORTS: &str = "REPORTS";
-    pub const ALL: [&str; 8] = [
+    /// Level 0 of the allowlist: the /28 bitmap of 2000::/3 (see `allow`).
+    pub const OCCUPIED: &str = "OCCUPIED";
+    pub const ALL: [&str; 9] = [
         ALLOW,
         CONFIG,
         COUNTERS,
@@ -37,6 +39,7 @@ pub mod map_names {
         SLASH32,
         LONG_PREFIXES,
         REPORTS,
+        OCCUPIED,
     ];
 }
 

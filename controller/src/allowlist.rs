@@ -1,5 +1,5 @@
 //! The allowlist in the kernel: prefix → partner id, laid out in the
-//! two levels the programs probe (see `mx6gate_common::allow`) plus the
+//! levels the programs probe (see `mx6gate_common::allow`) plus the
 //! fallback trie. `plan` turns a prefix set into that layout; `apply`
 //! moves the maps to it by diff, in an order that never hides a prefix
 //! that stays; `entries` and `lookup` read it back.
@@ -11,7 +11,8 @@ use aya::maps::{lpm_trie::Key, IterableMap};
 use ipnet::Ipv6Net;
 use mx6gate_common::{
     allow::{
-        mask, pop_longest, LongKey, Slash32, MAX_PROBES, MIN_EXPAND_LEN, NO_PARTNER, USE_TRIE,
+        cell_of, mask, mid_lo, pop_longest, LongKey, Slash32, CELL_LEN, MAX_PROBES, MIN_EXPAND_LEN,
+        NO_PARTNER, OCCUPIED_TOP3, SUMMARY_SHIFT, USE_TRIE,
     },
     GateConfig, PartnerId,
 };
@@ -21,6 +22,10 @@ use crate::{batch, maps::GateMaps};
 /// What the maps must hold for one prefix set.
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
+    /// OCCUPIED's non-zero cell words (a word missing here is zero) …
+    pub occupied: BTreeMap<u32, u64>,
+    /// … and its summary's set cells.
+    pub summary: BTreeMap<u32, ()>,
     pub slash32: BTreeMap<[u8; 4], Slash32>,
     pub long: BTreeMap<LongKey, PartnerId>,
     pub trie: BTreeMap<Ipv6Net, PartnerId>,
@@ -32,14 +37,56 @@ fn top32(net: &Ipv6Net) -> [u8; 4] {
     [o[0], o[1], o[2], o[3]]
 }
 
-pub fn plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Plan {
-    let mut p = Plan::default();
-    let mut short: Vec<(Ipv6Net, PartnerId)> = Vec::new();
-    for (net, id) in prefixes {
-        if net.prefix_len() <= 32 {
-            short.push((*net, *id));
+/// The top 32 bits (as a number) a prefix spans, first and last.
+fn top_span(net: &Ipv6Net) -> (u32, u32) {
+    let first = u32::from_be_bytes(top32(net));
+    let last = first
+        | u32::MAX
+            .checked_shr(net.prefix_len().min(32).into())
+            .unwrap_or(0);
+    (first, last)
+}
+
+/// The OCCUPIED cells a prefix overlaps, first and last; None when it lies
+/// outside 2000::/3.
+fn cell_span(net: &Ipv6Net) -> Option<(u32, u32)> {
+    let (first, last) = top_span(net);
+    let lo = OCCUPIED_TOP3 << 29;
+    let hi = lo | (u32::MAX >> 3);
+    if last < lo || first > hi {
+        return None;
+    }
+    Some((cell_of(first.max(lo))?, cell_of(last.min(hi))?))
+}
+
+/// Set the bits of cells `first..=last` in `words`.
+fn set_cells(words: &mut BTreeMap<u32, u64>, first: u32, last: u32) {
+    for w in first / 64..=last / 64 {
+        let lo = if w == first / 64 { first % 64 } else { 0 };
+        let hi = if w == last / 64 { last % 64 } else { 63 };
+        let bits = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+        *words.entry(w).or_insert(0) |= bits;
+    }
+}
+
+/// One /32's prefixes longer than /32 (all of them, sorted): the longest
+/// goes inline in its SLASH32 entry, the others to LONG_PREFIXES.
+fn place_group(p: &mut Plan, top: [u8; 4], group: &[(Ipv6Net, PartnerId)]) {
+    let Some(best) = group
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, (n, _))| (n.prefix_len(), std::cmp::Reverse(*i)))
+        .map(|(i, _)| i)
+    else {
+        return;
+    };
+    let e = p.slash32.entry(top).or_insert(Slash32::EMPTY);
+    for (i, (net, id)) in group.iter().enumerate() {
+        if i == best {
+            e.set_inline(&net.network().octets(), net.prefix_len(), *id);
             continue;
         }
+        e.add_len(net.prefix_len());
         p.long.insert(
             LongKey {
                 prefix_len: net.prefix_len() as u32,
@@ -47,11 +94,29 @@ pub fn plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Plan {
             },
             *id,
         );
-        p.slash32
-            .entry(top32(net))
-            .or_insert(Slash32::EMPTY)
-            .add_len(net.prefix_len());
     }
+}
+
+pub fn plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Plan {
+    let mut p = Plan::default();
+    let mut short: Vec<(Ipv6Net, PartnerId)> = Vec::new();
+    // Prefixes in address order: those under one /32 come together.
+    let mut group: Vec<(Ipv6Net, PartnerId)> = Vec::new();
+    let mut group_top = [0u8; 4];
+    for (net, id) in prefixes {
+        if net.prefix_len() <= 32 {
+            short.push((*net, *id));
+            continue;
+        }
+        let top = top32(net);
+        if top != group_top && !group.is_empty() {
+            place_group(&mut p, group_top, &group);
+            group.clear();
+        }
+        group_top = top;
+        group.push((*net, *id));
+    }
+    place_group(&mut p, group_top, &group);
     // Short prefixes: in the trie always; expanded into their /32s when
     // that stays cheap, else the programs consult the trie on a miss.
     for (net, id) in &short {
@@ -104,7 +169,70 @@ pub fn plan(prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Plan {
             }
         }
     }
+    // A cell is occupied when a prefix overlaps it: every /32 with an entry
+    // (prefixes under it, or expanded short ones over it), and every cell
+    // under a short prefix too short to expand.
+    for top in p.slash32.keys() {
+        if let Some(c) = cell_of(u32::from_be_bytes(*top)) {
+            set_cells(&mut p.occupied, c, c);
+        }
+    }
+    for (net, _) in &short {
+        if net.prefix_len() < MIN_EXPAND_LEN {
+            if let Some((first, last)) = cell_span(net) {
+                set_cells(&mut p.occupied, first, last);
+            }
+        }
+    }
+    p.summary = summary_of(&p.occupied);
     p
+}
+
+/// A cell word's summary cell (words are 64 cells, summary cells 256).
+const WORDS_PER_SUMMARY: u32 = (1 << SUMMARY_SHIFT) / 64;
+
+fn summary_of(occupied: &BTreeMap<u32, u64>) -> BTreeMap<u32, ()> {
+    occupied
+        .iter()
+        .filter(|(_, bits)| **bits != 0)
+        .map(|(w, _)| (w / WORDS_PER_SUMMARY, ()))
+        .collect()
+}
+
+/// OCCUPIED words `first..=last` as `plan(prefixes)` has them (the
+/// non-zero ones), from the prefixes that overlap their span alone: those
+/// covering its start and those inside it (for partial plans).
+fn occupied_words(
+    prefixes: &BTreeMap<Ipv6Net, PartnerId>,
+    first: u32,
+    last: u32,
+) -> BTreeMap<u32, u64> {
+    // A word covers 64 cells: a /(CELL_LEN - 6) of 2000::/3.
+    let span_len = u32::from(CELL_LEN) - 6;
+    let addr = |w: u32| (u128::from(OCCUPIED_TOP3) << 125) | (u128::from(w) << (128 - span_len));
+    let start = Ipv6Addr::from(addr(first));
+    let end = Ipv6Addr::from(addr(last) | (u128::MAX >> span_len));
+    let mut words = BTreeMap::new();
+    let mut add = |n: &Ipv6Net| {
+        if let Some((a, b)) = cell_span(n) {
+            let (a, b) = (a.max(first * 64), b.min(last * 64 + 63));
+            if a <= b {
+                set_cells(&mut words, a, b);
+            }
+        }
+    };
+    for len in 0..=span_len as u8 {
+        let n = Ipv6Net::new(start, len).unwrap().trunc();
+        if prefixes.contains_key(&n) {
+            add(&n);
+        }
+    }
+    let lo = Ipv6Net::new(start, 0).unwrap();
+    let hi = Ipv6Net::new(end, 128).unwrap();
+    for (n, _) in prefixes.range(lo..=hi) {
+        add(n);
+    }
+    words
 }
 
 fn trie_key(net: &Ipv6Net) -> Key<[u8; 16]> {
@@ -113,7 +241,11 @@ fn trie_key(net: &Ipv6Net) -> Key<[u8; 16]> {
 
 /// What the maps hold now.
 pub fn read(maps: &GateMaps) -> Result<Plan> {
-    let mut p = Plan::default();
+    let mut p = Plan {
+        occupied: maps.occupied.read(),
+        summary: maps.occupied.read_summary(),
+        ..Plan::default()
+    };
     for kv in maps.slash32.iter() {
         let (k, v) = kv?;
         p.slash32.insert(k, v);
@@ -135,25 +267,20 @@ pub fn read(maps: &GateMaps) -> Result<Plan> {
 
 /// The prefix → partner set the maps hold (for status, check, tests).
 pub fn entries(maps: &GateMaps) -> Result<BTreeMap<Ipv6Net, PartnerId>> {
-    let p = read(maps)?;
-    let mut out: BTreeMap<Ipv6Net, PartnerId> = p
-        .trie
-        .into_iter()
-        .filter(|(n, _)| n.prefix_len() <= 32)
-        .collect();
-    for (k, id) in p.long {
-        out.insert(
-            Ipv6Net::new(Ipv6Addr::from(k.addr), k.prefix_len as u8)?,
-            id,
-        );
-    }
-    Ok(out)
+    Ok(entries_of(&read(maps)?))
 }
 
 /// The programs' lookup, replayed from userspace against the maps.
 pub fn lookup(maps: &GateMaps, addr: Ipv6Addr) -> Result<Option<PartnerId>> {
     let src = addr.octets();
     let trie = || maps.allow.get(&Key::new(128, src), 0).ok();
+    if let Some(cell) = cell_of(u32::from_be_bytes([src[0], src[1], src[2], src[3]])) {
+        if !maps.occupied.summary(cell >> SUMMARY_SHIFT)
+            || maps.occupied.get(cell / 64) & (1 << (cell % 64)) == 0
+        {
+            return Ok(None);
+        }
+    }
     let Ok(e) = maps.slash32.get(&[src[0], src[1], src[2], src[3]], 0) else {
         let cfg = maps.read_config()?;
         return Ok(if cfg.flags & GateConfig::TRIE_ON_MISS != 0 {
@@ -164,6 +291,10 @@ pub fn lookup(maps: &GateMaps, addr: Ipv6Addr) -> Result<Option<PartnerId>> {
     };
     if e.flags & USE_TRIE != 0 {
         return Ok(trie());
+    }
+    let (mid, lo) = mid_lo(&src);
+    if e.inline_covers(mid, lo) {
+        return Ok(Some(e.inline_id));
     }
     let mut lens = e.lens;
     while let Some(len) = pop_longest(&mut lens) {
@@ -241,6 +372,24 @@ fn write_diff(maps: &mut GateMaps, want: &Plan, have: &Plan) -> Result<()> {
         &upserts(&want.slash32, &have.slash32),
         "updating SLASH32",
     )?;
+    // Level 0 after the levels below are in place (a new prefix shows once
+    // all below it is there). A word that changes keeps every bit a staying
+    // prefix needs, so its one store is safe. The summary only filters: its
+    // new bits go first and its stale ones last, so "a non-zero cell word
+    // has its summary bit set" holds at every step, even after a crash
+    // midway, and `Occupied::read` may read only the words under set bits.
+    for (c, ()) in upserts(&want.summary, &have.summary) {
+        maps.occupied.set_summary(c, true);
+    }
+    for (w, bits) in upserts(&want.occupied, &have.occupied) {
+        maps.occupied.set(w, bits);
+    }
+    for w in stale(&want.occupied, &have.occupied) {
+        maps.occupied.set(w, 0);
+    }
+    for c in stale(&want.summary, &have.summary) {
+        maps.occupied.set_summary(c, false);
+    }
     if want.trie_on_miss != have.trie_on_miss {
         let mut cfg = maps.read_config()?;
         cfg.flags = (cfg.flags & !GateConfig::TRIE_ON_MISS)
@@ -509,6 +658,38 @@ fn partial_plan(
     p.long
         .retain(|k, _| keep(&Ipv6Net::new(Ipv6Addr::from(k.addr), k.prefix_len as u8).unwrap()));
     p.trie.retain(|n, _| keep(n));
+    // OCCUPIED words depend on every prefix in their span, not only on
+    // `sub`: recompute the ones the change can touch from the whole set.
+    // Whole summary cells' worth of words, so their summary bits come out
+    // exact too.
+    let mut groups = BTreeSet::new();
+    for top in tops {
+        if let Some(c) = cell_of(u32::from_be_bytes(*top)) {
+            groups.insert(c / 64 / WORDS_PER_SUMMARY);
+        }
+    }
+    for n in nets {
+        if let Some((first, last)) = cell_span(n) {
+            groups.extend(first / 64 / WORDS_PER_SUMMARY..=last / 64 / WORDS_PER_SUMMARY);
+        }
+    }
+    let words = groups
+        .iter()
+        .flat_map(|g| g * WORDS_PER_SUMMARY..(g + 1) * WORDS_PER_SUMMARY);
+    // In runs of consecutive words: one range walk each.
+    let mut run: Option<(u32, u32)> = None;
+    for w in words.into_iter().map(Some).chain([None]) {
+        match (run, w) {
+            (Some((a, b)), Some(w)) if w == b + 1 => run = Some((a, w)),
+            (prev, next) => {
+                if let Some((a, b)) = prev {
+                    p.occupied.extend(occupied_words(prefixes, a, b));
+                }
+                run = next.map(|w| (w, w));
+            }
+        }
+    }
+    p.summary = summary_of(&p.occupied);
     p
 }
 
@@ -550,6 +731,14 @@ fn entries_of(p: &Plan) -> BTreeMap<Ipv6Net, PartnerId> {
             out.insert(n, *id);
         }
     }
+    for (top, e) in &p.slash32 {
+        if e.inline_id == NO_PARTNER {
+            continue;
+        }
+        if let Ok(n) = Ipv6Net::new(Ipv6Addr::from(e.inline_addr(*top)), e.inline_len as u8) {
+            out.insert(n, e.inline_id);
+        }
+    }
     out
 }
 
@@ -571,11 +760,22 @@ mod tests {
                 .max_by_key(|(n, _)| n.prefix_len())
                 .map(|(_, id)| *id)
         };
+        if let Some(c) = cell_of(u32::from_be_bytes([src[0], src[1], src[2], src[3]])) {
+            if !p.summary.contains_key(&(c >> SUMMARY_SHIFT))
+                || p.occupied.get(&(c / 64)).copied().unwrap_or(0) & (1 << (c % 64)) == 0
+            {
+                return None;
+            }
+        }
         let Some(e) = p.slash32.get(&[src[0], src[1], src[2], src[3]]) else {
             return if p.trie_on_miss { trie() } else { None };
         };
         if e.flags & USE_TRIE != 0 {
             return trie();
+        }
+        let (mid, lo) = mid_lo(&src);
+        if e.inline_covers(mid, lo) {
+            return Some(e.inline_id);
         }
         let mut lens = e.lens;
         while let Some(len) = pop_longest(&mut lens) {
@@ -599,6 +799,18 @@ mod tests {
         }
         for (k, v) in upserts(&want.slash32, &have.slash32) {
             full.slash32.insert(k, v);
+        }
+        for (k, v) in upserts(&want.occupied, &have.occupied) {
+            full.occupied.insert(k, v);
+        }
+        for k in stale(&want.occupied, &have.occupied) {
+            full.occupied.remove(&k);
+        }
+        for (k, v) in upserts(&want.summary, &have.summary) {
+            full.summary.insert(k, v);
+        }
+        for k in stale(&want.summary, &have.summary) {
+            full.summary.remove(&k);
         }
         full.trie_on_miss = want.trie_on_miss;
         for k in stale(&want.slash32, &have.slash32) {
@@ -626,6 +838,91 @@ mod tests {
                 (Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc(), id)
             });
         prop::collection::btree_map(net.prop_map(|(n, _)| n), 0u32..4, 0..40)
+    }
+
+    /// /32s at the edges of the levels: both sides of 2000::/3, of a /28
+    /// cell, of an OCCUPIED word (64 cells) and summary cell (a /20), of a
+    /// summary word, and one in the middle.
+    const EDGE_TOPS: [u32; 12] = [
+        0x1fff_ffff,
+        0x2000_0000,
+        0x2001_0dbf,
+        0x2001_0dc0,
+        0x2001_0fff,
+        0x2001_1000,
+        0x2003_ffff,
+        0x2004_0000,
+        0x2a00_0001,
+        0x3fff_ffff,
+        0x4000_0000,
+        0xfe80_0000,
+    ];
+
+    /// Sets mixing every length class the layout treats apart: /0–/31
+    /// (expanded or not, inside, around and outside 2000::/3), /32, the
+    /// inline and second-level ones (several per /32, equal lengths), /128.
+    fn arb_edge_set() -> impl proptest::strategy::Strategy<Value = BTreeMap<Ipv6Net, PartnerId>> {
+        use proptest::prelude::*;
+        let net = (
+            prop::sample::select(EDGE_TOPS.to_vec()),
+            prop_oneof![
+                1 => prop::sample::select(vec![0u8, 1, 2, 3, 4]),
+                60 => prop::sample::select(vec![
+                    19u8, 20, 22, 27, 28, 29, 31, 32, 33, 47, 48, 48, 63, 64, 64, 65, 127, 128, 128,
+                ]),
+            ],
+            any::<u128>(),
+        )
+            .prop_map(|(top, len, rnd)| {
+                // Few distinct low parts, so prefixes overlap and nest.
+                let a = (u128::from(top) << 96) | ((rnd >> 32) & 0xffff_0000_0000_0000_0000_00ff);
+                Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc()
+            });
+        // Short prefixes are rare in real lists and each one covers a lot:
+        // keep the sets small.
+        prop::collection::btree_map(net, 0u32..4, 0..24)
+    }
+
+    fn edge_probe() -> impl proptest::strategy::Strategy<Value = Ipv6Addr> {
+        use proptest::prelude::*;
+        (
+            prop::sample::select(EDGE_TOPS.to_vec()),
+            any::<u128>(),
+            any::<bool>(),
+        )
+            .prop_map(|(top, rnd, near)| {
+                let low = if near {
+                    (rnd >> 32) & 0xffff_0000_0000_0000_0000_00ff
+                } else {
+                    rnd >> 32
+                };
+                Ipv6Addr::from((u128::from(top) << 96) | low)
+            })
+    }
+
+    proptest::proptest! {
+        // A /0–/4 makes every plan hold the whole 4 MiB bitmap: few cases.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        #[test]
+        fn edge_partial_diff_reaches_full_plan(old in arb_edge_set(), new in arb_edge_set()) {
+            let mut maps = plan(&old);
+            let (tops, nets) = affected(&old, &new);
+            patch(&mut maps, &partial_plan(&new, &tops, &nets), &partial_plan(&old, &tops, &nets));
+            proptest::prop_assert_eq!(maps, plan(&new));
+        }
+
+        #[test]
+        fn edge_plan_is_longest_prefix_match(set in arb_edge_set(), probes in proptest::collection::vec(edge_probe(), 60)) {
+            let p = plan(&set);
+            for a in probes {
+                proptest::prop_assert_eq!(plan_lookup(&p, a), lpm(&set, a), "{}", a);
+            }
+            for n in set.keys() {
+                proptest::prop_assert_eq!(plan_lookup(&p, n.network()), lpm(&set, n.network()), "{}", n);
+                proptest::prop_assert_eq!(plan_lookup(&p, n.broadcast()), lpm(&set, n.broadcast()), "{}", n);
+            }
+            proptest::prop_assert_eq!(entries_of(&p), set);
+        }
     }
 
     proptest::proptest! {
@@ -671,8 +968,9 @@ mod tests {
             ("2400::/12".into(), 6),
             ("2400:cafe::/48".into(), 7),
         ];
-        // A /32 with more lengths than the probe budget falls back to the trie.
-        for len in 33..=(33 + MAX_PROBES as u8) {
+        // A /32 with more lengths than the probe budget (besides the inline
+        // one) falls back to the trie.
+        for len in 33..=(34 + MAX_PROBES as u8) {
             v.push((format!("2a00:1::/{len}"), 100 + len as u32));
         }
         let s: BTreeMap<Ipv6Net, PartnerId> =

@@ -2,8 +2,7 @@
 //! earlier controller pinned, attach XDP, detach. Owns the bpffs layout:
 //!
 //! ```text
-//! <pin_path>/maps/<MAP>         ALLOW, CONFIG, COUNTERS, PARTNER_HITS,
-//!                               SLASH32, LONG_PREFIXES, RESPONDER, REPORTS
+//! <pin_path>/maps/<MAP>         every map in mx6gate_common::map_names::ALL
 //! <pin_path>/progs/xdp          the XDP program now attached
 //! <pin_path>/progs/sk_lookup    the sk_lookup program now attached
 //! <pin_path>/links/xdp@<iface>  one bpf_link per protected interface
@@ -422,7 +421,7 @@ impl Gate {
 /// Key and value sizes of each map as this build defines them. Pinned
 /// maps from a build with another layout cannot be adopted; say so plainly
 /// instead of failing deep in the loader or the verifier.
-fn expected_layout() -> [(&'static str, usize, usize); 8] {
+fn expected_layout() -> [(&'static str, usize, usize); 9] {
     use mx6gate_common::{
         allow::{LongKey, Slash32},
         AllowKey, GateConfig,
@@ -438,6 +437,7 @@ fn expected_layout() -> [(&'static str, usize, usize); 8] {
         (map_names::LONG_PREFIXES, size_of::<LongKey>(), 4),
         // A ring buffer has neither keys nor values.
         (map_names::REPORTS, 0, 0),
+        (map_names::OCCUPIED, 4, 8),
     ]
 }
 

@@ -7,7 +7,7 @@ use aya::maps::{
     lpm_trie::LpmTrie, Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuValues, SockMap,
 };
 use mx6gate_common::{
-    allow::{LongKey, Slash32},
+    allow::{LongKey, Slash32, OCCUPIED_ENTRIES, OCCUPIED_WORDS, SUMMARY_SHIFT},
     map_names, Counter, GateConfig, PartnerId,
 };
 
@@ -18,6 +18,8 @@ pub struct GateMaps {
     pub slash32: HashMap<MapData, [u8; 4], Slash32>,
     pub long: HashMap<MapData, LongKey, PartnerId>,
     pub allow: LpmTrie<MapData, [u8; 16], PartnerId>,
+    /// Level 0, mapped into this process (see `Occupied`).
+    pub occupied: Occupied,
     pub config: Array<MapData, GateConfig>,
     pub counters: PerCpuArray<MapData, u64>,
     pub partner_hits: PerCpuArray<MapData, u64>,
@@ -43,6 +45,7 @@ impl GateMaps {
             slash32: open(&l, map_names::SLASH32)?.try_into()?,
             long: open(&l, map_names::LONG_PREFIXES)?.try_into()?,
             allow: open(&l, map_names::ALLOW)?.try_into()?,
+            occupied: Occupied::open(&l)?,
             config: open(&l, map_names::CONFIG)?.try_into()?,
             counters: open(&l, map_names::COUNTERS)?.try_into()?,
             partner_hits: open(&l, map_names::PARTNER_HITS)?.try_into()?,
@@ -117,4 +120,120 @@ impl GateMaps {
 
 fn sum(v: &PerCpuValues<u64>) -> u64 {
     v.iter().sum()
+}
+
+/// The OCCUPIED bitmap (an mmap-able BPF array of u64 words), mapped
+/// shared into this process: the programs see every store at once, and a
+/// word changes with one aligned 8-byte store, so a program never sees
+/// half of an update.
+pub struct Occupied {
+    ptr: *mut u64,
+    _map: MapData,
+}
+
+// SAFETY: the mapping is plain shared memory accessed only through atomics.
+unsafe impl Send for Occupied {}
+unsafe impl Sync for Occupied {}
+
+impl Occupied {
+    const BYTES: usize = OCCUPIED_ENTRIES as usize * 8;
+
+    fn open(layout: &PinLayout) -> Result<Occupied> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let path = layout.map(map_names::OCCUPIED);
+        let map = MapData::from_pin(&path)
+            .with_context(|| format!("opening pinned map {}", path.display()))?;
+        let info = map.info()?;
+        if info.max_entries() != OCCUPIED_ENTRIES || info.value_size() != 8 {
+            anyhow::bail!(
+                "pinned map {} has {} entries of {} bytes, this build needs {OCCUPIED_ENTRIES} of 8 (made by another mx6gate version: run `mx6gate detach`, then start again)",
+                path.display(),
+                info.max_entries(),
+                info.value_size()
+            );
+        }
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("mapping {} into memory", path.display()));
+        }
+        Ok(Occupied {
+            ptr: ptr.cast(),
+            _map: map,
+        })
+    }
+
+    fn word(&self, i: u32) -> &std::sync::atomic::AtomicU64 {
+        assert!(i < OCCUPIED_ENTRIES, "OCCUPIED word {i} out of range");
+        // SAFETY: in bounds (checked), 8-byte aligned (page-aligned base),
+        // and only ever accessed atomically from this side.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.add(i as usize)) }
+    }
+
+    /// Cell word `i` (i < OCCUPIED_WORDS).
+    pub fn get(&self, i: u32) -> u64 {
+        self.word(i).load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn set(&self, i: u32, v: u64) {
+        self.word(i).store(v, std::sync::atomic::Ordering::Release)
+    }
+
+    /// Whether summary cell `c` (a /20) is set.
+    pub fn summary(&self, c: u32) -> bool {
+        self.get(OCCUPIED_WORDS + c / 64) & (1 << (c % 64)) != 0
+    }
+
+    /// Set or clear summary cell `c`, leaving the word's other bits alone.
+    pub fn set_summary(&self, c: u32, on: bool) {
+        use std::sync::atomic::Ordering::AcqRel;
+        let w = self.word(OCCUPIED_WORDS + c / 64);
+        if on {
+            w.fetch_or(1 << (c % 64), AcqRel);
+        } else {
+            w.fetch_and(!(1 << (c % 64)), AcqRel);
+        }
+    }
+
+    /// The set summary cells.
+    pub fn read_summary(&self) -> std::collections::BTreeMap<u32, ()> {
+        (0..OCCUPIED_ENTRIES - OCCUPIED_WORDS)
+            .flat_map(|i| {
+                let w = self.get(OCCUPIED_WORDS + i);
+                (0..64)
+                    .filter(move |b| w & (1 << b) != 0)
+                    .map(move |b| (i * 64 + b, ()))
+            })
+            .collect()
+    }
+
+    /// Every non-zero cell word. Only the words under set summary cells
+    /// are read (the controller keeps "a word is non-zero ⇒ its summary
+    /// cell is set" true at every step, see `allowlist::write_diff`): a
+    /// small list does not fault in the whole 4 MiB mapping.
+    pub fn read(&self) -> std::collections::BTreeMap<u32, u64> {
+        // A summary cell covers 2^SUMMARY_SHIFT cells: this many words.
+        let per = (1 << SUMMARY_SHIFT) / 64;
+        self.read_summary()
+            .into_keys()
+            .flat_map(|c| c * per..(c + 1) * per)
+            .map(|i| (i, self.get(i)))
+            .filter(|(_, w)| *w != 0)
+            .collect()
+    }
+}
+
+impl Drop for Occupied {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr.cast(), Self::BYTES) };
+    }
 }

@@ -5,18 +5,39 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, SockMap},
 };
 use mx6gate_common::{
-    allow::{mask, pop_longest, LongKey, Slash32, MAX_PROBES, NO_PARTNER, USE_TRIE},
+    allow::{
+        cell_of, mask, mid_lo, pop_longest, LongKey, Slash32, MAX_PROBES, NO_PARTNER,
+        OCCUPIED_ENTRIES, OCCUPIED_WORDS, SUMMARY_SHIFT, USE_TRIE,
+    },
     Counter, GateConfig, PartnerId, COUNTER_SLOTS,
 };
 
-/// The allowlist, two levels (see `mx6gate_common::allow`): top 32 bits →
-/// what lies below them …
+/// The allowlist (see `mx6gate_common::allow`): one bit per /28 of
+/// 2000::/3, set where any prefix lies. An ARRAY, so the verifier inlines
+/// the lookup (an index and a load); its size never changes.
 #[map]
-pub static SLASH32: HashMap<[u8; 4], Slash32> = HashMap::with_max_entries(65536, 0);
+pub static OCCUPIED: Array<u64> = Array::with_max_entries(OCCUPIED_ENTRIES, BPF_F_MMAPABLE);
+
+/// The allowlist's hashes take memory as entries come, not all of
+/// `maps.allow_entries` up front: a gate sized for a million prefixes but
+/// holding a thousand costs a thousand entries, and creating it is not
+/// paid in proportion to its size on every cold start. (LONG_PREFIXES
+/// mostly stays near-empty: each /32's longest prefix is inline.)
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// The controller maps OCCUPIED into its memory: reading it back and
+/// flipping bits are plain loads and 8-byte stores, not 2^19 syscalls.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Top 32 bits → what lies below them …
+#[map]
+pub static SLASH32: HashMap<[u8; 4], Slash32> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// … and (length, masked address) → partner id for prefixes longer than /32.
 #[map]
-pub static LONG_PREFIXES: HashMap<LongKey, PartnerId> = HashMap::with_max_entries(65536, 0);
+pub static LONG_PREFIXES: HashMap<LongKey, PartnerId> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// Fallback LPM trie: every prefix ≤ /32, and all prefixes under a /32
 /// with more lengths than the probe budget.
@@ -63,6 +84,19 @@ fn trie(src: &[u8; 16]) -> Option<PartnerId> {
 #[inline(always)]
 pub fn allowed(cfg: &GateConfig, src: &[u8; 16]) -> Option<PartnerId> {
     let top = [src[0], src[1], src[2], src[3]];
+    if let Some(cell) = cell_of(u32::from_be_bytes(top)) {
+        // No prefix overlaps this /20, or this /28: a stranger, whatever
+        // the flags say.
+        let sum = cell >> SUMMARY_SHIFT;
+        match OCCUPIED.get(OCCUPIED_WORDS + sum / 64) {
+            Some(w) if *w & (1u64 << (sum % 64)) != 0 => {}
+            _ => return None,
+        }
+        match OCCUPIED.get(cell / 64) {
+            Some(w) if *w & (1u64 << (cell % 64)) != 0 => {}
+            _ => return None,
+        }
+    }
     let Some(e) = (unsafe { SLASH32.get(&top) }) else {
         // A stranger's /32: one probe, unless very short prefixes exist.
         if cfg.flags & GateConfig::TRIE_ON_MISS != 0 {
@@ -72,6 +106,11 @@ pub fn allowed(cfg: &GateConfig, src: &[u8; 16]) -> Option<PartnerId> {
     };
     if e.flags & USE_TRIE != 0 {
         return trie(src);
+    }
+    // The longest prefix under this /32, compared in registers.
+    let (mid, lo) = mid_lo(src);
+    if e.inline_covers(mid, lo) {
+        return Some(e.inline_id);
     }
     let mut lens = e.lens;
     for _ in 0..MAX_PROBES {

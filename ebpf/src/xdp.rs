@@ -43,6 +43,9 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
     if !cfg.protects(dport) {
         return pass(Counter::PassedOther);
     }
+    // Everything the verdict needs is copied out of the packet before the
+    // lookup: no packet pointer may stay live across it (see Reset below).
+    let sport = u16::from_be_bytes([th[0], th[1]]);
     let mut src = [0u8; 16];
     src.copy_from_slice(&unsafe { &*ip }[8..24]);
     if let Some(id) = allowed(cfg, &src) {
@@ -57,7 +60,6 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
         Mode::Reset => Some(ReportAction::Reset),
         Mode::Monitor | Mode::Defer => None,
     } {
-        let sport = u16::from_be_bytes([th[0], th[1]]);
         crate::report::syn(&src, sport, dport, action, Program::Xdp, ctx.ingress_ifindex() as u32);
     }
     match mode {
@@ -67,7 +69,11 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
             count(Counter::Dropped);
             xdp_action::XDP_DROP
         }
-        Mode::Reset => match write_rst(&ctx, ip, tcp) {
+        // The packet's headers are located again rather than kept across
+        // the lookup: with nothing of the parse live there, the verifier
+        // checks the lookup once instead of once per header layout (a
+        // third of the load time instead of all of it).
+        Mode::Reset => match relocate(&ctx).and_then(|(ip, tcp)| write_rst(&ctx, ip, tcp)) {
             Some(()) => {
                 count(Counter::Reset);
                 xdp_action::XDP_TX
@@ -79,6 +85,16 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
                 xdp_action::XDP_DROP
             }
         },
+    }
+}
+
+/// The headers `locate_tcp` found (the same packet, parsed the same way).
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn relocate(ctx: &XdpContext) -> Option<(*mut [u8; IPV6_HLEN], *mut [u8; TCP_HLEN])> {
+    match locate_tcp(ctx) {
+        L4::Tcp { ip, tcp } => Some((ip, tcp)),
+        _ => None,
     }
 }
 
@@ -205,7 +221,10 @@ fn write_rst(ctx: &XdpContext, ip: *mut [u8; IPV6_HLEN], tcp: *mut [u8; TCP_HLEN
     }
 
     let keep = ip_off + IPV6_HLEN + TCP_HLEN;
-    let excess = ctx.data_end() - ctx.data() - keep;
+    // The frame's length as a plain number first: left to itself LLVM may
+    // fold `- keep` into pkt_end, which the verifier refuses.
+    let frame_len = unsafe { core::ptr::read_volatile(&(ctx.data_end() - ctx.data())) };
+    let excess = frame_len - keep;
     if excess > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(excess as i32)) } != 0 {
         return None;
     }

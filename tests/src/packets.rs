@@ -28,7 +28,9 @@ pub fn partner_prefixes() -> Vec<(ipnet::Ipv6Net, u32)> {
         .iter()
         .map(|(p, id)| (p.parse().unwrap(), *id))
         .collect();
-    for (i, len) in (34..=34 + mx6gate_common::allow::MAX_PROBES as u8).enumerate() {
+    // One length more than the probe budget besides the inline (longest)
+    // prefix: this /32 takes the trie fallback.
+    for (i, len) in (34..=35 + mx6gate_common::allow::MAX_PROBES as u8).enumerate() {
         v.push((format!("2a00:1::/{len}").parse().unwrap(), 20 + i as u32));
     }
     v

@@ -101,8 +101,8 @@ fn alive(s: &std::net::TcpStream, what: &str) {
 // ------------------------------------------------------------ gate state
 
 /// The allowlist in the pinned maps, read with aya (not through the
-/// controller): prefixes longer than /32 from LONG_PREFIXES, the rest from
-/// the ALLOW trie (see mx6gate_common::allow).
+/// controller): prefixes longer than /32 from LONG_PREFIXES and inline in
+/// SLASH32, the rest from the ALLOW trie (see mx6gate_common::allow).
 fn allow_map(pin: &Path) -> BTreeMap<Ipv6Net, u32> {
     let data = MapData::from_pin(pin.join("maps/ALLOW")).expect("open pinned ALLOW");
     let map = Map::from_map_data(data).expect("ALLOW map");
@@ -126,6 +126,18 @@ fn allow_map(pin: &Path) -> BTreeMap<Ipv6Net, u32> {
             Ipv6Net::new(Ipv6Addr::from(k.addr), k.prefix_len as u8).unwrap(),
             v,
         );
+    }
+    // The longest prefix under each /32 is held inline in its SLASH32 entry.
+    let data = MapData::from_pin(pin.join("maps/SLASH32")).expect("open pinned SLASH32");
+    let map = Map::from_map_data(data).expect("SLASH32 map");
+    let slash32: aya::maps::HashMap<MapData, [u8; 4], mx6gate_common::allow::Slash32> =
+        map.try_into().expect("SLASH32 is a hash");
+    for kv in slash32.iter() {
+        let (top, e) = kv.expect("iterating SLASH32");
+        if e.inline_id != mx6gate_common::allow::NO_PARTNER {
+            let net = Ipv6Net::new(Ipv6Addr::from(e.inline_addr(top)), e.inline_len as u8);
+            out.insert(net.unwrap(), e.inline_id);
+        }
     }
     out
 }

@@ -326,3 +326,186 @@ fn generated_packets_match_reference() {
         "generator must reach every outcome: {want:?}"
     );
 }
+
+/// /32s at the edges of the allowlist's levels (see mx6gate_common::allow):
+/// both sides of 2000::/3, of a /28 cell of OCCUPIED, of a 64-cell word and
+/// /20 summary cell, of a summary word, one mid-range, and some outside 2000::/3.
+const EDGE_TOPS: [u32; 12] = [
+    0x1fff_ffff,
+    0x2000_0000,
+    0x2001_0dbf,
+    0x2001_0dc0,
+    0x2001_0fff,
+    0x2001_1000,
+    0x2003_ffff,
+    0x2004_0000,
+    0x2a00_0001,
+    0x3fff_ffff,
+    0x4000_0000,
+    0xfe80_0000,
+];
+
+fn edge_net() -> impl Strategy<Value = Ipv6Net> {
+    (
+        prop::sample::select(EDGE_TOPS.to_vec()),
+        prop_oneof![
+            1 => prop::sample::select(vec![0u8, 1, 2, 3, 4, 12]),
+            30 => prop::sample::select(vec![
+                20u8, 22, 27, 28, 29, 31, 32, 33, 47, 48, 48, 63, 64, 64, 65, 127, 128, 128,
+            ]),
+        ],
+        any::<u128>(),
+    )
+        .prop_map(|(top, len, rnd)| {
+            // Few distinct low parts, so prefixes nest and share /32s.
+            let a = (u128::from(top) << 96) | ((rnd >> 32) & 0xffff_0000_0000_0000_0000_00ff);
+            Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc()
+        })
+}
+
+fn edge_source() -> impl Strategy<Value = [u8; 16]> {
+    (
+        prop::sample::select(EDGE_TOPS.to_vec()),
+        any::<u128>(),
+        any::<bool>(),
+    )
+        .prop_map(|(top, rnd, near)| {
+            let low = if near {
+                (rnd >> 32) & 0xffff_0000_0000_0000_0000_00ff
+            } else {
+                rnd >> 32
+            };
+            ((u128::from(top) << 96) | low).to_be_bytes()
+        })
+}
+
+/// The allowlist layout in the kernel, not just its plan: a series of
+/// allowlists full of the layout's edge cases (cell and /32 boundaries,
+/// /0–/31, several prefixes per /32, /128s, outside 2000::/3), each applied
+/// with the product's sync — the incremental path against the previous
+/// one, and every few steps the full read-back path — then SYNs from
+/// sources around them run through the XDP program in drop mode and
+/// compared with the reference's longest-prefix match, and the
+/// controller's own replay of the lookup (`allowlist::lookup`, used by
+/// `mx6gate check`) held to the same answer.
+#[test]
+fn allowlist_layout_matches_reference_across_updates() {
+    let Some(h) = Harness::new() else { return };
+    let state = mx6gate::state::StateDir::new(&h.cfg.state_dir);
+    std::fs::create_dir_all(&h.cfg.state_dir).unwrap();
+    let mut runner = TestRunner::new(PtConfig {
+        cases: 60,
+        failure_persistence: None,
+        ..PtConfig::default()
+    });
+    let h = std::cell::RefCell::new(h);
+    let step = std::cell::Cell::new(0u32);
+    let set = prop::collection::btree_map(edge_net(), 0u32..6, 0..20);
+    let result = runner.run(
+        &(set, prop::collection::vec(edge_source(), 64)),
+        |(set, sources)| {
+            let mut h = h.borrow_mut();
+            let n = step.get();
+            step.set(n + 1);
+            if n % 5 == 4 {
+                mx6gate::sync::apply_allow(&mut h.maps, &set)
+            } else {
+                mx6gate::sync::apply_allow_tracked(&mut h.maps, &state, &set)
+            }
+            .map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+            if n % 5 == 4 {
+                // The full path left the snapshot stale: drop it.
+                std::fs::remove_file(mx6gate::sync::snapshot_path(&state)).ok();
+            }
+            h.partners = set.iter().map(|(n, id)| (*n, *id)).collect();
+            let probes = sources.into_iter().chain(
+                set.keys()
+                    .flat_map(|n| [n.network().octets(), n.broadcast().octets()]),
+            );
+            for src in probes {
+                let pkt = tcp_frame(&[], src, &[], &Tcp::syn(25));
+                h.check(&pkt, Mode::Drop, false)
+                    .map_err(TestCaseError::fail)?;
+                let replay = mx6gate::allowlist::lookup(&h.maps, Ipv6Addr::from(src))
+                    .map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+                prop_assert_eq!(replay, h.lookup(&src), "replay for {}", Ipv6Addr::from(src));
+            }
+            let held = mx6gate::allowlist::entries(&h.maps)
+                .map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+            prop_assert_eq!(held, set);
+            Ok(())
+        },
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// BPF_MAP_CREATE of a hash map, pinned at `path` (what an older build
+/// would have left there).
+fn pin_hash(path: &std::path::Path, key: u32, value: u32) {
+    use std::os::unix::ffi::OsStrExt;
+    // union bpf_attr, map_create: map_type, key_size, value_size, max_entries, map_flags
+    let mut attr = [0u32; 32];
+    attr[0] = 1; // BPF_MAP_TYPE_HASH
+    attr[1] = key;
+    attr[2] = value;
+    attr[3] = 16;
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_mut_ptr(), 128u32) };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // obj: pathname (u64), bpf_fd
+    let mut attr = [0u32; 32];
+    let ptr = p.as_ptr() as u64;
+    attr[0] = ptr as u32;
+    attr[1] = (ptr >> 32) as u32;
+    attr[2] = fd as u32;
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 6, attr.as_mut_ptr(), 128u32) };
+    assert!(rc == 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    unsafe { libc::close(fd as i32) };
+}
+
+/// A gate pinned by a build with the previous allowlist layout (24-byte
+/// SLASH32 values, no OCCUPIED) is refused with a message saying what to
+/// do, and left as it was — never adopted and misread.
+#[test]
+fn gate_pinned_with_an_older_layout_is_refused() {
+    let Some(h) = Harness::new() else { return };
+    let maps = h.cfg.pin_path.join("maps");
+    // Old SLASH32: same name and key, the old 24-byte value.
+    std::fs::remove_file(maps.join("SLASH32")).unwrap();
+    pin_hash(&maps.join("SLASH32"), 4, 24);
+    let e = match Gate::load(&h.cfg) {
+        Ok(_) => panic!("a SLASH32 with 24-byte values was adopted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("incompatible") && e.contains("SLASH32") && e.contains("mx6gate detach"),
+        "{e}"
+    );
+    assert!(maps.join("SLASH32").exists(), "the old pins must stay");
+    // No OCCUPIED at all (the build before it).
+    std::fs::remove_file(maps.join("SLASH32")).unwrap();
+    pin_hash(
+        &maps.join("SLASH32"),
+        4,
+        std::mem::size_of::<mx6gate_common::allow::Slash32>() as u32,
+    );
+    std::fs::remove_file(maps.join("OCCUPIED")).unwrap();
+    let e = match Gate::load(&h.cfg) {
+        Ok(_) => panic!("a gate without OCCUPIED was adopted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("OCCUPIED") && e.contains("mx6gate detach"),
+        "{e}"
+    );
+    assert!(
+        !maps.join("OCCUPIED").exists(),
+        "nothing is created in an adopted gate"
+    );
+}

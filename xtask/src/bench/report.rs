@@ -351,18 +351,18 @@ fn discussion(r: &Results, pp: &Pp<'_>) -> String {
         let _ = writeln!(
             o,
             "* **SYN classes hot at {sz}, ≤ {limit}× the floor.** At {sz} the floor is {f} ns, so {limit}× leaves \
-             {room} ns for everything the gate does to a SYN. A stranger whose /32 holds no partner costs {a} ns over \
-             the floor (parse to TCP, the CONFIG entry, one SLASH32 hash probe, a counter): {qa} the floor. A stranger \
-             inside a partner's /32 costs {b} ns more (a LONG_PREFIXES probe, 20-byte key, for each prefix length \
-             present under that /32), a partner another {c} ns (its per-partner hit counter): {qn} and {qp} the \
-             floor. One BPF hash-map lookup (hash the key, walk the bucket, compare) costs about as much as the \
-             whole floor on this machine{xs}{ts}. So a design that probes a hash map more than once per SYN cannot \
-             meet the ratio, and one that probes once only just; what would come closest: keep the first level's \
-             answer for the common case (stranger, no partner in its /32) as it is — it is the one figure near \
-             {limit}× — and make the second \
-             level one probe instead of one per length (e.g. one hash keyed by the /48 or /64 of the source, holding \
-             the longest match for that block, with the rarer longer or odder prefixes behind a flag), with keys \
-             of 8 bytes rather than 20.\n",
+             {room} ns for everything the gate does to a SYN. A stranger whose /28 holds no prefix costs {a} ns over \
+             the floor (parse to TCP, the CONFIG entry, two loads from the OCCUPIED bitmap — an ARRAY the verifier \
+             inlines, no hashing — and a counter): {qa} the floor. A stranger inside a partner's /32 costs {b} ns \
+             more (one SLASH32 hash probe, 4-byte key; the /32's longest prefix sits inline in the entry and is \
+             compared in registers, so with one prefix per /32 there is no second probe), a partner another {c} ns \
+             (its per-partner hit counter): {qn} and {qp} the floor. One BPF hash-map lookup (hash the key, walk \
+             the bucket, compare) costs about as much as the whole floor on this machine{xs}{ts}. So a partner \
+             cannot come under the ratio while it needs one kernel hash probe; what would: a /32 level that \
+             answers without the kernel's hash — e.g. an open-addressed table in an ARRAY map (the verifier \
+             inlines the index, a multiplicative hash, one cache line per probe), which then needs tear-free \
+             updates from the controller (a double-buffered table switched through CONFIG, or a sequence word \
+             per slot).\n",
             sz = size_name(n),
             f = num(f),
             room = num(f * (limit - 1.0)),
@@ -395,13 +395,12 @@ fn discussion(r: &Results, pp: &Pp<'_>) -> String {
         let _ = writeln!(
             o,
             "* **Cold at 1M, ≤ 300 ns.** With sources spread over a table several times the L3, every probe is a \
-             cache miss to DRAM, and the gate's probes depend on one another (the first level says which lengths to \
-             probe next). Cold vs hot at 1M: stranger without a partner in its /32 {} vs {} ns (one probe), stranger \
-             next to a partner {} vs {} ns, partner {} vs {} ns; the plain trie {} ns, xdp-filter {} ns. What would \
-             close it: fewer dependent misses per SYN — one second-level probe instead of one per length (see \
-             above), smaller entries so more of the first level stays in cache (SLASH32 holds 24-byte values for \
-             4-byte keys), or a first level that is a plain bitmap/array indexed by the top bits of the address \
-             (no hashing, one line per lookup).\n",
+             cache miss to DRAM, and the gate's loads depend on one another. Cold vs hot at 1M: stranger with no \
+             prefix in its /28 {} vs {} ns (the bitmap: a 16 KiB summary, then a 4 MiB table of /28 cells), \
+             stranger next to a partner {} vs {} ns, partner {} vs {} ns (the bitmap, then one SLASH32 probe: the \
+             kernel hash's bucket array and then its element, two dependent misses after the bitmap's); the plain trie {} ns, \
+             xdp-filter {} ns. What would close it: one line per lookup at the /32 level — the ARRAY-backed \
+             open-addressed table described above — instead of the kernel hash's two.\n",
             fmt(g("drop")),
             fmt(h("drop")),
             fmt(g("near")),
@@ -418,10 +417,13 @@ fn discussion(r: &Results, pp: &Pp<'_>) -> String {
             "* **Below xdp-filter.** xdp-filter's allow mode looks the destination and then the source up in one \
              hash of exact 16-byte addresses, after parsing only the Ethernet and IPv6 headers; it needs one entry \
              per address (it cannot hold a /48). The gate parses on to TCP (VLAN tags, extension headers), checks \
-             the flags and the port, and then looks the source up by prefix: one probe when the source's /32 holds \
-             no partner — the class where it is below xdp-filter — and one more per prefix length under that /32 \
-             for a partner or a stranger next to one, where it is above. The second-level change above (one probe, \
-             short keys) is what would put those classes below xdp-filter too.\n"
+             the flags and the port, and then looks the source up by prefix: two inlined bitmap loads when no prefix \
+             lies in the source's /28 — the class where it is far below xdp-filter — and one SLASH32 hash probe more \
+             for a partner or a stranger next to one (the /32's longest prefix inline: no second-level probe). \
+             Where those are still above, it is that probe plus the bitmap in front of it: cold, the 4 MiB cell \
+             table costs a miss of its own (the far-stranger row) before the hash's two dependent ones, where \
+             xdp-filter (whose destination lookup stays hot) pays the hash's alone. The ARRAY-backed /32 table \
+             described above is what would put them below.\n"
         );
     }
     if missed("Wire") {
@@ -485,12 +487,13 @@ fn discussion(r: &Results, pp: &Pp<'_>) -> String {
             rows.join("; "),
             if load_bound {
                 format!(
-                    "Where the target is missed at the small end, the fixed cost of Gate::load dominates: creating \
-                     and pinning the maps and running both programs through the verifier takes about as long as \
-                     `nft -f` needs for a whole 10k set (a process start and one transaction).{} It is paid once per \
-                     controller start, never per change (later syncs reload nothing); closing the gap at 10k would \
-                     mean a cheaper load — fewer or smaller programs for the verifier, maps created lazily at their \
-                     needed size — rather than a faster sync. ",
+                    "Where the target is missed at the small end, the fixed cost of Gate::load dominates: aya \
+                     parsing the kernel's BTF (every EbpfLoader does, though the object carries none), both programs \
+                     through the verifier, the maps created and pinned — about as long as `nft -f` needs for a \
+                     whole 10k set (a process start and one transaction).{} It is paid once per controller start, \
+                     never per change (later syncs reload nothing); closing the gap at 10k would mean a cheaper \
+                     load still — a smaller XDP program for the verifier, a loader that skips the kernel BTF — \
+                     rather than a faster sync. ",
                     if apply_slow {
                         ""
                     } else {
