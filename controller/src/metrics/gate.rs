@@ -462,7 +462,10 @@ mod tests {
             assert!(t.contains(&line), "missing {line:?} in\n{t}");
             n += 1;
         }
-        assert_eq!(n, Counter::ALL.len() + Counter::SK_ALL.len());
+        assert_eq!(
+            n,
+            Counter::ALL.len() + Counter::SK_ALL.len() + Counter::REPORT_ALL.len()
+        );
         // One header per family, not per sample.
         assert_eq!(
             t.matches("# TYPE mx6gate_decisions_total counter\n")
