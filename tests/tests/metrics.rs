@@ -156,9 +156,11 @@ fn counters_move_with_real_traffic() {
     assert_eq!(get(&m0, "mx6gate_mode{mode=\"defer\"}"), 0.0);
     assert_eq!(get(&m0, "mx6gate_responder_up"), 1.0);
     assert_eq!(get(&m0, "mx6gate_allowlist_prefixes"), 1.0);
-    assert_eq!(get(&m0, "mx6gate_map_entries{map=\"LONG_PREFIXES\"}"), 1.0);
+    // One prefix in its /32: it sits inline in the SLASH32 entry.
+    assert_eq!(get(&m0, "mx6gate_map_entries{map=\"SLASH32\"}"), 1.0);
+    assert_eq!(get(&m0, "mx6gate_map_entries{map=\"LONG_PREFIXES\"}"), 0.0);
     assert_eq!(get(&m0, "mx6gate_map_entries{map=\"PARTNER_HITS\"}"), 1.0);
-    assert!(get(&m0, "mx6gate_map_fill_ratio{map=\"LONG_PREFIXES\"}") > 0.0);
+    assert!(get(&m0, "mx6gate_map_fill_ratio{map=\"SLASH32\"}") > 0.0);
     assert_eq!(
         get(&m0, "mx6gate_responder_down_policy{policy=\"pass\"}"),
         1.0

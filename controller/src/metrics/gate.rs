@@ -340,12 +340,17 @@ impl GateCollector {
     }
 }
 
-/// Entries of the three allowlist maps, walking their keys only.
+/// Entries of the three allowlist maps (keys only, but SLASH32's values).
 fn count_allowlist(maps: &GateMaps) -> Result<AllowFill> {
-    let slash32 = maps
-        .slash32
-        .keys()
-        .try_fold(0u64, |n, k| k.map(|_| n + 1))?;
+    // A /32's longest prefix sits inline in its SLASH32 value, in no other map.
+    let (mut slash32, mut inline) = (0u64, 0u64);
+    for e in maps.slash32.iter() {
+        let (_, v) = e?;
+        slash32 += 1;
+        if v.inline_id != mx6gate_common::allow::NO_PARTNER {
+            inline += 1;
+        }
+    }
     let long = maps.long.keys().try_fold(0u64, |n, k| k.map(|_| n + 1))?;
     let (mut trie, mut short) = (0u64, 0u64);
     for k in maps.allow.keys() {
@@ -359,7 +364,7 @@ fn count_allowlist(maps: &GateMaps) -> Result<AllowFill> {
     let cap = u64::from(maps.allow_capacity);
     use mx6gate_common::map_names as n;
     Ok(AllowFill {
-        prefixes: long + short,
+        prefixes: long + short + inline,
         maps: vec![
             MapFill {
                 map: n::SLASH32,
