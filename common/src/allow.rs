@@ -52,6 +52,25 @@ pub const SUMMARY_WORDS: u32 = OCCUPIED_WORDS >> SUMMARY_SHIFT;
 /// Entries of the OCCUPIED array: cells, then summary.
 pub const OCCUPIED_ENTRIES: u32 = OCCUPIED_WORDS + SUMMARY_WORDS;
 
+/// /32s at the edges of the levels above: both sides of 2000::/3, of a /28
+/// cell, of an OCCUPIED word (64 cells) and summary cell (a /20), of a
+/// summary word, one mid-range, and some outside 2000::/3. The tests of
+/// every layer draw their prefixes around these.
+pub const EDGE_TOPS: [u32; 12] = [
+    0x1fff_ffff,
+    0x2000_0000,
+    0x2001_0dbf,
+    0x2001_0dc0,
+    0x2001_0fff,
+    0x2001_1000,
+    0x2003_ffff,
+    0x2004_0000,
+    0x2a00_0001,
+    0x3fff_ffff,
+    0x4000_0000,
+    0xfe80_0000,
+];
+
 /// The OCCUPIED cell of a source whose top 32 bits are `top`, or None
 /// outside 2000::/3.
 #[inline(always)]

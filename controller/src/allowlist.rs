@@ -840,23 +840,7 @@ mod tests {
         prop::collection::btree_map(net.prop_map(|(n, _)| n), 0u32..4, 0..40)
     }
 
-    /// /32s at the edges of the levels: both sides of 2000::/3, of a /28
-    /// cell, of an OCCUPIED word (64 cells) and summary cell (a /20), of a
-    /// summary word, and one in the middle.
-    const EDGE_TOPS: [u32; 12] = [
-        0x1fff_ffff,
-        0x2000_0000,
-        0x2001_0dbf,
-        0x2001_0dc0,
-        0x2001_0fff,
-        0x2001_1000,
-        0x2003_ffff,
-        0x2004_0000,
-        0x2a00_0001,
-        0x3fff_ffff,
-        0x4000_0000,
-        0xfe80_0000,
-    ];
+    use mx6gate_common::allow::EDGE_TOPS;
 
     /// Sets mixing every length class the layout treats apart: /0–/31
     /// (expanded or not, inside, around and outside 2000::/3), /32, the

@@ -327,23 +327,7 @@ fn generated_packets_match_reference() {
     );
 }
 
-/// /32s at the edges of the allowlist's levels (see mx6gate_common::allow):
-/// both sides of 2000::/3, of a /28 cell of OCCUPIED, of a 64-cell word and
-/// /20 summary cell, of a summary word, one mid-range, and some outside 2000::/3.
-const EDGE_TOPS: [u32; 12] = [
-    0x1fff_ffff,
-    0x2000_0000,
-    0x2001_0dbf,
-    0x2001_0dc0,
-    0x2001_0fff,
-    0x2001_1000,
-    0x2003_ffff,
-    0x2004_0000,
-    0x2a00_0001,
-    0x3fff_ffff,
-    0x4000_0000,
-    0xfe80_0000,
-];
+use mx6gate_common::allow::EDGE_TOPS;
 
 fn edge_net() -> impl Strategy<Value = Ipv6Net> {
     (
