@@ -6,8 +6,10 @@ export DEBIAN_FRONTEND=noninteractive
 
 # systemd (not running here: the deb_package suite boots it in its own PID
 # namespace), dpkg-dev (dpkg-shlibdeps) and binutils (strip) for
-# `cargo xtask deb`, util-linux for unshare/nsenter.
-pkgs=(iproute2 ethtool postfix swaks dnsmasq-base nftables xdp-tools bpftool procps psmisc
+# `cargo xtask deb`, util-linux for unshare/nsenter. swaks needs
+# IO::Socket::INET6 for IPv6 (a Recommends that --no-install-recommends
+# would leave out): libio-socket-inet6-perl.
+pkgs=(iproute2 ethtool postfix swaks libio-socket-inet6-perl dnsmasq-base nftables xdp-tools bpftool procps psmisc
   systemd dpkg-dev binutils util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
