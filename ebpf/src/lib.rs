@@ -4,10 +4,11 @@
 //!   namespace (sk_lookup.rs);
 //! maps shared with the controller live in maps.rs, reports of
 //! non-partner SYNs to the controller in report.rs, bounds-checked packet
-//! access in packet.rs.
+//! access in packet.rs, the one clock in clock.rs.
 #![no_std]
 #![no_main]
 
+mod clock;
 mod maps;
 mod packet;
 mod report;

@@ -1,11 +1,10 @@
 //! Reports of non-partner SYNs to the controller through the REPORTS ring
 //! buffer (`mx6gate_common::report` says who reports what). Each CPU has
 //! a token bucket, so under a flood a SYN costs one per-CPU array lookup
-//! and a coarse clock read (jiffy resolution is plenty for a 1000/s budget
+//! and a coarse clock read (clock.rs; jiffy resolution is plenty for a 1000/s budget
 //! and second-scale first/last seen, and it spares the ~20 ns of a precise
 //! clock on every SYN of a flood), and what does not fit is only counted.
 use aya_ebpf::{
-    helpers::bpf_ktime_get_coarse_ns,
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
@@ -37,7 +36,7 @@ pub fn syn(
     let Some(b) = REPORT_BUDGET.get_ptr_mut(0) else {
         return;
     };
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = crate::clock::now_ns();
     // Per-CPU slot: no other writer while this program runs here.
     if !unsafe { (*b).take(now) } {
         count(Counter::ReportSuppressed);
