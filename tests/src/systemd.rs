@@ -6,6 +6,12 @@
 //! - a private mount namespace: a fresh tmpfs on /run (the host's
 //!   /run/netns is carried over so NetworkNamespacePath= works), a cgroup2
 //!   mount that shows only its own cgroup (cgroup namespace);
+//! - private copies of /etc, /var and /usr: an overlay over each, the
+//!   machine's directory read-only below, a writable layer in the
+//!   instance's stage dir above. `dpkg -i`/`--purge` inside change the
+//!   copies (files, the dpkg database, its lock), never the machine's, and
+//!   what the machine already holds (an mx6gate install, a state dir left
+//!   by an earlier run) can be hidden in the copy ([`SystemdInstance::hide`]);
 //! - it boots `mx6gate-lab.target` (DefaultDependencies=no, nothing wanted),
 //!   not default.target: no udev, no journald, no getty, no networking;
 //!   units it is asked to start must say DefaultDependencies=no too (a
@@ -38,6 +44,13 @@ const BOOT_SCRIPT: &str = r#"#!/bin/sh
 set -eu
 stage=$1
 mount -t proc proc /proc
+# Private copies of /etc, /var and /usr (see the module doc): the machine's
+# directories below, read-only; this instance's changes in $stage above.
+for d in etc var usr; do
+  mkdir -p "$stage/overlay/$d/upper" "$stage/overlay/$d/work"
+  mount -t overlay overlay \
+    -o "lowerdir=/$d,upperdir=$stage/overlay/$d/upper,workdir=$stage/overlay/$d/work" "/$d"
+done
 # Only this instance's cgroup is visible and writable to it.
 umount -R /sys/fs/cgroup 2>/dev/null || umount -l /sys/fs/cgroup
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
@@ -201,6 +214,42 @@ impl SystemdInstance {
     /// A path inside the instance's mount namespace, seen from the host.
     pub fn path(&self, p: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root{p}", self.pid))
+    }
+
+    /// Make the instance's copy of the system look as if the Debian
+    /// package `package` had never been installed and `paths` did not
+    /// exist: the paths are removed from the copy (overlay whiteouts), the
+    /// package's record from the copy of the dpkg database (its status
+    /// stanza and `info/PACKAGE.*`). No maintainer script runs, so nothing
+    /// of the machine's own install (its pinned gate, its daemon) is
+    /// touched. Returns what was hidden.
+    pub fn hide(&self, package: &str, paths: &[&str]) -> Result<Vec<String>> {
+        let mut hidden = Vec::new();
+        for p in paths {
+            if self.path(p).symlink_metadata().is_ok() {
+                self.run(&["rm", "-rf", "--one-file-system", p])?;
+                hidden.push(p.to_string());
+            }
+        }
+        let status = self.path("/var/lib/dpkg/status");
+        let text = std::fs::read_to_string(&status)
+            .with_context(|| format!("reading {}", status.display()))?;
+        let stanza = format!("Package: {package}\n");
+        let kept: Vec<&str> = text
+            .split("\n\n")
+            .filter(|s| !s.trim_start_matches('\n').starts_with(&stanza))
+            .collect();
+        if kept.len() != text.split("\n\n").count() {
+            std::fs::write(&status, kept.join("\n\n"))
+                .with_context(|| format!("writing {}", status.display()))?;
+            hidden.push(format!("dpkg's record of {package}"));
+        }
+        self.run(&[
+            "sh",
+            "-c",
+            &format!("rm -f /var/lib/dpkg/info/{package}.* /var/lib/dpkg/info/{package}:*"),
+        ])?;
+        Ok(hidden)
     }
 }
 

@@ -17,8 +17,14 @@
 //! replaces the package's conffile, as an admin's edit would, with its own
 //! pin path.
 //!
-//! It refuses to run where mx6gate is installed or /etc/mx6gate or
-//! /var/lib/mx6gate exist: installing and purging would clobber them.
+//! The machine's own /etc, /var and /usr are never changed: the systemd
+//! instance has private copies of them (overlays, see
+//! `mx6gate_tests::systemd`), so `dpkg` installs into and purges from those
+//! copies and its database copy. What the machine already holds (an
+//! mx6gate install, /etc/mx6gate, a /var/lib/mx6gate left by an earlier
+//! `mx6gate run`) is hidden in the copy first, so the test neither refuses
+//! because of it nor touches it. Files are checked through the instance's
+//! view of them (`/proc/PID/root/...`).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -50,10 +56,10 @@ fn deb_path() -> PathBuf {
         .unwrap_or_else(|| panic!("no .deb in {}: run `cargo xtask deb`", dir.display()))
 }
 
-fn dpkg_status() -> String {
-    let out = std::process::Command::new("dpkg-query")
-        .args(["-W", "-f=${db:Status-Status}", "mx6gate"])
-        .output()
+/// mx6gate's state in the instance's copy of the dpkg database.
+fn dpkg_status(sd: &SystemdInstance) -> String {
+    let out = sd
+        .try_run(&["dpkg-query", "-W", "-f=${db:Status-Status}", "mx6gate"])
         .expect("dpkg-query");
     // Unknown to dpkg at all (never installed, or purged and forgotten).
     if !out.status.success() {
@@ -62,9 +68,18 @@ fn dpkg_status() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// What a machine with mx6gate installed or run before may hold.
+const MACHINE_TRACES: [&str; 4] = [
+    "/etc/mx6gate",
+    "/var/lib/mx6gate",
+    "/usr/bin/mx6gate",
+    "/lib/systemd/system/mx6gate.service",
+];
+
 /// Everything the test sets up, torn down in order even when it fails:
 /// purge the package (stopping the service and detaching the gate), remove
-/// whatever pins remain, kill the systemd instance, remove the namespaces.
+/// whatever pins remain, kill the systemd instance (its copies of /etc,
+/// /var and /usr go with it), remove the namespaces.
 struct Lab {
     sd: SystemdInstance,
     topo: Topology,
@@ -73,11 +88,8 @@ struct Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if dpkg_status() != "not-installed" {
+        if dpkg_status(&self.sd) != "not-installed" {
             let _ = self.sd.try_run(&["dpkg", "--purge", "mx6gate"]);
-        }
-        if dpkg_status() != "not-installed" {
-            let _ = cmd::try_run(&["dpkg", "--purge", "mx6gate"], Duration::from_secs(60));
         }
         if self.pin_path.exists() {
             mx6gate_tests::gate::remove_pins(&self.pin_path);
@@ -88,6 +100,15 @@ impl Drop for Lab {
 impl Lab {
     fn log(&self) -> String {
         std::fs::read_to_string(self.sd.path(LOG)).unwrap_or_default()
+    }
+
+    /// `p` as the instance (and the installed package) sees it.
+    fn exists(&self, p: &str) -> bool {
+        self.sd.path(p).symlink_metadata().is_ok()
+    }
+
+    fn read(&self, p: &str) -> String {
+        std::fs::read_to_string(self.sd.path(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
     }
 
     /// `systemctl ARGS` that must succeed; panics with the service log.
@@ -152,19 +173,13 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
         SystemdInstance::available(),
         "this test needs systemd installed (/lib/systemd/systemd) and unshare"
     );
-    for p in ["/etc/mx6gate", "/var/lib/mx6gate", "/usr/bin/mx6gate"] {
-        assert!(
-            !Path::new(p).exists(),
-            "{p} exists: installing and purging the package here would clobber it; \
-             run this test on a machine without an mx6gate install"
-        );
-    }
-    assert_eq!(
-        dpkg_status(),
-        "not-installed",
-        "mx6gate is installed: this test would purge it"
-    );
     let deb = deb_path();
+    // What the machine holds, to check at the end that none of it changed.
+    let machine_before: Vec<(&str, Option<std::fs::Metadata>)> = MACHINE_TRACES
+        .iter()
+        .chain(&["/var/lib/dpkg/status"])
+        .map(|p| (*p, std::fs::symlink_metadata(p).ok()))
+        .collect();
 
     let topo = Topology::new().unwrap();
     let pin_path = PathBuf::from(format!(
@@ -183,11 +198,26 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
     );
     let sd = SystemdInstance::boot(&[("mx6gate.service.d/lab.conf", &dropin)]).unwrap();
     let lab = Lab { sd, topo, pin_path };
+    // The private copy starts as a machine without mx6gate.
+    let hidden = lab.sd.hide("mx6gate", &MACHINE_TRACES).unwrap();
+    if !hidden.is_empty() {
+        eprintln!("hidden from the test's copy of the system (the machine keeps them): {hidden:?}");
+    }
+    assert_eq!(dpkg_status(&lab.sd), "not-installed");
+    for p in MACHINE_TRACES {
+        assert!(!lab.exists(p), "{p} still visible in the private copy");
+    }
 
     // --- install: postinst makes the unit known, starts nothing.
     let deb_s = deb.to_str().unwrap();
     lab.sd.run(&["dpkg", "-i", deb_s]).unwrap();
-    assert_eq!(dpkg_status(), "installed");
+    assert_eq!(dpkg_status(&lab.sd), "installed");
+    // Into the copy only: the machine's /usr is as it was.
+    assert_eq!(
+        Path::new("/usr/bin/mx6gate").exists(),
+        machine_before[2].1.is_some(),
+        "dpkg -i in the test changed the machine's /usr"
+    );
     assert_eq!(
         lab.show("LoadState"),
         "loaded",
@@ -213,9 +243,9 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
         "/usr/share/fish/vendor_completions.d/mx6gate.fish",
         "/usr/share/doc/mx6gate/copyright",
     ] {
-        assert!(Path::new(f).exists(), "{f} not installed");
+        assert!(lab.exists(f), "{f} not installed");
     }
-    let conffile = std::fs::read_to_string("/etc/mx6gate/mx6gate.toml").unwrap();
+    let conffile = lab.read("/etc/mx6gate/mx6gate.toml");
     assert!(
         conffile.contains("\ninterfaces = []\n") && conffile.contains("\nmode = \"monitor\"\n")
     );
@@ -277,7 +307,7 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
 
     // --- the admin's config: the lab veth, a private pin path.
     std::fs::write(
-        "/etc/mx6gate/mx6gate.toml",
+        lab.sd.path("/etc/mx6gate/mx6gate.toml"),
         format!(
             "interfaces = [\"{}\"]\nmode = \"monitor\"\npin_path = \"{}\"\n",
             lab.topo.gw_if,
@@ -374,14 +404,14 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
         "postinst did not restart the daemon"
     );
     assert!(lab.xdp_prog().is_some(), "XDP detached by an upgrade");
-    assert!(std::fs::read_to_string("/etc/mx6gate/mx6gate.toml")
-        .unwrap()
+    assert!(lab
+        .read("/etc/mx6gate/mx6gate.toml")
         .contains(&lab.topo.gw_if));
 
     // --- purge: prerm stops the service and detaches the gate; postrm
     // removes config and state.
     lab.sd.run(&["dpkg", "--purge", "mx6gate"]).unwrap();
-    assert_eq!(dpkg_status(), "not-installed");
+    assert_eq!(dpkg_status(&lab.sd), "not-installed");
     assert_ne!(lab.show("ActiveState"), "active");
     assert_eq!(lab.show("LoadState"), "not-found", "the unit file is gone");
     assert_eq!(lab.xdp_prog(), None, "XDP still attached after purge");
@@ -397,6 +427,26 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
         "/lib/systemd/system/mx6gate.service",
         "/usr/share/man/man1/mx6gate.1.gz",
     ] {
-        assert!(!Path::new(p).exists(), "{p} left after purge");
+        assert!(!lab.exists(p), "{p} left after purge");
+    }
+
+    // --- the machine itself: nothing of it changed (same files, same
+    // inodes and times, the same dpkg database).
+    drop(lab);
+    for (p, before) in machine_before {
+        let now = std::fs::symlink_metadata(p).ok();
+        let same = match (&before, &now) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                use std::os::unix::fs::MetadataExt;
+                (a.ino(), a.mtime(), a.mtime_nsec(), a.size())
+                    == (b.ino(), b.mtime(), b.mtime_nsec(), b.size())
+            }
+            _ => false,
+        };
+        assert!(
+            same,
+            "the machine's {p} changed: before {before:?}, now {now:?}"
+        );
     }
 }
