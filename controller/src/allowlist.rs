@@ -265,6 +265,13 @@ pub fn read(maps: &GateMaps) -> Result<Plan> {
     Ok(p)
 }
 
+/// Whether the maps hold no prefix at all (two map reads, whatever their
+/// size: every prefix has a SLASH32 entry or a trie entry).
+pub fn is_empty(maps: &GateMaps) -> Result<bool> {
+    Ok(maps.slash32.keys().next().transpose()?.is_none()
+        && maps.allow.keys().next().transpose()?.is_none())
+}
+
 /// The prefix → partner set the maps hold (for status, check, tests).
 pub fn entries(maps: &GateMaps) -> Result<BTreeMap<Ipv6Net, PartnerId>> {
     Ok(entries_of(&read(maps)?))
@@ -464,23 +471,41 @@ pub fn apply(maps: &mut GateMaps, prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Re
 
 /// The prefix set last applied, saved beside the state so the next update
 /// is a diff against it instead of a read of every map (seconds at a
-/// million prefixes). Trusted only while CONFIG.allow_generation matches.
+/// million prefixes). Trusted only for the very maps it was written for
+/// (the boot and the maps' kernel ids: another gate at the same pin path,
+/// or the same state dir used with another gate, never matches) and while
+/// CONFIG.allow_generation matches.
 struct Snapshot {
     generation: u32,
+    identity: Vec<u8>,
     prefixes: BTreeMap<Ipv6Net, PartnerId>,
 }
 
-const SNAP_MAGIC: &[u8; 8] = b"MX6SNAP1";
+const SNAP_MAGIC: &[u8; 8] = b"MX6SNAP2";
+
+/// Which maps a snapshot describes: this boot's id and the allowlist maps'
+/// ids (kernel ids are unique within a boot).
+fn identity(maps: &GateMaps) -> Vec<u8> {
+    let mut v = std::fs::read("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    v.truncate(36);
+    v.resize(36, 0);
+    for id in maps.ids() {
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
 
 impl Snapshot {
     fn load(path: &Path) -> Option<Snapshot> {
         let b = std::fs::read(path).ok()?;
-        if b.len() < 16 || &b[..8] != SNAP_MAGIC || (b.len() - 16) % 21 != 0 {
+        let head = 16 + 36 + 4 * GateMaps::ID_COUNT;
+        if b.len() < head || &b[..8] != SNAP_MAGIC || (b.len() - head) % 21 != 0 {
             return None;
         }
         let generation = u32::from_le_bytes(b[8..12].try_into().ok()?);
+        let identity = b[16..head].to_vec();
         // Saved in order, so collect() bulk-builds the map.
-        let prefixes = b[16..]
+        let prefixes = b[head..]
             .chunks_exact(21)
             .map(|e| {
                 let addr: [u8; 16] = e[..16].try_into().ok()?;
@@ -490,15 +515,22 @@ impl Snapshot {
             .collect::<Option<BTreeMap<_, _>>>()?;
         Some(Snapshot {
             generation,
+            identity,
             prefixes,
         })
     }
 
-    fn save(path: &Path, generation: u32, prefixes: &BTreeMap<Ipv6Net, PartnerId>) -> Result<()> {
-        let mut b = Vec::with_capacity(16 + prefixes.len() * 21);
+    fn save(
+        path: &Path,
+        generation: u32,
+        identity: &[u8],
+        prefixes: &BTreeMap<Ipv6Net, PartnerId>,
+    ) -> Result<()> {
+        let mut b = Vec::with_capacity(16 + identity.len() + prefixes.len() * 21);
         b.extend_from_slice(SNAP_MAGIC);
         b.extend_from_slice(&generation.to_le_bytes());
         b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(identity);
         for (n, id) in prefixes {
             b.extend_from_slice(&n.network().octets());
             b.push(n.prefix_len());
@@ -524,10 +556,12 @@ pub fn apply_tracked(
     snapshot: &Path,
 ) -> Result<Changes> {
     let g = maps.read_config()?.allow_generation;
+    let ident = identity(maps);
     // Anything doubtful takes the full path, which reads the maps back and
     // checks the exact capacity before writing.
-    let snap = Snapshot::load(snapshot)
-        .filter(|s| g % 2 == 0 && s.generation == g && fits_surely(maps, prefixes));
+    let snap = Snapshot::load(snapshot).filter(|s| {
+        g % 2 == 0 && s.generation == g && s.identity == ident && fits_surely(maps, prefixes)
+    });
     if let Some(s) = &snap {
         if s.prefixes == *prefixes {
             // Nothing to do: leave maps, generation and snapshot alone.
@@ -546,7 +580,7 @@ pub fn apply_tracked(
             changes_in(nets.iter(), &s.prefixes, prefixes)
         }
     };
-    Snapshot::save(snapshot, next, prefixes)?;
+    Snapshot::save(snapshot, next, &ident, prefixes)?;
     set_generation(maps, next)?;
     Ok(changes)
 }

@@ -206,12 +206,61 @@ fn check_range(
     }
 }
 
+/// Ports mail is delivered or submitted on: SMTP (25), submissions (465),
+/// submission (587), and 2525, a common alternative SMTP port.
+pub const MAIL_PORTS: [u16; 4] = [25, 465, 587, 2525];
+
+/// Well-known services that are not mail, named in the warning.
+fn service_name(port: u16) -> Option<&'static str> {
+    Some(match port {
+        21 => "ftp",
+        22 => "ssh",
+        53 => "dns",
+        80 => "http",
+        110 => "pop3",
+        143 => "imap",
+        443 => "https",
+        993 => "imaps",
+        995 => "pop3s",
+        3306 => "mysql",
+        3389 => "rdp",
+        5432 => "postgresql",
+        _ => return None,
+    })
+}
+
 impl Config {
+    /// What is valid but probably not meant, one sentence each: `run`
+    /// logs these at start, `status` and `doctor` show them.
+    pub fn warnings(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .filter(|p| !MAIL_PORTS.contains(p))
+            .map(|p| {
+                let what = service_name(*p).map_or(String::new(), |n| format!(" ({n})"));
+                format!(
+                    "ports: {p}{what} is not a mail port ({}): IPv6 clients of that service from outside the partner list are turned away too (an ssh or web server behind the gate loses them)",
+                    MAIL_PORTS.map(|p| p.to_string()).join(", ")
+                )
+            })
+            .collect()
+    }
+
     /// Read and validate the config file at `path`. Relative `partners_dir`
     /// and `state_dir` are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow!("{}: cannot read config: {e}", path.display()))?;
+        // Never opened blocking: a FIFO put in its place must not hang
+        // the daemon's reload or any command.
+        let text = match crate::fsutil::read_regular(path, 1 << 20) {
+            Ok(crate::fsutil::Regular::Text(t)) => t,
+            Ok(crate::fsutil::Regular::NotRegular(kind)) => {
+                bail!(
+                    "{}: cannot read: {kind}, not a regular file",
+                    path.display()
+                )
+            }
+            Err(e) => return Err(e),
+        };
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let base = match abs.parent() {
             Some(p) => p.to_path_buf(),

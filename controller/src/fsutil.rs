@@ -99,6 +99,98 @@ pub fn remove_durable(path: &Path) -> Result<bool> {
     }
 }
 
+/// What [`read_regular`] found at a path.
+#[derive(Debug)]
+pub enum Regular {
+    /// A regular file (or a symlink to one), read whole.
+    Text(String),
+    /// Something else (a FIFO, a socket, a device, a directory): never
+    /// read, since reading a FIFO or a device can block for ever. The
+    /// kind, for the operator.
+    NotRegular(&'static str),
+}
+
+/// Read `path` if it is a regular file of at most `max_len` bytes, never
+/// blocking on what is not one: it is opened with O_NONBLOCK (opening a
+/// FIFO with no writer then returns at once) and checked with fstat(2)
+/// on the opened descriptor, so a file swapped in between cannot get past
+/// the check.
+pub fn read_regular(path: &Path, max_len: u64) -> Result<Regular> {
+    use std::{io::Read, os::unix::fs::FileTypeExt};
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
+    let t = meta.file_type();
+    if !t.is_file() {
+        let kind = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Ok(Regular::NotRegular(kind));
+    }
+    if meta.len() > max_len {
+        bail!(
+            "{}: {} bytes, more than the {max_len} bytes accepted",
+            path.display(),
+            meta.len()
+        );
+    }
+    let mut text = String::with_capacity(meta.len() as usize);
+    // A file that grows while being read is still bounded.
+    f.take(max_len + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
+    if text.len() as u64 > max_len {
+        bail!("{}: more than the {max_len} bytes accepted", path.display());
+    }
+    Ok(Regular::Text(text))
+}
+
+/// The temp files `write_atomic` names `.NAME.tmp.PID.N`, left in `dir`
+/// by writers that died before renaming them (a killed CLI): removed when
+/// PID is not a live process. A live writer's are left alone. Returns what
+/// was removed; a directory that cannot be read has nothing to clean.
+pub fn remove_stale_temps(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(temp_writer_pid) else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 only checks for existence.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive && e.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
+/// The writer's pid in a temp file name `.NAME.tmp.PID.N`.
+fn temp_writer_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix('.')?;
+    let (_, tail) = rest.rsplit_once(".tmp.")?;
+    let (pid, seq) = tail.split_once('.')?;
+    seq.parse::<u64>().ok()?;
+    pid.parse::<i32>().ok().filter(|p| *p > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +266,67 @@ mod tests {
         assert!(remove_durable(&p).unwrap());
         assert!(!p.exists());
         assert!(!remove_durable(&p).unwrap());
+    }
+
+    #[test]
+    fn read_regular_never_opens_a_fifo_blocking() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("x.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        // No writer: a blocking open would hang this test.
+        match read_regular(&fifo, 1024).unwrap() {
+            Regular::NotRegular(kind) => assert_eq!(kind, "a FIFO"),
+            other => panic!("{other:?}"),
+        }
+        match read_regular(t.path(), 1024).unwrap() {
+            Regular::NotRegular(kind) => assert_eq!(kind, "a directory"),
+            other => panic!("{other:?}"),
+        }
+        let f = t.path().join("f");
+        fs::write(&f, "hello").unwrap();
+        std::os::unix::fs::symlink(&f, t.path().join("link")).unwrap();
+        for p in [f.clone(), t.path().join("link")] {
+            match read_regular(&p, 5).unwrap() {
+                Regular::Text(s) => assert_eq!(s, "hello"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let e = read_regular(&f, 4).unwrap_err().to_string();
+        assert!(
+            e.contains("5 bytes") && e.contains(&f.display().to_string()),
+            "{e}"
+        );
+        let e = read_regular(&t.path().join("nope"), 4)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope") && e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn stale_temps_of_dead_writers_are_removed() {
+        let t = tempfile::tempdir().unwrap();
+        // A pid above pid_max never runs.
+        let dead = ".acme.toml.tmp.2147483646.0";
+        let live = format!(".acme.toml.tmp.{}.3", std::process::id());
+        for n in [dead, &live, "acme.toml", ".hidden", ".x.tmp.notapid.1"] {
+            fs::write(t.path().join(n), "x").unwrap();
+        }
+        let removed = remove_stale_temps(t.path());
+        assert_eq!(removed, vec![t.path().join(dead)]);
+        let mut left = entries(t.path());
+        left.sort();
+        let mut want = vec![
+            live.clone(),
+            ".hidden".into(),
+            ".x.tmp.notapid.1".into(),
+            "acme.toml".into(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        assert!(remove_stale_temps(&t.path().join("missing")).is_empty());
+        assert_eq!(temp_writer_pid(".a.b.tmp.12.7"), Some(12));
+        assert_eq!(temp_writer_pid("a.tmp.12.7"), None);
     }
 
     #[test]

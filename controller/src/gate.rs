@@ -12,6 +12,11 @@
 //! Links hold the programs, so the gate keeps working with no controller
 //! running (invariant 4); an upgrade swaps programs under the pinned links
 //! with BPF_LINK_UPDATE, never detaching (no window without policy).
+//!
+//! While a controller runs it keeps its own descriptors on the links (and
+//! on the maps and programs): pins removed by hand then do not end
+//! enforcement, and [`Gate::check_pins`] / [`Gate::repair_pins`] notice
+//! and pin the same objects again.
 use std::{
     collections::BTreeMap,
     fs,
@@ -21,9 +26,10 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
+    maps::MapInfo,
     programs::{
         links::{FdLink, PinnedLink},
-        SkLookup, Xdp, XdpMode,
+        ProgramInfo, SkLookup, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -156,11 +162,14 @@ pub fn ensure_bpffs(pin_path: &Path) -> Result<()> {
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
     if !is_bpffs(parent) {
+        // Suggesting `mount -t bpf bpf <parent>` would mount over /tmp or
+        // /: point at the standard bpffs instead.
         bail!(
-            "pin_path {}: {} is not on a bpf file system (mount -t bpf bpf {})",
+            "pin_path {}: {} is not on a bpf file system, and pins can only live on one; put pin_path under {bpffs} (e.g. {})",
             pin_path.display(),
             parent.display(),
-            parent.display()
+            crate::config::DEFAULT_PIN_PATH,
+            bpffs = bpffs.display(),
         );
     }
     Ok(())
@@ -182,6 +191,30 @@ pub struct Gate {
     pub ebpf: Ebpf,
     /// True when the maps existed before this load (an earlier controller's).
     pub adopted: bool,
+    /// This process's descriptors on the XDP links it attached or adopted,
+    /// by interface, and on the sk_lookup link: the pins hold them too,
+    /// but these keep them alive (and re-pinnable) if a pin is removed.
+    xdp_links: BTreeMap<String, FdLink>,
+    sk_link: Option<FdLink>,
+    /// The kernel ids of the maps this gate uses, to tell our pins from
+    /// someone else's.
+    map_ids: BTreeMap<&'static str, u32>,
+}
+
+/// What [`Gate::check_pins`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PinCheck {
+    /// Pins of this gate's objects that are gone (removed by hand…).
+    pub missing: Vec<PathBuf>,
+    /// Pins that now hold other objects than this gate's (another gate
+    /// pinned at the same path).
+    pub foreign: Vec<PathBuf>,
+}
+
+impl PinCheck {
+    pub fn is_ok(&self) -> bool {
+        self.missing.is_empty() && self.foreign.is_empty()
+    }
 }
 
 impl Gate {
@@ -237,11 +270,120 @@ impl Gate {
                 return Err(e);
             }
         };
+        let mut map_ids: BTreeMap<&'static str, u32> = BTreeMap::new();
+        for name in map_names::ALL.iter().copied() {
+            let info = MapInfo::from_pin(layout.map(name))
+                .with_context(|| format!("reading pinned map {}", layout.map(name).display()))?;
+            map_ids.insert(name, info.id());
+        }
         Ok(Gate {
             layout,
             ebpf,
             adopted,
+            xdp_links: BTreeMap::new(),
+            sk_link: None,
+            map_ids,
         })
+    }
+
+    /// Whether every pin of this gate is in place and holds this gate's
+    /// object: its maps, its programs, the XDP links of the interfaces it
+    /// attached and the sk_lookup link. A few stat/open calls.
+    pub fn check_pins(&mut self) -> PinCheck {
+        let mut check = PinCheck::default();
+        let mut judge = |path: PathBuf, found: Option<u32>, ours: Option<u32>| match found {
+            None => check.missing.push(path),
+            Some(id) if Some(id) != ours => check.foreign.push(path),
+            Some(_) => {}
+        };
+        for (name, id) in &self.map_ids {
+            let path = self.layout.map(name);
+            judge(
+                path.clone(),
+                MapInfo::from_pin(&path).ok().map(|i| i.id()),
+                Some(*id),
+            );
+        }
+        let progs = [
+            (self.layout.xdp_prog(), XDP_PROGRAM),
+            (self.layout.sk_lookup_prog(), SK_LOOKUP_PROGRAM),
+        ];
+        for (path, name) in progs {
+            let ours = self
+                .ebpf
+                .program(name)
+                .and_then(|p| p.info().ok())
+                .map(|i| i.id());
+            let found = ProgramInfo::from_pin(&path).ok().map(|i| i.id());
+            judge(path, found, ours);
+        }
+        let mut links: Vec<(PathBuf, Option<u32>)> = self
+            .xdp_links
+            .iter()
+            .map(|(iface, l)| (self.layout.xdp_link(iface), l.info().ok().map(|i| i.id())))
+            .collect();
+        if let Some(l) = &self.sk_link {
+            links.push((self.layout.sk_lookup_link(), l.info().ok().map(|i| i.id())));
+        }
+        for (path, ours) in links {
+            let found = PinnedLink::from_pin(&path)
+                .ok()
+                .map(FdLink::from)
+                .and_then(|l| l.info().ok())
+                .map(|i| i.id());
+            judge(path, found, ours);
+        }
+        check
+    }
+
+    /// Pin again what [`Gate::check_pins`] found missing, from this
+    /// process's descriptors (the same objects: no window, nothing
+    /// re-attached). Returns the paths pinned.
+    pub fn repair_pins(&mut self, missing: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        for d in [self.layout.maps(), self.layout.progs(), self.layout.links()] {
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let mut pinned = Vec::new();
+        for path in missing {
+            let pin = |what: &str, r: std::result::Result<(), aya::pin::PinError>| {
+                r.with_context(|| format!("pinning {what} at {}", path.display()))
+            };
+            if let Some(name) = self
+                .map_ids
+                .keys()
+                .find(|n| self.layout.map(n) == *path)
+                .copied()
+            {
+                let map = self.ebpf.map(name).expect("loaded with the object");
+                pin(name, map.pin(path))?;
+            } else if *path == self.layout.xdp_prog() {
+                let prog = self.xdp()?;
+                pin(XDP_PROGRAM, prog.pin(path))?;
+            } else if *path == self.layout.sk_lookup_prog() {
+                let prog: &mut SkLookup = self
+                    .ebpf
+                    .program_mut(SK_LOOKUP_PROGRAM)
+                    .expect("checked at load")
+                    .try_into()?;
+                pin(SK_LOOKUP_PROGRAM, prog.pin(path))?;
+            } else if *path == self.layout.sk_lookup_link() {
+                if let Some(l) = self.sk_link.take() {
+                    self.sk_link = Some(repin_link(l, path)?);
+                }
+            } else if let Some(iface) = self
+                .xdp_links
+                .keys()
+                .find(|i| self.layout.xdp_link(i) == *path)
+                .cloned()
+            {
+                let l = self.xdp_links.remove(&iface).expect("found above");
+                self.xdp_links.insert(iface, repin_link(l, path)?);
+            } else {
+                continue;
+            }
+            pinned.push(path.clone());
+        }
+        Ok(pinned)
     }
 
     fn xdp(&mut self) -> Result<&mut Xdp> {
@@ -253,8 +395,8 @@ impl Gate {
     }
 
     /// Swap this gate's program into a pinned link (BPF_LINK_UPDATE): the
-    /// interface is never without a program.
-    fn adopt_link(&mut self, pin: &Path) -> Result<()> {
+    /// interface is never without a program. Returns our handle on it.
+    fn adopt_link(&mut self, pin: &Path) -> Result<FdLink> {
         let link = PinnedLink::from_pin(pin)
             .with_context(|| format!("opening pinned link {}", pin.display()))?;
         let fd_link: FdLink = link.into();
@@ -263,9 +405,9 @@ impl Gate {
             .context("pinned link is not an XDP link")?;
         let prog = self.xdp()?;
         let id = prog.attach_to_link(xdp_link)?;
-        // Dropping the taken link only closes our fd; the pin keeps it.
-        drop(prog.take_link(id)?);
-        Ok(())
+        prog.take_link(id)?
+            .try_into()
+            .map_err(|_| anyhow!("{}: not a bpf_link", pin.display()))
     }
 
     /// Attach sk_lookup to the network namespace this process is in (the
@@ -281,7 +423,10 @@ impl Gate {
         let mut adopted = false;
         if pin.exists() {
             match link_update(&pin, prog.fd()?.as_fd()) {
-                Ok(()) => adopted = true,
+                Ok(()) => {
+                    adopted = true;
+                    self.sk_link = PinnedLink::from_pin(&pin).ok().map(FdLink::from);
+                }
                 Err(e) => {
                     warn!(
                         error = format!("{e:#}"),
@@ -298,8 +443,10 @@ impl Gate {
                 .attach(netns)
                 .context("attaching sk_lookup to the network namespace")?;
             let link: FdLink = prog.take_link(id)?.into();
-            link.pin(&pin)
+            let pinned = link
+                .pin(&pin)
                 .with_context(|| format!("pinning {}", pin.display()))?;
+            self.sk_link = Some(pinned.into());
             info!("sk_lookup attached to the gateway's network namespace");
         } else {
             info!("adopted pinned sk_lookup link, program updated in place");
@@ -332,7 +479,8 @@ impl Gate {
             let idx = ifindex(iface).unwrap();
             if pin.exists() {
                 match self.adopt_link(&pin) {
-                    Ok(()) => {
+                    Ok(handle) => {
+                        self.xdp_links.insert(iface.clone(), handle);
                         record
                             .interfaces
                             .entry(iface.clone())
@@ -386,9 +534,10 @@ impl Gate {
             let fd_link: FdLink = link.try_into().map_err(|_| {
                 anyhow!("{iface}: the kernel attached XDP without a bpf_link; cannot pin it")
             })?;
-            fd_link
+            let pinned = fd_link
                 .pin(&pin)
                 .with_context(|| format!("pinning {}", pin.display()))?;
+            self.xdp_links.insert(iface.clone(), pinned.into());
             record.interfaces.insert(
                 iface.clone(),
                 AttachedIface {
@@ -398,6 +547,8 @@ impl Gate {
             );
             info!(iface, mode = how, "XDP attached");
         }
+        // Ours: dropping a handle whose pin goes next detaches it.
+        self.xdp_links.retain(|i, _| ifaces.contains(i));
         for old in layout.attached_interfaces() {
             if !ifaces.contains(&old) {
                 fs::remove_file(layout.xdp_link(&old)).ok();
@@ -416,6 +567,14 @@ impl Gate {
             .with_context(|| format!("pinning {}", prog_pin.display()))?;
         Ok(record)
     }
+}
+
+/// Pin `link` at `path` again; our handle on it back.
+fn repin_link(link: FdLink, path: &Path) -> Result<FdLink> {
+    Ok(link
+        .pin(path)
+        .with_context(|| format!("pinning {}", path.display()))?
+        .into())
 }
 
 /// Key and value sizes of each map as this build defines them. Pinned

@@ -10,7 +10,9 @@
 //! - `sync`   — store and config → maps
 //! - `report` — non-partner SYN reports from the kernel, aggregated
 //! - `control` — the daemon's control socket (`mx6gate top` asks it)
-//! - `daemon` — `mx6gate run`
+//! - `daemon` — `mx6gate run` (its sync worker in `daemon::worker`)
+//! - `health` — what the daemon found (store refused, repairs), shared
+//! - `pinlock` — one owner per pinned gate (flock on the pin directory)
 //! - `metrics` — the Prometheus endpoint
 //! - `notify` — systemd readiness (sd_notify) for `run`
 //! - `cli`    — one module per verb
@@ -25,11 +27,13 @@ pub mod daemon;
 pub mod doctor;
 pub mod fsutil;
 pub mod gate;
+pub mod health;
 pub mod iface;
 pub mod logging;
 pub mod maps;
 pub mod metrics;
 pub mod notify;
+pub mod pinlock;
 pub mod report;
 pub mod responder;
 pub mod state;

@@ -28,6 +28,8 @@ pub struct GateMaps {
     /// the config if the maps were adopted from before a config change).
     pub allow_capacity: u32,
     pub partner_capacity: u32,
+    /// Kernel ids of CONFIG and the allowlist's maps (see `ids`).
+    ids: [u32; GateMaps::ID_COUNT],
 }
 
 fn open(layout: &PinLayout, name: &str) -> Result<Map> {
@@ -38,10 +40,35 @@ fn open(layout: &PinLayout, name: &str) -> Result<Map> {
 }
 
 impl GateMaps {
+    pub const ID_COUNT: usize = 5;
+
+    /// The kernel ids of CONFIG, SLASH32, LONG_PREFIXES, ALLOW and
+    /// OCCUPIED as opened: which maps these are (ids are unique within a
+    /// boot, and never reused while a map exists).
+    pub fn ids(&self) -> [u32; Self::ID_COUNT] {
+        self.ids
+    }
+
     /// Open the maps a loaded gate pinned under `pin_path`.
     pub fn open(pin_path: &Path) -> Result<GateMaps> {
         let l = PinLayout::new(pin_path);
+        let mut ids = [0u32; Self::ID_COUNT];
+        for (i, name) in [
+            map_names::CONFIG,
+            map_names::SLASH32,
+            map_names::LONG_PREFIXES,
+            map_names::ALLOW,
+            map_names::OCCUPIED,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            ids[i] = MapInfo::from_pin(l.map(name))
+                .with_context(|| format!("opening pinned map {}", l.map(name).display()))?
+                .id();
+        }
         Ok(GateMaps {
+            ids,
             slash32: open(&l, map_names::SLASH32)?.try_into()?,
             long: open(&l, map_names::LONG_PREFIXES)?.try_into()?,
             allow: open(&l, map_names::ALLOW)?.try_into()?,

@@ -2,7 +2,9 @@
 //!
 //! Layout: `partners_dir/*.toml`. Hidden files (starting with `.`) and names
 //! not ending in `.toml` are ignored, so temp files left by a crash never
-//! count. Each file holds zero or more partners:
+//! count; so is anything that is not a regular file (a FIFO, a socket, a
+//! directory named `x.toml`), with a warning: it is never opened in a way
+//! that could block. Each file holds zero or more partners:
 //!
 //! ```toml
 //! [[partner]]
@@ -10,15 +12,22 @@
 //! prefixes = ["2001:db8:1000::/36", "2001:db8:2::25/128"]
 //! note = "their outbound MTAs, ticket #123"   # optional
 //! expires = "2027-03-31"                       # optional: allowed through that day (UTC)
+//! allow_short_prefixes = true                  # optional: see SHORTEST_PREFIX
 //! ```
 //!
 //! The CLI writes one file per partner it creates (`<name>.toml`);
 //! configuration management may drop files with several partners. The
 //! store is validated whole: one bad item anywhere refuses the store, with
-//! a message naming the file, the partner and the item.
+//! a message naming the file, the partner and the item ([`StoreRefused`]);
+//! whoever applies it then keeps the last good allowlist. A missing
+//! directory is refused too (not read as "no partners"), so a vanished
+//! volume or a half-done directory swap never empties the allowlist.
+//!
+//! Loading is linear in the number of prefixes: duplicates are found
+//! through hash sets and one ordered index, never by scanning lists.
 use std::{
-    collections::BTreeMap,
-    fs,
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
     io::ErrorKind,
     net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
@@ -29,10 +38,59 @@ use chrono::NaiveDate;
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
+use crate::fsutil::{self, Regular};
 
 /// Longest partner name (also keeps `<name>.toml` a sane file name).
 pub const MAX_NAME_LEN: usize = 64;
+
+/// Shortest prefix length accepted without an explicit flag (the CLI's
+/// `--allow-short-prefix`, a file's `allow_short_prefixes = true`).
+///
+/// Why /16: no registry gives one organisation more. ARIN's policy caps an
+/// initial allocation at a /16 and its statistics show exactly one
+/// allocation that large, every other one /20 or longer (ARIN-prop-335,
+/// 2024); RIPE NCC, APNIC and the others allocate from /12 blocks IANA gave
+/// them. A partner prefix shorter than /16 therefore covers address space
+/// of several organisations (at /12, a whole registry's block; at /3, the
+/// whole global unicast Internet): almost always a typo (`/12` for `/42`)
+/// or a misunderstanding, and it lets everyone in it past the gate.
+pub const SHORTEST_PREFIX: u8 = 16;
+
+/// Largest store file read (a million prefixes are about 35 MB).
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Address ranges no mail server sends from: a partner prefix inside one,
+/// or covering one, is a mistake, and no flag allows it.
+const NEVER_A_SENDER: [(&str, &str); 10] = [
+    ("::/128", "the unspecified address"),
+    ("::1/128", "the loopback address"),
+    (
+        "::/96",
+        "IPv4-compatible addresses (deprecated, RFC 4291); IPv4 is never gated",
+    ),
+    (
+        "64:ff9b::/96",
+        "the NAT64 prefix (RFC 6052): its sources are IPv4 hosts behind a translator, and IPv4 is never gated",
+    ),
+    (
+        "64:ff9b:1::/48",
+        "the local-use NAT64 prefix (RFC 8215): its sources are IPv4 hosts behind a translator, and IPv4 is never gated",
+    ),
+    ("100::/64", "the discard-only prefix (RFC 6666)"),
+    (
+        "fe80::/10",
+        "link-local addresses: they never cross a router, so no remote MTA sends from one",
+    ),
+    (
+        "fec0::/10",
+        "site-local addresses (deprecated, RFC 3879)",
+    ),
+    ("ff00::/8", "multicast addresses: never a TCP source"),
+    (
+        "::ffff:0:0/96",
+        "IPv4-mapped addresses; IPv4 is never gated",
+    ),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partner {
@@ -42,6 +100,8 @@ pub struct Partner {
     pub note: Option<String>,
     /// Last day (UTC) the partner is allowed; None = no expiry.
     pub expires: Option<NaiveDate>,
+    /// Prefixes shorter than [`SHORTEST_PREFIX`] were allowed explicitly.
+    pub allow_short: bool,
     /// The file that defines this partner.
     pub file: PathBuf,
 }
@@ -57,9 +117,62 @@ impl Partner {
 pub struct Store {
     pub dir: PathBuf,
     pub partners: BTreeMap<String, Partner>,
+    /// Store files read (zero: the directory holds no partner file at all).
+    pub files: usize,
+    /// Entries skipped with a reason (not regular files), for warnings.
+    pub skipped: Vec<String>,
     /// Files of partners removed since load, so `save` can rewrite or
     /// delete them.
     removed: BTreeMap<String, PathBuf>,
+}
+
+/// What kind of refusal: a missing directory is told apart, since some
+/// callers (the first `partner add`, a start in monitor mode) may treat it
+/// as a new, empty store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedKind {
+    /// `partners_dir` does not exist.
+    Missing,
+    /// It exists but is not a readable directory.
+    Unreadable,
+    /// A file in it is bad (syntax, an invalid item, a conflict).
+    BadFile,
+    /// It holds no partner file while the allowlist holds prefixes
+    /// (`sync::refuse_vacant`).
+    Vacant,
+}
+
+/// Why the store was not read whole. The message names the directory or
+/// the file, the partner and the item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRefused {
+    pub kind: RefusedKind,
+    /// The file at fault (None for the directory itself).
+    pub file: Option<PathBuf>,
+    pub message: String,
+}
+
+impl fmt::Display for StoreRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreRefused {}
+
+impl StoreRefused {
+    /// The refusal inside `e`, if it is one.
+    pub fn of(e: &anyhow::Error) -> Option<&StoreRefused> {
+        e.downcast_ref::<StoreRefused>()
+    }
+
+    fn bad_file(file: &Path, message: String) -> StoreRefused {
+        StoreRefused {
+            kind: RefusedKind::BadFile,
+            file: Some(file.to_path_buf()),
+            message,
+        }
+    }
 }
 
 /// Today's date in UTC, the calendar `expires` is read in.
@@ -86,6 +199,8 @@ struct RawPartner {
     /// A string "YYYY-MM-DD" or a bare TOML local date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires: Option<toml::Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    allow_short_prefixes: bool,
 }
 
 /// Check a partner name: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
@@ -141,10 +256,45 @@ struct ParsedPrefix {
 
 const IPV4_NEVER: &str = "IPv4 is never gated, only IPv6 sources are";
 
+/// How a short prefix is allowed, for the message that refuses one.
+#[derive(Clone, Copy)]
+enum ShortFlag {
+    Cli,
+    File,
+}
+
+/// What a parsed prefix is checked against.
+#[derive(Clone, Copy)]
+enum Rules {
+    /// Syntax, IPv4 and ::/0 only: for naming a prefix the store may hold
+    /// from before a rule existed (to remove it).
+    Syntax,
+    /// Everything: for a prefix that goes into the allowlist.
+    Allow { allow_short: bool, flag: ShortFlag },
+}
+
+/// The range of [`NEVER_A_SENDER`] that `net` lies in or covers, if any.
+fn never_a_sender(net: &Ipv6Net) -> Option<String> {
+    for (range, why) in NEVER_A_SENDER {
+        let r: Ipv6Net = range.parse().expect("a valid constant");
+        if r.contains(net) {
+            return Some(format!("is inside {r}, {why}"));
+        }
+        if net.contains(&r) {
+            return Some(format!(
+                "covers {r}, {why}; allow the global unicast part you mean"
+            ));
+        }
+    }
+    None
+}
+
 /// Parse an IPv6 prefix (`addr/len`, or a bare address meaning /128).
-/// Refuses IPv4 (also IPv4-mapped IPv6), ::/0 and bad syntax; reports host
-/// bits to the caller, which refuses or normalizes them.
-fn parse_prefix(input: &str) -> Result<ParsedPrefix> {
+/// Refuses IPv4 (also IPv4-mapped IPv6), ::/0 and bad syntax, and with
+/// [`Rules::Allow`] ranges no mail server sends from and prefixes shorter
+/// than [`SHORTEST_PREFIX`] unless allowed; reports host bits to the
+/// caller, which refuses or normalizes them.
+fn parse_prefix(input: &str, rules: Rules) -> Result<ParsedPrefix> {
     let s = input.trim();
     let (addr_s, len_s) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l)),
@@ -176,6 +326,25 @@ fn parse_prefix(input: &str) -> Result<ParsedPrefix> {
     }
     let net = Ipv6Net::new(addr, len).expect("length checked above");
     let trunc = net.trunc();
+    let Rules::Allow { allow_short, flag } = rules else {
+        return Ok(ParsedPrefix {
+            net: trunc,
+            had_host_bits: trunc != net,
+        });
+    };
+    if let Some(why) = never_a_sender(&trunc) {
+        bail!("{input:?} {why}: no mail server sends from there");
+    }
+    if len < SHORTEST_PREFIX && !allow_short {
+        let how = match flag {
+            ShortFlag::Cli => "--allow-short-prefix",
+            ShortFlag::File => "`allow_short_prefixes = true` for the partner",
+        };
+        let slash32s = 1u64 << (32 - u32::from(len.min(32)));
+        bail!(
+            "{input:?} is shorter than /{SHORTEST_PREFIX}: it spans {slash32s} /32s, more address space than any registry gives one organisation (/16 at most), so it lets many networks past the gate; if you mean it, add {how}"
+        );
+    }
     Ok(ParsedPrefix {
         net: trunc,
         had_host_bits: trunc != net,
@@ -183,19 +352,37 @@ fn parse_prefix(input: &str) -> Result<ParsedPrefix> {
 }
 
 /// Parse a prefix given on the command line: host bits are cleared, with a
-/// notice.
-pub fn parse_cli_prefix(input: &str) -> Result<(Ipv6Net, Option<String>)> {
-    let p = parse_prefix(input)?;
+/// notice. `allow_short`: the operator gave `--allow-short-prefix`.
+pub fn parse_cli_prefix(input: &str, allow_short: bool) -> Result<(Ipv6Net, Option<String>)> {
+    let p = parse_prefix(
+        input,
+        Rules::Allow {
+            allow_short,
+            flag: ShortFlag::Cli,
+        },
+    )?;
     let notice = p
         .had_host_bits
         .then(|| format!("{} has host bits set; stored as {}", input.trim(), p.net));
     Ok((p.net, notice))
 }
 
+/// Parse a prefix to remove: syntax and IPv4 only (host bits cleared), so
+/// a prefix the store holds from before a rule existed can be named.
+fn parse_any_prefix(input: &str) -> Result<Ipv6Net> {
+    Ok(parse_prefix(input, Rules::Syntax)?.net)
+}
+
 /// Parse a prefix read from a store file: host bits are an error, since
 /// the file would not say what the gate does.
-fn parse_file_prefix(input: &str) -> Result<Ipv6Net> {
-    let p = parse_prefix(input)?;
+fn parse_file_prefix(input: &str, allow_short: bool) -> Result<Ipv6Net> {
+    let p = parse_prefix(
+        input,
+        Rules::Allow {
+            allow_short,
+            flag: ShortFlag::File,
+        },
+    )?;
     if p.had_host_bits {
         bail!(
             "{input:?} has host bits set; write it as {} (or the /128 of the address if only that host is meant)",
@@ -213,6 +400,64 @@ fn file_label(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// The store files in `dir`, in name order, and the entries skipped.
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreRefused> {
+    let refuse = |kind, message| StoreRefused {
+        kind,
+        file: None,
+        message,
+    };
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(refuse(
+                RefusedKind::Missing,
+                format!(
+                    "{}: the partner directory does not exist (a vanished volume, a directory swap midway?); create it, even empty, to mean \"no partners\"",
+                    dir.display()
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(refuse(
+                RefusedKind::Unreadable,
+                format!("{}: cannot read partner directory: {e}", dir.display()),
+            ))
+        }
+    };
+    let mut files = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| {
+            refuse(
+                RefusedKind::Unreadable,
+                format!("{}: cannot read partner directory: {e}", dir.display()),
+            )
+        })?;
+        if entry.file_name().to_str().is_some_and(is_store_file) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// One file's partners, validated alone (names, prefixes, dates).
+fn parse_file(file: &Path, text: &str) -> Result<Vec<Partner>, StoreRefused> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        StoreRefused::bad_file(
+            file,
+            format!("{}: {}", file_label(file), e.to_string().trim_end()),
+        )
+    })?;
+    raw.partner
+        .into_iter()
+        .map(|rp| {
+            partner_from_raw(rp, file)
+                .map_err(|e| StoreRefused::bad_file(file, format!("{}: {e:#}", file_label(file))))
+        })
+        .collect()
+}
+
 impl Store {
     /// An empty store for `dir`.
     pub fn empty(dir: &Path) -> Store {
@@ -222,74 +467,143 @@ impl Store {
         }
     }
 
-    /// Load and validate every store file in `dir`. A missing directory is
-    /// an empty store. Files are read in name order, so the first error
-    /// reported is always the same one.
+    /// Load and validate every store file in `dir`, whole: the first bad
+    /// item refuses the store ([`StoreRefused`] inside the error). Files
+    /// are read in name order, so the first error reported is always the
+    /// same one. A missing directory is refused too
+    /// ([`RefusedKind::Missing`]); [`Store::load_or_new`] takes it as new.
     pub fn load(dir: &Path) -> Result<Store> {
+        let (store, mut refused) = Self::read(dir, true);
+        match refused.pop() {
+            Some(r) => Err(r.into()),
+            None => Ok(store),
+        }
+    }
+
+    /// [`Store::load`], but a missing directory is a new, empty store (for
+    /// edits, which create it).
+    pub fn load_or_new(dir: &Path) -> Result<Store> {
+        match Self::load(dir) {
+            Err(e) if StoreRefused::of(&e).is_some_and(|r| r.kind == RefusedKind::Missing) => {
+                Ok(Store::empty(dir))
+            }
+            other => other,
+        }
+    }
+
+    /// For diagnosis (`status`, `partner list`, `check`): every file that
+    /// reads cleanly, and a refusal for each one that does not (a file in
+    /// conflict with an earlier one is refused whole). The store is then
+    /// not what the gate enforces; callers say so.
+    pub fn load_lenient(dir: &Path) -> (Store, Vec<StoreRefused>) {
+        Self::read(dir, false)
+    }
+
+    fn read(dir: &Path, stop_at_first: bool) -> (Store, Vec<StoreRefused>) {
         let mut store = Store::empty(dir);
-        let rd = match fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(store),
-            Err(e) => bail!("{}: cannot read partner directory: {e}", dir.display()),
+        let mut refused = Vec::new();
+        let files = match list_dir(dir) {
+            Ok(f) => f,
+            Err(r) => return (store, vec![r]),
         };
-        let mut files = Vec::new();
-        for entry in rd {
-            let entry = entry
-                .map_err(|e| anyhow!("{}: cannot read partner directory: {e}", dir.display()))?;
-            let name = entry.file_name();
-            if let Some(n) = name.to_str() {
-                if is_store_file(n) {
-                    files.push(entry.path());
+        // prefix -> owning partner, to catch a prefix listed twice.
+        let mut owners: HashMap<Ipv6Net, String> = HashMap::new();
+        for file in files {
+            let text = match fsutil::read_regular(&file, MAX_FILE_BYTES) {
+                Ok(Regular::Text(t)) => t,
+                Ok(Regular::NotRegular(kind)) => {
+                    store.skipped.push(format!(
+                        "{}: {kind}, not a regular file: skipped",
+                        file_label(&file)
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    refused.push(StoreRefused::bad_file(&file, format!("{e:#}")));
+                    if stop_at_first {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            match store.add_file(&file, &text, &mut owners) {
+                Ok(()) => store.files += 1,
+                Err(r) => {
+                    refused.push(r);
+                    if stop_at_first {
+                        break;
+                    }
                 }
             }
         }
-        files.sort();
-        // prefix -> owning partner, to catch a prefix listed twice.
-        let mut owners: BTreeMap<Ipv6Net, String> = BTreeMap::new();
-        for file in files {
-            let text = fs::read_to_string(&file)
-                .map_err(|e| anyhow!("{}: cannot read: {e}", file_label(&file)))?;
-            let raw: RawFile = toml::from_str(&text)
-                .map_err(|e| anyhow!("{}: {}", file_label(&file), e.to_string().trim_end()))?;
-            for rp in raw.partner {
-                let p = partner_from_raw(rp, &file)
-                    .map_err(|e| anyhow!("{}: {e}", file_label(&file)))?;
-                if let Some(other) = store.partners.get(&p.name) {
-                    if other.file == file {
-                        bail!(
-                            "{}: partner {:?} is defined twice",
-                            file_label(&file),
-                            p.name
-                        );
-                    }
-                    bail!(
+        (store, refused)
+    }
+
+    /// Add one file's partners, checked against those already loaded; on
+    /// error nothing of the file is added.
+    fn add_file(
+        &mut self,
+        file: &Path,
+        text: &str,
+        owners: &mut HashMap<Ipv6Net, String>,
+    ) -> Result<(), StoreRefused> {
+        let partners = parse_file(file, text)?;
+        let mut names: HashSet<&str> = HashSet::new();
+        let mut claimed: HashMap<Ipv6Net, &str> = HashMap::new();
+        for p in &partners {
+            if let Some(other) = self.partners.get(&p.name) {
+                return Err(StoreRefused::bad_file(
+                    file,
+                    format!(
                         "partner {:?} is defined in both {} and {}",
                         p.name,
                         file_label(&other.file),
-                        file_label(&file)
-                    );
-                }
-                for net in &p.prefixes {
-                    if let Some(owner) = owners.get(net) {
-                        let first = &store.partners[owner];
-                        bail!(
-                            "{}: partner {:?}: prefix {net} is already allowed for partner {:?} ({})",
-                            file_label(&file),
+                        file_label(file)
+                    ),
+                ));
+            }
+            if !names.insert(&p.name) {
+                return Err(StoreRefused::bad_file(
+                    file,
+                    format!(
+                        "{}: partner {:?} is defined twice",
+                        file_label(file),
+                        p.name
+                    ),
+                ));
+            }
+            for net in &p.prefixes {
+                let owner = owners
+                    .get(net)
+                    .map(|o| (o.as_str(), &self.partners[o].file))
+                    .or_else(|| claimed.get(net).map(|o| (*o, &p.file)));
+                if let Some((owner, owner_file)) = owner {
+                    return Err(StoreRefused::bad_file(
+                        file,
+                        format!(
+                            "{}: partner {:?}: prefix {net} is already allowed for partner {owner:?} ({})",
+                            file_label(file),
                             p.name,
-                            owner,
-                            file_label(&first.file)
-                        );
-                    }
-                    owners.insert(*net, p.name.clone());
+                            file_label(owner_file)
+                        ),
+                    ));
                 }
-                store.partners.insert(p.name.clone(), p);
+                claimed.insert(*net, &p.name);
             }
         }
-        Ok(store)
+        for (net, name) in claimed {
+            owners.insert(net, name.to_string());
+        }
+        for p in partners {
+            self.partners.insert(p.name.clone(), p);
+        }
+        Ok(())
     }
 
     /// Add a new partner, or more prefixes to an existing one (its note and
-    /// expiry are replaced when given; an empty note clears it). In memory
+    /// expiry are replaced when given; an empty note clears it).
+    /// `allow_short` (`--allow-short-prefix`) lets prefixes shorter than
+    /// [`SHORTEST_PREFIX`] in, and is remembered for the partner. In memory
     /// only: validated whole, and on error nothing changes. Returns notices
     /// for the operator (normalized prefixes, prefixes already present…).
     pub fn add(
@@ -298,6 +612,7 @@ impl Store {
         prefixes: &[String],
         note: Option<String>,
         expires: Option<String>,
+        allow_short: bool,
     ) -> Result<Vec<String>> {
         validate_name(name)?;
         let mut notices = Vec::new();
@@ -316,12 +631,17 @@ impl Store {
         if prefixes.is_empty() && (existing.is_none() || (note.is_none() && expires.is_none())) {
             bail!("partner {name:?}: give at least one prefix");
         }
+        let allow_short = allow_short || existing.is_some_and(|p| p.allow_short);
+        // Built once: looking each prefix up in every partner's list would
+        // make adding n prefixes to a big store quadratic.
+        let owners = self.owners();
         let mut new_nets: Vec<Ipv6Net> = Vec::new();
+        let mut seen: HashSet<Ipv6Net> = HashSet::new();
         for input in prefixes {
-            let (net, notice) =
-                parse_cli_prefix(input).map_err(|e| anyhow!("partner {name:?}: {e}"))?;
+            let (net, notice) = parse_cli_prefix(input, allow_short)
+                .map_err(|e| anyhow!("partner {name:?}: {e}"))?;
             notices.extend(notice);
-            if let Some(owner) = self.owner_of(&net) {
+            if let Some(owner) = owners.get(&net) {
                 if owner.name != name {
                     bail!(
                         "prefix {net} is already allowed for partner {:?} ({}); remove it there first",
@@ -332,18 +652,21 @@ impl Store {
                 notices.push(format!("{net} is already in partner {name:?}; unchanged"));
                 continue;
             }
-            if new_nets.contains(&net) {
+            if !seen.insert(net) {
                 notices.push(format!("{net} is given more than once; stored once"));
                 continue;
             }
             new_nets.push(net);
         }
+        let short_added = new_nets.iter().any(|n| n.prefix_len() < SHORTEST_PREFIX);
+        drop(owners);
 
         // Everything is valid: apply.
         let note = note.map(|n| n.trim().to_string());
         match self.partners.get_mut(name) {
             Some(p) => {
                 p.prefixes.extend(new_nets);
+                p.allow_short |= short_added;
                 if let Some(n) = note {
                     p.note = (!n.is_empty()).then_some(n);
                 }
@@ -376,6 +699,7 @@ impl Store {
                         prefixes: new_nets,
                         note: note.filter(|n| !n.is_empty()),
                         expires,
+                        allow_short: short_added,
                         file,
                     },
                 );
@@ -391,19 +715,18 @@ impl Store {
         let Some(p) = self.partners.get(name) else {
             bail!("no partner named {name:?} (see `mx6gate partner list`)");
         };
-        let mut drop: Vec<Ipv6Net> = Vec::new();
+        let held: HashSet<&Ipv6Net> = p.prefixes.iter().collect();
+        let mut drop: HashSet<Ipv6Net> = HashSet::new();
         for input in prefixes {
-            let (net, _) = parse_cli_prefix(input).map_err(|e| anyhow!("partner {name:?}: {e}"))?;
-            if !p.prefixes.contains(&net) {
+            let net = parse_any_prefix(input).map_err(|e| anyhow!("partner {name:?}: {e}"))?;
+            if !held.contains(&net) {
                 let elsewhere = self
                     .owner_of(&net)
                     .map(|o| format!(" (it belongs to partner {:?})", o.name))
                     .unwrap_or_default();
                 bail!("partner {name:?} has no prefix {net}{elsewhere}");
             }
-            if !drop.contains(&net) {
-                drop.push(net);
-            }
+            drop.insert(net);
         }
         let p = self.partners.get_mut(name).expect("checked above");
         p.prefixes.retain(|n| !drop.contains(n));
@@ -442,6 +765,7 @@ impl Store {
                     prefixes: p.prefixes.iter().map(|n| n.to_string()).collect(),
                     note: p.note.clone(),
                     expires: p.expires.map(|d| toml::Value::String(d.to_string())),
+                    allow_short_prefixes: p.allow_short,
                 })
                 .collect(),
         };
@@ -479,7 +803,7 @@ impl Store {
             .filter(|p| p.is_active(today))
             .flat_map(|p| p.prefixes.iter().map(|n| (*n, p.name.clone())))
             .collect();
-        v.sort();
+        v.sort_unstable();
         v
     }
 
@@ -498,6 +822,14 @@ impl Store {
         self.partners.values().map(|p| p.prefixes.len()).sum()
     }
 
+    /// Every prefix with the partner holding it.
+    fn owners(&self) -> HashMap<Ipv6Net, &Partner> {
+        self.partners
+            .values()
+            .flat_map(|p| p.prefixes.iter().map(move |n| (*n, p)))
+            .collect()
+    }
+
     /// The partner holding exactly `net`, if any.
     fn owner_of(&self, net: &Ipv6Net) -> Option<&Partner> {
         self.partners.values().find(|p| p.prefixes.contains(net))
@@ -512,9 +844,10 @@ fn partner_from_raw(rp: RawPartner, file: &Path) -> Result<Partner> {
         return Err(ctx(anyhow!("has no prefixes (give at least one)")));
     }
     let mut prefixes: Vec<Ipv6Net> = Vec::with_capacity(rp.prefixes.len());
+    let mut seen: HashSet<Ipv6Net> = HashSet::with_capacity(rp.prefixes.len());
     for s in &rp.prefixes {
-        let net = parse_file_prefix(s).map_err(ctx)?;
-        if prefixes.contains(&net) {
+        let net = parse_file_prefix(s, rp.allow_short_prefixes).map_err(ctx)?;
+        if !seen.insert(net) {
             return Err(ctx(anyhow!("prefix {net} is listed twice")));
         }
         prefixes.push(net);
@@ -529,6 +862,7 @@ fn partner_from_raw(rp: RawPartner, file: &Path) -> Result<Partner> {
         prefixes,
         note: rp.note,
         expires,
+        allow_short: rp.allow_short_prefixes,
         file: file.to_path_buf(),
         name,
     })
@@ -539,6 +873,7 @@ mod tests {
     use super::*;
     use chrono::Days;
     use std::collections::BTreeMap as Map;
+    use std::fs;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -601,12 +936,255 @@ prefixes = ["2001:db8:3::1"]
 "#;
 
     #[test]
-    fn missing_dir_is_empty_store() {
+    fn missing_dir_is_refused_and_new_only_for_edits() {
         let t = tempfile::tempdir().unwrap();
-        let st = Store::load(&t.path().join("nope")).unwrap();
+        let dir = t.path().join("nope");
+        let e = Store::load(&dir).unwrap_err();
+        let r = StoreRefused::of(&e).expect("a refusal");
+        assert_eq!(r.kind, RefusedKind::Missing);
+        assert!(r.message.contains(&dir.display().to_string()), "{r}");
+        assert!(r.message.contains("does not exist"), "{r}");
+        let st = Store::load_or_new(&dir).unwrap();
         assert!(st.partners.is_empty());
-        assert_eq!(st.prefix_count(), 0);
-        assert!(!t.path().join("nope").exists());
+        assert_eq!((st.prefix_count(), st.files), (0, 0));
+        assert!(!dir.exists());
+        // A file where the directory should be: refused, not "no partners".
+        fs::write(&dir, "x").unwrap();
+        let e = Store::load(&dir).unwrap_err();
+        assert_eq!(StoreRefused::of(&e).unwrap().kind, RefusedKind::Unreadable);
+        assert!(Store::load_or_new(&dir).is_err());
+    }
+
+    #[test]
+    fn files_are_counted_and_an_empty_file_is_a_store() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(Store::load(t.path()).unwrap().files, 0);
+        write(t.path(), "none.toml", "");
+        let st = Store::load(t.path()).unwrap();
+        assert_eq!((st.files, st.partners.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_fifo_or_directory_named_toml_is_skipped_never_opened() {
+        let t = tempfile::tempdir().unwrap();
+        write(
+            t.path(),
+            "a.toml",
+            "[[partner]]\nname = \"a\"\nprefixes = [\"2001:db8::/32\"]\n",
+        );
+        let fifo = t.path().join("x.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        fs::create_dir(t.path().join("d.toml")).unwrap();
+        // No writer on the FIFO: a blocking open would hang here.
+        let st = Store::load(t.path()).unwrap();
+        assert_eq!(st.partners.keys().collect::<Vec<_>>(), vec!["a"]);
+        assert_eq!(st.files, 1);
+        assert_eq!(st.skipped.len(), 2, "{:?}", st.skipped);
+        assert!(st
+            .skipped
+            .iter()
+            .any(|s| s.contains("x.toml") && s.contains("a FIFO")));
+        assert!(st
+            .skipped
+            .iter()
+            .any(|s| s.contains("d.toml") && s.contains("a directory")));
+    }
+
+    #[test]
+    fn lenient_load_keeps_the_good_files_and_names_the_bad() {
+        let t = tempfile::tempdir().unwrap();
+        write(
+            t.path(),
+            "a.toml",
+            "[[partner]]\nname = \"a\"\nprefixes = [\"2001:db8:1::/48\"]\n",
+        );
+        write(t.path(), "b.toml", "[[partner]\n");
+        // Conflicts with a.toml: refused whole, a.toml kept.
+        write(
+            t.path(),
+            "c.toml",
+            "[[partner]]\nname = \"c\"\nprefixes = [\"2001:db8:3::/48\"]\n[[partner]]\nname = \"c2\"\nprefixes = [\"2001:db8:1::/48\"]\n",
+        );
+        let (st, refused) = Store::load_lenient(t.path());
+        assert_eq!(st.partners.keys().collect::<Vec<_>>(), vec!["a"]);
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert_eq!(
+            refused[0].file.as_deref(),
+            Some(t.path().join("b.toml").as_path())
+        );
+        assert_eq!(
+            refused[1].file.as_deref(),
+            Some(t.path().join("c.toml").as_path())
+        );
+        assert!(
+            refused[1]
+                .message
+                .contains("already allowed for partner \"a\""),
+            "{}",
+            refused[1]
+        );
+        // The strict load stops at the first.
+        let e = load_err(t.path());
+        assert!(e.contains("b.toml"), "{e}");
+    }
+
+    #[test]
+    fn prefixes_no_mail_server_sends_from_are_refused_by_name() {
+        for (p, why) in [
+            ("::", "unspecified"),
+            ("::1", "loopback"),
+            ("::1/128", "loopback"),
+            ("::/1", "covers ::/128"),
+            ("8000::/1", "covers fe80::/10"),
+            ("fe80::/10", "link-local"),
+            ("fe80::1:2:3:4", "link-local"),
+            ("febf::/16", "link-local"),
+            ("ff00::/8", "multicast"),
+            ("ff02::1", "multicast"),
+            ("fec0::/10", "site-local"),
+            ("64:ff9b::/96", "NAT64"),
+            ("64:ff9b::c633:6402", "NAT64"),
+            ("64:ff9b:1::/48", "NAT64"),
+            ("100::/64", "discard-only"),
+            ("::c633:6402", "IPv4-compatible"),
+            ("::fffe:0:0/95", "IPv4-mapped"),
+        ] {
+            for allow_short in [false, true] {
+                let e = format!("{:#}", parse_cli_prefix(p, allow_short).unwrap_err());
+                assert!(
+                    e.contains(&format!("{p:?}"))
+                        && e.contains(why)
+                        && e.contains("no mail server sends from there"),
+                    "{p} (allow_short {allow_short}) => {e}"
+                );
+            }
+        }
+        // Next to them, what is fine.
+        for ok in [
+            "2001:db8::/32",
+            "fd00:1::/48",
+            "2002:c633:6402::/48",
+            "64:ff9c::/32",
+            "2001::/32",
+        ] {
+            parse_cli_prefix(ok, false).unwrap();
+        }
+    }
+
+    #[test]
+    fn short_prefixes_need_the_flag_and_the_message_says_why() {
+        for p in ["2000::/3", "2000::/15", "2400::/12"] {
+            let e = format!("{:#}", parse_cli_prefix(p, false).unwrap_err());
+            assert!(
+                e.contains(&format!("{p:?}"))
+                    && e.contains("shorter than /16")
+                    && e.contains("any registry gives one organisation")
+                    && e.contains("--allow-short-prefix"),
+                "{p} => {e}"
+            );
+            assert_eq!(parse_cli_prefix(p, true).unwrap().0, net(p));
+        }
+        assert_eq!(
+            parse_cli_prefix("2001::/16", false).unwrap().0,
+            net("2001::/16")
+        );
+        // In a file: refused unless the partner says so, with the key named.
+        let t = tempfile::tempdir().unwrap();
+        let e = one(
+            t.path(),
+            "[[partner]]\nname = \"big\"\nprefixes = [\"2400::/12\"]\n",
+        );
+        assert!(
+            e.contains("\"big\"") && e.contains("allow_short_prefixes = true"),
+            "{e}"
+        );
+        write(
+            t.path(),
+            "p.toml",
+            "[[partner]]\nname = \"big\"\nprefixes = [\"2400::/12\"]\nallow_short_prefixes = true\n",
+        );
+        assert!(Store::load(t.path()).unwrap().partners["big"].allow_short);
+    }
+
+    #[test]
+    fn the_flag_is_remembered_in_the_partner_file() {
+        let t = tempfile::tempdir().unwrap();
+        let mut st = Store::load(t.path()).unwrap();
+        let e = format!(
+            "{:#}",
+            st.add("big", &s(&["2400::/12"]), None, None, false)
+                .unwrap_err()
+        );
+        assert!(e.contains("--allow-short-prefix"), "{e}");
+        st.add("big", &s(&["2400::/12"]), None, None, true).unwrap();
+        st.save("big").unwrap();
+        let text = fs::read_to_string(t.path().join("big.toml")).unwrap();
+        assert!(text.contains("allow_short_prefixes = true"), "{text}");
+        let mut back = Store::load(t.path()).unwrap();
+        assert_eq!(back.partners, st.partners);
+        // Once allowed for a partner, more short ones need no flag again.
+        back.add("big", &s(&["2a00::/12"]), None, None, false)
+            .unwrap();
+        // A file without any short prefix does not carry the key.
+        back.add("small", &s(&["2001:db8::/32"]), None, None, false)
+            .unwrap();
+        back.save("small").unwrap();
+        assert!(!fs::read_to_string(t.path().join("small.toml"))
+            .unwrap()
+            .contains("allow_short"));
+    }
+
+    #[test]
+    fn a_prefix_refused_by_the_new_rules_can_still_be_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let mut st = Store::load(t.path()).unwrap();
+        // As a store written before the rules might hold it.
+        st.partners.insert(
+            "old".into(),
+            Partner {
+                name: "old".into(),
+                prefixes: vec![net("fe80::/10"), net("2001:db8::/32")],
+                note: None,
+                expires: None,
+                allow_short: false,
+                file: t.path().join("old.toml"),
+            },
+        );
+        st.remove("old", &s(&["fe80::/10"])).unwrap();
+        assert_eq!(st.partners["old"].prefixes, vec![net("2001:db8::/32")]);
+    }
+
+    #[test]
+    fn one_big_partner_loads_adds_and_removes() {
+        // (How fast, against the same prefixes spread over many partners:
+        // `cargo xtask bench`, part "store".)
+        let t = tempfile::tempdir().unwrap();
+        let n = 50_000u32;
+        let mut text = String::from("[[partner]]\nname = \"big\"\nprefixes = [\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "\"2001:db8:{:x}:{:x}::/64\",\n",
+                i >> 16,
+                i & 0xffff
+            ));
+        }
+        text.push_str("]\n");
+        write(t.path(), "big.toml", &text);
+        let mut st = Store::load(t.path()).unwrap();
+        assert_eq!(st.prefix_count(), n as usize);
+        let more: Vec<String> = (0..5_000u32)
+            .map(|i| format!("2001:db9:{i:x}::/48"))
+            .collect();
+        let notices = st.add("big", &more[..2], None, None, false).unwrap();
+        assert!(notices.is_empty(), "{notices:?}");
+        let notices = st.add("big", &more, None, None, false).unwrap();
+        assert_eq!(notices.len(), 2, "the two already there: {notices:?}");
+        assert_eq!(st.prefix_count(), n as usize + more.len());
+        st.remove("big", &more).unwrap();
+        assert_eq!(st.prefix_count(), n as usize);
+        let e = format!("{:#}", st.remove("big", &more[..1]).unwrap_err());
+        assert!(e.contains("has no prefix 2001:db9::/48"), "{e}");
     }
 
     #[test]
@@ -831,6 +1409,7 @@ prefixes = ["2001:db8:1::25"]
             prefixes: vec![net("2001:db8::/32")],
             note: None,
             expires: Some(day("2027-03-31")),
+            allow_short: false,
             file: PathBuf::from("/x/p.toml"),
         };
         assert!(p.is_active(day("2027-03-30")));
@@ -854,6 +1433,7 @@ prefixes = ["2001:db8:1::25"]
                 prefixes: vec![net("2001:db8:ffff::/48"), net("2001:db8:1::/48")],
                 note: None,
                 expires: None,
+                allow_short: false,
                 file: PathBuf::from("/x/q.toml"),
             },
         );
@@ -880,13 +1460,14 @@ prefixes = ["2001:db8:1::25"]
     fn add_new_partner_and_save_writes_its_own_file() {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("partners.d");
-        let mut st = Store::load(&dir).unwrap();
+        let mut st = Store::load_or_new(&dir).unwrap();
         let notices = st
             .add(
                 "acme",
                 &s(&["2001:db8:1::/48", "2001:db8:2::25"]),
                 Some("ticket #1".into()),
                 None,
+                false,
             )
             .unwrap();
         assert!(notices.is_empty(), "{notices:?}");
@@ -910,7 +1491,9 @@ prefixes = ["2001:db8:1::25"]
     fn add_normalizes_host_bits_with_notice() {
         let t = tempfile::tempdir().unwrap();
         let mut st = Store::load(t.path()).unwrap();
-        let n = st.add("acme", &s(&["2001:db8::1/32"]), None, None).unwrap();
+        let n = st
+            .add("acme", &s(&["2001:db8::1/32"]), None, None, false)
+            .unwrap();
         assert_eq!(
             n,
             vec!["2001:db8::1/32 has host bits set; stored as 2001:db8::/32".to_string()]
@@ -928,10 +1511,11 @@ prefixes = ["2001:db8:1::25"]
             &s(&["2001:db8:1::/48"]),
             Some("first".into()),
             Some(future.to_string()),
+            false,
         )
         .unwrap();
         // No note / expires given: kept.
-        st.add("acme", &s(&["2001:db8:2::/48"]), None, None)
+        st.add("acme", &s(&["2001:db8:2::/48"]), None, None, false)
             .unwrap();
         let p = &st.partners["acme"];
         assert_eq!(
@@ -941,8 +1525,14 @@ prefixes = ["2001:db8:1::25"]
         assert_eq!(p.note.as_deref(), Some("first"));
         assert_eq!(p.expires, Some(future));
         // Given: replaced; an empty note clears it; metadata-only update ok.
-        st.add("acme", &[], Some("".into()), Some(today_utc().to_string()))
-            .unwrap();
+        st.add(
+            "acme",
+            &[],
+            Some("".into()),
+            Some(today_utc().to_string()),
+            false,
+        )
+        .unwrap();
         let p = &st.partners["acme"];
         assert_eq!(p.note, None);
         assert_eq!(p.expires, Some(today_utc()), "today is not in the past");
@@ -953,6 +1543,7 @@ prefixes = ["2001:db8:1::25"]
                 &s(&["2001:db8:1::/48", "2001:db8:3::/48", "2001:db8:3::/48"]),
                 None,
                 None,
+                false,
             )
             .unwrap();
         assert_eq!(n.len(), 2, "{n:?}");
@@ -977,6 +1568,7 @@ prefixes = ["2001:db8:1::25"]
                 &s(prefixes),
                 note.map(String::from),
                 expires.map(String::from),
+                false,
             )
             .unwrap_err();
         assert_eq!(*st, before_mem);
@@ -993,7 +1585,7 @@ prefixes = ["2001:db8:1::25"]
             "[[partner]]\nname = \"beta\"\nprefixes = [\"2001:db8:b::/48\"]\n",
         );
         let mut st = Store::load(t.path()).unwrap();
-        st.add("alpha", &s(&["2001:db8:a::/48"]), None, None)
+        st.add("alpha", &s(&["2001:db8:a::/48"]), None, None, false)
             .unwrap();
         st.save("alpha").unwrap();
 
@@ -1072,7 +1664,7 @@ prefixes = ["2001:db8:1::25"]
         assert!(e.contains("\"nonsense\"") && e.contains("\"alpha\""), "{e}");
         // 64 characters is the limit, inclusive.
         assert!(st
-            .add(&"y".repeat(64), &s(&["2001:db8:d::/48"]), None, None)
+            .add(&"y".repeat(64), &s(&["2001:db8:d::/48"]), None, None, false)
             .is_ok());
     }
 
@@ -1094,9 +1686,10 @@ prefixes = ["2001:db8:1::25"]
             &s(&["2001:db8:a::/48", "2001:db8:aa::/48"]),
             None,
             None,
+            false,
         )
         .unwrap();
-        st.add("beta", &s(&["2001:db8:b::/48"]), None, None)
+        st.add("beta", &s(&["2001:db8:b::/48"]), None, None, false)
             .unwrap();
         st.save("alpha").unwrap();
         st.save("beta").unwrap();
@@ -1127,6 +1720,7 @@ prefixes = ["2001:db8:1::25"]
             &s(&["2001:db8:a::/48", "2001:db8:aa::/48"]),
             None,
             None,
+            false,
         )
         .unwrap();
         st.save("alpha").unwrap();
@@ -1177,7 +1771,7 @@ prefixes = ["2001:db8:1::25"]
         write(dir, "cm.toml", GOOD);
         let mut st = Store::load(dir).unwrap();
         let n = st
-            .add("other", &s(&["2001:db8:4::/48"]), None, None)
+            .add("other", &s(&["2001:db8:4::/48"]), None, None, false)
             .unwrap();
         assert!(n.iter().any(|m| m.contains("cm.toml")), "{n:?}");
         st.save("other").unwrap();
@@ -1198,7 +1792,7 @@ prefixes = ["2001:db8:1::25"]
         write(dir, "cm.toml", GOOD);
         let mut st = Store::load(dir).unwrap();
         st.remove("other", &[]).unwrap();
-        st.add("other", &s(&["2001:db8:9::/48"]), None, None)
+        st.add("other", &s(&["2001:db8:9::/48"]), None, None, false)
             .unwrap();
         assert_eq!(st.partners["other"].file, dir.join("cm.toml"));
         st.save("other").unwrap();
@@ -1209,11 +1803,20 @@ prefixes = ["2001:db8:1::25"]
     fn moving_a_prefix_between_partners() {
         let t = tempfile::tempdir().unwrap();
         let mut st = Store::load(t.path()).unwrap();
-        st.add("a", &s(&["2001:db8:1::/48", "2001:db8:2::/48"]), None, None)
-            .unwrap();
-        assert!(st.add("b", &s(&["2001:db8:2::/48"]), None, None).is_err());
+        st.add(
+            "a",
+            &s(&["2001:db8:1::/48", "2001:db8:2::/48"]),
+            None,
+            None,
+            false,
+        )
+        .unwrap();
+        assert!(st
+            .add("b", &s(&["2001:db8:2::/48"]), None, None, false)
+            .is_err());
         st.remove("a", &s(&["2001:db8:2::/48"])).unwrap();
-        st.add("b", &s(&["2001:db8:2::/48"]), None, None).unwrap();
+        st.add("b", &s(&["2001:db8:2::/48"]), None, None, false)
+            .unwrap();
         st.save("a").unwrap();
         st.save("b").unwrap();
         assert_eq!(Store::load(t.path()).unwrap().partners, st.partners);
@@ -1229,6 +1832,7 @@ prefixes = ["2001:db8:1::25"]
             &s(&["2001:db8::/32"]),
             Some("note with \"quotes\"\nand a newline".into()),
             None,
+            false,
         )
         .unwrap();
         st.save("acme").unwrap();
@@ -1248,14 +1852,14 @@ prefixes = ["2001:db8:1::25"]
 
     #[test]
     fn prefixes_from_cli_accept_bare_addresses_and_spacing() {
-        let (n, notice) = parse_cli_prefix(" 2001:db8::25 ").unwrap();
+        let (n, notice) = parse_cli_prefix(" 2001:db8::25 ", false).unwrap();
         assert_eq!(n, net("2001:db8::25/128"));
         assert!(notice.is_none());
-        let (n, notice) = parse_cli_prefix("2001:DB8::/32").unwrap();
+        let (n, notice) = parse_cli_prefix("2001:DB8::/32", false).unwrap();
         assert_eq!(n, net("2001:db8::/32"));
         assert!(notice.is_none());
-        assert!(parse_cli_prefix("2001:db8::/-1").is_err());
-        assert!(parse_cli_prefix("").is_err());
+        assert!(parse_cli_prefix("2001:db8::/-1", false).is_err());
+        assert!(parse_cli_prefix("", false).is_err());
     }
 
     #[test]

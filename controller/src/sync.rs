@@ -1,5 +1,10 @@
 //! Store → maps. The partner store is the single source of truth; this makes
 //! ALLOW mirror it by diff, and keeps CONFIG in step with config + mode.
+//!
+//! Every command that changes something ends with [`reconcile`]: the maps
+//! are made to hold what the *whole* store says (never a replay of the
+//! command's own delta), so a command killed between writing the store and
+//! the maps is healed by the next command of any kind, or by the daemon.
 use std::collections::BTreeMap;
 
 use anyhow::Result;
@@ -13,7 +18,7 @@ use crate::{
     config::{Config, DownPolicy},
     maps::GateMaps,
     state::StateDir,
-    store::Store,
+    store::{RefusedKind, Store, StoreRefused},
 };
 
 pub use crate::allowlist::Changes as SyncReport;
@@ -26,7 +31,7 @@ impl SyncReport {
 
 /// The prefixes the allowlist must hold for `store` on `today`, with partner ids
 /// assigned (and persisted) through the state dir. Fails, changing
-/// nothing, when the store does not fit the maps.
+/// nothing (not even the ids file), when the store does not fit the maps.
 pub fn desired_allow(
     store: &Store,
     state: &StateDir,
@@ -37,6 +42,13 @@ pub fn desired_allow(
     let mut ids = state.load_ids()?;
     let names: Vec<&str> = store.partners.keys().map(String::as_str).collect();
     let fresh = ids.assign(&names, maps.partner_capacity)?;
+    // Sorted by prefix already: collect() builds the map in one pass.
+    let desired = prefixes
+        .into_iter()
+        .map(|(net, name)| (net, ids.get(&name).expect("assigned above")))
+        .collect();
+    allowlist::check_fits(maps, &desired)?;
+    // Only a store that will be applied gets ids.
     for id in &fresh {
         // A reused id must not inherit its previous owner's hit count.
         maps.reset_partner_hits(*id)?;
@@ -44,12 +56,42 @@ pub fn desired_allow(
     if !fresh.is_empty() {
         state.save_ids(&ids)?;
     }
-    let desired = prefixes
-        .into_iter()
-        .map(|(net, name)| (net, ids.get(&name).expect("assigned above")))
-        .collect();
-    allowlist::check_fits(maps, &desired)?;
     Ok(desired)
+}
+
+/// Refuse a store that holds no partner file at all while the allowlist
+/// holds prefixes: that is what an unmounted volume or a directory swap
+/// caught midway looks like, not an operator's "no partners" (who says so
+/// with an empty file, or removes partners with `mx6gate partner remove`).
+/// Edits made through the CLI pass `explicit` and are taken as meant.
+pub fn refuse_vacant(store: &Store, maps: &GateMaps, explicit: bool) -> Result<()> {
+    if explicit || store.files > 0 || allowlist::is_empty(maps)? {
+        return Ok(());
+    }
+    Err(StoreRefused {
+        kind: RefusedKind::Vacant,
+        file: None,
+        message: format!(
+            "{}: holds no partner file, but the allowlist holds prefixes: taken as a vanished store (an unmounted volume, a directory swap midway), not as \"no partners\"; to mean no partners, leave a file in it, even an empty one (e.g. `touch {}/none.toml`)",
+            store.dir.display(),
+            store.dir.display()
+        ),
+    }
+    .into())
+}
+
+/// maps = f(store): the allowlist made to hold exactly what the whole
+/// `store` says (after [`refuse_vacant`]). What every changing command
+/// and the daemon end with.
+pub fn reconcile(
+    store: &Store,
+    state: &StateDir,
+    maps: &mut GateMaps,
+    today: NaiveDate,
+    explicit: bool,
+) -> Result<SyncReport> {
+    refuse_vacant(store, maps, explicit)?;
+    sync_allow(store, state, maps, today)
 }
 
 /// Make the allowlist maps hold exactly `desired`, diffing against the

@@ -42,6 +42,9 @@ pub struct GateUnderTest {
     pub pin_path: PathBuf,
     ns_path: PathBuf,
     daemon: Option<Child>,
+    /// Whether dropping this removes whatever is left at `pin_path` (not
+    /// for a second config sharing another's pin path).
+    owns_pins: bool,
 }
 
 impl GateUnderTest {
@@ -56,6 +59,23 @@ impl GateUnderTest {
             crate::cleanup::NS_PREFIX,
             std::process::id()
         ));
+        let mut g = Self::with_pin_path(gw, iface, mode, extra, &pin_path)?;
+        g.owns_pins = true;
+        Ok(g)
+    }
+
+    /// Like [`GateUnderTest::new`] (its own config, store and state dir),
+    /// but on the pin path `pin_path`, e.g. another instance's: dropping
+    /// it leaves the pins to their owner.
+    pub fn with_pin_path(
+        gw: &Netns,
+        iface: &str,
+        mode: &str,
+        extra: &str,
+        pin_path: &Path,
+    ) -> Result<GateUnderTest> {
+        crate::ensure_bpffs()?;
+        let pin_path = pin_path.to_path_buf();
         let dir = tempfile::Builder::new().prefix("mx6gate-test").tempdir()?;
         let config = dir.path().join("mx6gate.toml");
         std::fs::write(
@@ -72,7 +92,12 @@ impl GateUnderTest {
             pin_path,
             ns_path: gw.path().to_path_buf(),
             daemon: None,
+            owns_pins: false,
         })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     pub fn partners_dir(&self) -> PathBuf {
@@ -92,11 +117,21 @@ impl GateUnderTest {
 
     /// Run a CLI verb; the output whatever the exit status.
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        self.cli_within(args, Duration::from_secs(30))
+    }
+
+    /// Run a CLI verb that must end within `limit` (an error otherwise).
+    pub fn cli_within(&self, args: &[&str], limit: Duration) -> Result<Output> {
         crate::cmd::output_with_timeout(
             self.command(args),
             &format!("mx6gate {}", args.join(" ")),
-            Duration::from_secs(30),
+            limit,
         )
+    }
+
+    /// The command line of a CLI verb, to run it some other way.
+    pub fn cli_command(&self, args: &[&str]) -> std::process::Command {
+        self.command(args)
     }
 
     /// Run a CLI verb with `resolv_conf` bind-mounted over /etc/resolv.conf
@@ -142,6 +177,12 @@ impl GateUnderTest {
 
     /// Start `mx6gate run` and wait until its XDP link is pinned.
     pub fn start(&mut self) -> Result<()> {
+        self.start_and_wait_for("gate running")
+    }
+
+    /// Start `mx6gate run` and wait (≤ 15 s) until its log says `marker`,
+    /// or until it exits: then the error carries its log.
+    pub fn start_and_wait_for(&mut self, marker: &str) -> Result<()> {
         if self.daemon.is_some() {
             bail!("daemon already running");
         }
@@ -155,7 +196,7 @@ impl GateUnderTest {
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if self.log().contains("gate running") {
+            if self.log().contains(marker) {
                 return Ok(());
             }
             if let Some(st) = self.daemon.as_mut().unwrap().try_wait()? {
@@ -173,6 +214,33 @@ impl GateUnderTest {
 
     pub fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(|c| c.id())
+    }
+
+    /// Whether the daemon has exited (its status then), without waiting.
+    pub fn daemon_exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        match self.daemon.as_mut() {
+            None => Ok(None),
+            Some(c) => {
+                let st = c.try_wait()?;
+                if st.is_some() {
+                    self.daemon = None;
+                }
+                Ok(st)
+            }
+        }
+    }
+
+    /// Poll (every 50 ms, ≤ `limit`) until the log holds `needle` more
+    /// than `before` times.
+    pub fn wait_log(&self, needle: &str, before: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.log().matches(needle).count() > before {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// SIGTERM (orderly exit, gate stays pinned) and wait.
@@ -212,6 +280,9 @@ impl Drop for GateUnderTest {
         if let Some(mut c) = self.daemon.take() {
             c.kill().ok();
             c.wait().ok();
+        }
+        if !self.owns_pins {
+            return;
         }
         let _ = self.cli(&["detach"]);
         // Whatever detach could not remove (it failed, or the test broke the

@@ -902,7 +902,7 @@ fn inv5_bad_input_changes_nothing() {
         ..snapshot(&gate)
     };
     assert_eq!(snap_broken.allow, snap.allow);
-    let failures = gate.log().matches("partner store not applied").count();
+    let failures = gate.log().matches("partner store refused").count();
     for args in [
         &["partner", "add", "x", "2001:db8:9::/48"][..],
         &["partner", "remove", "beta"],
@@ -919,7 +919,7 @@ fn inv5_bad_input_changes_nothing() {
     assert!(
         wait_log(
             &gate,
-            "partner store not applied",
+            "partner store refused",
             failures,
             Duration::from_secs(2)
         ),
@@ -1046,49 +1046,58 @@ fn inv5_bad_input_changes_nothing() {
     );
     assert_eq!(snapshot(&gate), snap2, "restoring the good config");
 
-    // (b) `mx6gate run` that fails (bad interface; broken store file) while
-    // the pinned gate enforces without a daemon.
+    // (b) `mx6gate run` that fails (bad interface) while the pinned gate
+    // enforces without a daemon.
     gate.stop().unwrap();
     let bad_iface = gate.dir.path().join("bad-iface.toml");
     std::fs::write(&bad_iface, &bad_iface_cfg).unwrap();
-    let monitor = gate.dir.path().join("monitor.toml");
-    std::fs::write(&monitor, &monitor_cfg).unwrap();
-    for (cfg, broken_store, what) in [
-        (
-            &bad_iface,
-            false,
-            "`run` with interfaces = [.., \"nosuch0\"] (and mode monitor)",
-        ),
-        (
-            &monitor,
-            true,
-            "`run` (config mode monitor) with a broken partner file",
-        ),
-    ] {
-        if broken_store {
-            std::fs::write(&broken, "[[partner]\nname = \"half\n").unwrap();
-        }
-        let out = cli_with(&topo, cfg, &["run"]);
-        if broken_store {
-            std::fs::remove_file(&broken).unwrap();
-        }
-        let (_, stderr) = out_str(&out);
-        assert!(!out.status.success(), "{what}: succeeded");
-        check_unchanged(
-            &gate,
-            &format!("{what} [{}]", error_line(&stderr)),
-            &mut problems,
-        );
-        // Put the policy back: a good start re-syncs CONFIG from the config.
-        gate.start().unwrap();
-        assert_eq!(
-            snapshot(&gate),
-            snap2,
-            "restarting with the good config after {what}"
-        );
-        gate.stop().unwrap();
+    let what = "`run` with interfaces = [.., \"nosuch0\"] (and mode monitor)";
+    let out = cli_with(&topo, &bad_iface, &["run"]);
+    let (_, stderr) = out_str(&out);
+    assert!(!out.status.success(), "{what}: succeeded");
+    check_unchanged(
+        &gate,
+        &format!("{what} [{}]", error_line(&stderr)),
+        &mut problems,
+    );
+    // `run` with a broken partner file: it starts (so the responder,
+    // metrics and resync work) but keeps the pinned allowlist, says so,
+    // and applies the store once the file is fixed.
+    std::fs::write(&broken, "[[partner]\nname = \"half\n").unwrap();
+    gate.start_and_wait_for("partner store refused at start")
+        .unwrap();
+    let now = snapshot(&gate);
+    if (&now.allow, &now.config, &now.state) != (&snap2.allow, &snap2.config, &snap2.state) {
+        problems.push("`run` with a broken partner file changed the gate".into());
     }
+    expect_dropped(
+        &topo,
+        stranger(),
+        smtp6(),
+        "stranger while the store is refused at start",
+    );
+    expect_connects(
+        &topo,
+        partner(),
+        smtp6(),
+        "partner while the store is refused at start",
+    );
+    let applied = gate.log().matches("partner store applied again").count();
+    std::fs::remove_file(&broken).unwrap();
+    assert!(
+        wait_log(
+            &gate,
+            "partner store applied again",
+            applied,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        gate.log()
+    );
+    gate.stop().unwrap();
+    // Put the policy back: a good start re-syncs CONFIG from the config.
     gate.start().unwrap();
+    assert_eq!(snapshot(&gate), snap2, "restarting with the good config");
 
     // (c) `mode` (not monitor: that one does not read the store) while a broken file sits in the store: if it fails, it
     // must not have switched the mode.

@@ -18,12 +18,29 @@ pub fn run(config: &Path, addr: &str) -> Result<()> {
         Ok(ip) => ip,
         Err(_) => bail!("{addr:?} is not an IP address"),
     };
-    let IpAddr::V6(ip6) = ip else {
-        println!("{ip}: IPv4 is never gated; connections pass to the MTA");
-        return Ok(());
+    // An IPv4-mapped address is how an IPv4 peer looks on a dual-stack
+    // socket: IPv4 on the wire, never gated.
+    let ip6 = match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => v6,
+        IpAddr::V6(v6) => {
+            let v4 = v6.to_ipv4_mapped().expect("checked");
+            println!("{ip}: the IPv4-mapped form of {v4}; IPv4 is never gated, connections pass to the MTA");
+            return Ok(());
+        }
+        IpAddr::V4(_) => {
+            println!("{ip}: IPv4 is never gated; connections pass to the MTA");
+            return Ok(());
+        }
     };
     let mode = sync::effective_mode(&ctx.cfg, &ctx.state)?;
-    let store = Store::load(&ctx.cfg.partners_dir)?;
+    // A refused store still answers from what reads cleanly; the maps
+    // (what the gate enforces) have the last word below.
+    let (store, refused) = Store::load_lenient(&ctx.cfg.partners_dir);
+    for r in &refused {
+        println!(
+            "note: the partner store is refused ({r}); the gate enforces its last good allowlist"
+        );
+    }
     let maps = GateMaps::open_if_loaded(&ctx.cfg.pin_path)?;
     let today = today_utc();
     let matched = store.lookup(ip6);
@@ -64,8 +81,13 @@ pub fn run(config: &Path, addr: &str) -> Result<()> {
             let in_map = crate::allowlist::lookup(&m, ip6)?.is_some();
             if in_map != allowed {
                 println!(
-                    "  WARNING: the loaded ALLOW map says {}; it is out of sync with the store",
-                    if in_map { "allowed" } else { "not allowed" }
+                    "  WARNING: the loaded allowlist says {}, and that is what the gate does now; it is out of step with the store{}",
+                    if in_map { "allowed" } else { "not allowed" },
+                    if refused.is_empty() {
+                        " (`mx6gate sync` brings it in step)"
+                    } else {
+                        " (refused, see above)"
+                    }
                 );
             }
         }

@@ -4,10 +4,12 @@ use std::{path::Path, time::Duration};
 use anyhow::{bail, Result};
 
 use super::Ctx;
-use crate::gate;
+use crate::{gate, pinlock};
 
 pub fn run(config: &Path) -> Result<()> {
     let ctx = Ctx::load(config)?;
+    // Another config's daemon holds the gate: it would pin it again.
+    pinlock::refuse_foreign_owner(&ctx.cfg.pin_path, &ctx.state)?;
     // A daemon left running would re-attach on its next reload.
     if let Some(pid) = ctx.state.running_daemon() {
         unsafe { libc::kill(pid, libc::SIGTERM) };

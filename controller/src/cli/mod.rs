@@ -9,6 +9,7 @@ mod mode;
 mod partner;
 mod run;
 mod status;
+mod sync;
 mod top;
 
 use std::path::{Path, PathBuf};
@@ -73,8 +74,11 @@ pub enum Cmd {
         #[arg(value_enum)]
         mode: ModeArg,
     },
-    /// Show the gate: attachment, mode, counters, allowlist.
+    /// Show the gate: attachment, mode, counters, allowlist, store health.
     Status,
+    /// Make the gate's maps match the partner store and the mode now (what
+    /// every changing command and the daemon do); heals a mismatch.
+    Sync,
     /// The busiest non-partner source prefixes (asks the running daemon):
     /// who is being turned away, or in monitor mode who would be.
     Top(top::Args),
@@ -115,12 +119,20 @@ impl Ctx {
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Run(_)) {
+        // A CLI verb whose reader went away (`mx6gate status | head`) ends
+        // quietly, like any Unix tool, instead of panicking in println!.
+        // Not for `run`: the daemon handles EPIPE on its sockets itself.
+        // SAFETY: restoring a signal's default action before any thread.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     crate::logging::init(cli.log_format, matches!(cli.cmd, Cmd::Run(_)));
     let result = match cli.cmd {
         Cmd::Run(args) => run::run(&cli.config, args),
         Cmd::Partner(cmd) => partner::run(&cli.config, cmd),
         Cmd::Mode { mode } => mode::run(&cli.config, mode.into()),
         Cmd::Status => status::run(&cli.config),
+        Cmd::Sync => sync::run(&cli.config),
         Cmd::Top(args) => top::run(&cli.config, args),
         Cmd::Check { addr } => check::run(&cli.config, &addr),
         Cmd::Detach => detach::run(&cli.config),

@@ -1,9 +1,12 @@
 //! `mx6gate partner add|remove|list`
 //!
 //! An edit is validated whole, checked against the map capacity, written
-//! atomically, then mirrored into ALLOW; if the map update fails the
-//! partner's file is put back, so store and map never disagree (invariants
-//! 5 and 6).
+//! atomically, then the maps are made to match the whole store; if the map
+//! update fails the partner's file is put back, so store and map never
+//! disagree (invariants 5 and 6). Before the edit, the maps are brought in
+//! step with the store as it is on disk, so a command killed between its
+//! store write and its map update is healed by the next one (re-running
+//! it included).
 use std::{fs, path::Path};
 
 use anyhow::{Context, Result};
@@ -11,8 +14,9 @@ use anyhow::{Context, Result};
 use super::{loaded_note, Ctx};
 use crate::{
     maps::GateMaps,
+    pinlock,
     store::{today_utc, Store},
-    sync,
+    sync::{self, SyncReport},
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -28,6 +32,10 @@ pub enum Cmd {
         /// Last day (UTC) the partner is allowed, YYYY-MM-DD.
         #[arg(long)]
         expires: Option<String>,
+        /// Accept prefixes shorter than /16 (more than any registry gives
+        /// one organisation; see `mx6gate partner add --help`).
+        #[arg(long)]
+        allow_short_prefix: bool,
     },
     /// Remove a partner, or some of its prefixes.
     Remove { name: String, prefixes: Vec<String> },
@@ -44,12 +52,17 @@ pub fn run(config: &Path, cmd: Cmd) -> Result<()> {
             prefixes,
             note,
             expires,
+            allow_short_prefix,
         } => {
             let _lock = ctx.state.lock()?;
-            let mut store = Store::load(&ctx.cfg.partners_dir)?;
+            let mut maps = open_maps(&ctx)?;
+            // A missing directory is a new store (this edit creates it),
+            // unless the gate holds partners that must have been there.
+            let mut store = Store::load_or_new(&ctx.cfg.partners_dir)?;
+            heal(&ctx, &store, maps.as_mut())?;
             let existed = store.partners.contains_key(&name);
-            let notices = store.add(&name, &prefixes, note, expires)?;
-            let loaded = commit(&ctx, &store, &name)?;
+            let notices = store.add(&name, &prefixes, note, expires, allow_short_prefix)?;
+            let loaded = commit(&ctx, &store, &name, maps.as_mut())?;
             for n in notices {
                 println!("note: {n}");
             }
@@ -64,9 +77,11 @@ pub fn run(config: &Path, cmd: Cmd) -> Result<()> {
         }
         Cmd::Remove { name, prefixes } => {
             let _lock = ctx.state.lock()?;
+            let mut maps = open_maps(&ctx)?;
             let mut store = Store::load(&ctx.cfg.partners_dir)?;
+            heal(&ctx, &store, maps.as_mut())?;
             store.remove(&name, &prefixes)?;
-            let loaded = commit(&ctx, &store, &name)?;
+            let loaded = commit(&ctx, &store, &name, maps.as_mut())?;
             match store.partners.get(&name) {
                 Some(p) => println!(
                     "partner {name}: {} prefix(es) left; {}",
@@ -80,20 +95,49 @@ pub fn run(config: &Path, cmd: Cmd) -> Result<()> {
     }
 }
 
-/// Persist the edit of partner `name` and mirror it into ALLOW. Returns
-/// whether a gate was loaded.
-fn commit(ctx: &Ctx, store: &Store, name: &str) -> Result<bool> {
+/// The gate's maps, if one is loaded and no other config's daemon owns it.
+fn open_maps(ctx: &Ctx) -> Result<Option<GateMaps>> {
+    pinlock::refuse_foreign_owner(&ctx.cfg.pin_path, &ctx.state)?;
+    GateMaps::open_if_loaded(&ctx.cfg.pin_path)
+}
+
+/// Bring the maps in step with `store` as it is on disk, before an edit.
+/// A store that looks vanished refuses the edit (see `sync::refuse_vacant`).
+fn heal(ctx: &Ctx, store: &Store, maps: Option<&mut GateMaps>) -> Result<()> {
+    let Some(maps) = maps else { return Ok(()) };
+    let report = sync::reconcile(store, &ctx.state, maps, today_utc(), false)
+        .context("bringing the allowlist in step with the store before the edit")?;
+    if !report.is_noop() {
+        println!(
+            "note: the allowlist did not match the store (an earlier command interrupted?); brought in step first: {}",
+            describe(&report)
+        );
+    }
+    Ok(())
+}
+
+/// "+2 added, 1 changed, 3 removed (40 in all)".
+pub fn describe(r: &SyncReport) -> String {
+    format!(
+        "{} added, {} changed, {} removed ({} in all)",
+        r.added, r.changed, r.removed, r.total
+    )
+}
+
+/// Persist the edit of partner `name`, then make the maps match the whole
+/// store. Returns whether a gate was loaded.
+fn commit(ctx: &Ctx, store: &Store, name: &str, maps: Option<&mut GateMaps>) -> Result<bool> {
     let today = today_utc();
-    let Some(mut maps) = GateMaps::open_if_loaded(&ctx.cfg.pin_path)? else {
+    let Some(maps) = maps else {
         store.save(name)?;
         return Ok(false);
     };
     // Capacity and ids are checked before anything is written.
-    let desired = sync::desired_allow(store, &ctx.state, &mut maps, today)?;
+    let desired = sync::desired_allow(store, &ctx.state, maps, today)?;
     let file = store.file_of(name);
     let previous = fs::read(&file).ok();
     store.save(name)?;
-    if let Err(e) = sync::apply_allow_tracked(&mut maps, &ctx.state, &desired) {
+    if let Err(e) = sync::apply_allow_tracked(maps, &ctx.state, &desired) {
         // Put the store back as it was and the map with it.
         match previous {
             Some(bytes) => crate::fsutil::write_atomic(&file, &bytes)?,
@@ -101,8 +145,8 @@ fn commit(ctx: &Ctx, store: &Store, name: &str) -> Result<bool> {
                 fs::remove_file(&file).ok();
             }
         }
-        let old = Store::load(&ctx.cfg.partners_dir)?;
-        sync::sync_allow(&old, &ctx.state, &mut maps, today)
+        let old = Store::load_or_new(&ctx.cfg.partners_dir)?;
+        sync::reconcile(&old, &ctx.state, maps, today, true)
             .context("restoring the ALLOW map after a failed update")?;
         return Err(e.context("updating the ALLOW map; the store was left unchanged"));
     }
@@ -110,10 +154,23 @@ fn commit(ctx: &Ctx, store: &Store, name: &str) -> Result<bool> {
 }
 
 fn list(ctx: &Ctx) -> Result<()> {
-    let store = Store::load(&ctx.cfg.partners_dir)?;
+    // Diagnosis keeps working with a bad file: what reads cleanly is
+    // listed, each refused file is named with its reason.
+    let (store, refused) = Store::load_lenient(&ctx.cfg.partners_dir);
     let maps = GateMaps::open_if_loaded(&ctx.cfg.pin_path)?;
-    let ids = ctx.state.load_ids()?;
+    let ids = ctx.state.load_ids().unwrap_or_default();
     let today = today_utc();
+    for r in &refused {
+        println!("REFUSED: {r}");
+    }
+    if !refused.is_empty() {
+        println!(
+            "(the store is refused as a whole: the gate keeps its last good allowlist; below, what the readable files hold)"
+        );
+    }
+    for s in &store.skipped {
+        println!("skipped: {s}");
+    }
     if store.partners.is_empty() {
         println!("no partners in {}", ctx.cfg.partners_dir.display());
         return Ok(());

@@ -60,9 +60,19 @@ fn warn_without_ipv4(config: &Path, ifaces: &[String]) {
     } else {
         ifaces
     };
+    // A missing interface is the daemon's error to report, first and alone:
+    // warning that it has no IPv4 would only bury it.
+    let present: Vec<String> = ifaces
+        .iter()
+        .filter(|i| crate::gate::ifindex(i).is_some())
+        .cloned()
+        .collect();
+    if present.len() < ifaces.len() {
+        return;
+    }
     if let Ok(addrs) = crate::iface::ipv4_addresses() {
         if let Some(w) =
-            crate::iface::stranding_warning(&crate::iface::without_ipv4(ifaces, &addrs))
+            crate::iface::stranding_warning(&crate::iface::without_ipv4(&present, &addrs))
         {
             tracing::warn!("{w}");
         }

@@ -1,13 +1,19 @@
 //! `mx6gate status`
-use std::path::Path;
+//!
+//! Diagnosis keeps working whatever is broken: a refused partner store, a
+//! garbled mode file or a missing pin is reported on its line, and the
+//! maps and counters are still shown.
+use std::{collections::BTreeSet, path::Path};
 
 use anyhow::Result;
 use aya::programs::links::{FdLink, PinnedLink};
+use ipnet::Ipv6Net;
 
 use super::Ctx;
 use crate::{
     gate::{AttachRecord, PinLayout},
     maps::GateMaps,
+    pinlock,
     store::{today_utc, Store},
     sync,
 };
@@ -16,14 +22,17 @@ pub fn run(config: &Path) -> Result<()> {
     let ctx = Ctx::load(config)?;
     let cfg = &ctx.cfg;
     let layout = PinLayout::new(&cfg.pin_path);
-    let mode = sync::effective_mode(cfg, &ctx.state)?;
-    let overridden = ctx.state.mode_override()?.is_some_and(|m| m != cfg.mode);
     println!("config:      {}", ctx.config_path.display());
-    let daemon = match ctx.state.running_daemon() {
-        Some(pid) => format!("running (pid {pid})"),
-        None => "not running (the pinned gate keeps working without it)".into(),
-    };
+    for w in cfg.warnings() {
+        println!("WARNING:     {w}");
+    }
     let maps = GateMaps::open_if_loaded(&cfg.pin_path)?;
+    let running = ctx.state.running_daemon();
+    let daemon = match (running, &maps) {
+        (Some(pid), _) => format!("running (pid {pid})"),
+        (None, Some(_)) => "not running (the pinned gate keeps enforcing without it)".into(),
+        (None, None) => "not running".into(),
+    };
     match &maps {
         Some(_) => println!("gate:        loaded, pinned at {}", cfg.pin_path.display()),
         None => println!(
@@ -32,18 +41,38 @@ pub fn run(config: &Path) -> Result<()> {
         ),
     }
     println!("daemon:      {daemon}");
-    println!(
-        "mode:        {}{}",
-        mode.as_str(),
-        if overridden {
-            format!(
-                " (set by `mx6gate mode`; the config file says {})",
-                cfg.mode.as_str()
-            )
-        } else {
-            String::new()
+    if let Ok(Some(h)) = pinlock::holder(&cfg.pin_path) {
+        if running.is_none() || h.pid.is_some_and(|p| Some(p) != running) {
+            println!(
+                "WARNING:     the gate is owned by another mx6gate daemon{} (another config or state dir): its store, not {}, decides the allowlist",
+                h.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                cfg.partners_dir.display()
+            );
         }
-    );
+    }
+    match sync::effective_mode(cfg, &ctx.state) {
+        Ok(mode) => {
+            let overridden = ctx
+                .state
+                .mode_override()
+                .ok()
+                .flatten()
+                .is_some_and(|m| m != cfg.mode);
+            println!(
+                "mode:        {}{}",
+                mode.as_str(),
+                if overridden {
+                    format!(
+                        " (set by `mx6gate mode`; the config file says {})",
+                        cfg.mode.as_str()
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+        Err(e) => println!("mode:        UNREADABLE: {e:#}"),
+    }
     let ports: Vec<String> = cfg.ports.iter().map(u16::to_string).collect();
     println!("ports:       {}", ports.join(", "));
     let down = match cfg.responder.down_policy {
@@ -54,7 +83,7 @@ pub fn run(config: &Path) -> Result<()> {
             "defer-mode connections are refused (down_policy = refuse)"
         }
     };
-    match ctx.state.running_daemon() {
+    match running {
         Some(_) => println!(
             "responder:   up in the daemon, listening on {} ({} {} …, greeting {})",
             cfg.responder.listen,
@@ -64,7 +93,7 @@ pub fn run(config: &Path) -> Result<()> {
         ),
         None => println!("responder:   DOWN (no daemon): {down}"),
     }
-    match (ctx.state.running_daemon(), cfg.metrics.listen) {
+    match (running, cfg.metrics.listen) {
         (Some(_), Some(addr)) => println!("metrics:     http://{addr}/metrics"),
         (Some(_), None) => println!("metrics:     disabled ([metrics] listen = false)"),
         (None, _) => {}
@@ -121,32 +150,79 @@ pub fn run(config: &Path) -> Result<()> {
         }
     }
 
-    let store = Store::load(&cfg.partners_dir)?;
+    let (store, refused) = Store::load_lenient(&cfg.partners_dir);
     let today = today_utc();
+    for r in &refused {
+        println!("store:       REFUSED: {r}");
+    }
+    if !refused.is_empty() {
+        println!(
+            "             the gate keeps its last good allowlist; fix the store and the daemon applies it within a second (no daemon: `mx6gate sync`)"
+        );
+    }
+    for s in &store.skipped {
+        println!("store:       {s}");
+    }
     let active = store
         .partners
         .values()
         .filter(|p| p.is_active(today))
         .count();
     let expired = store.partners.len() - active;
-    let prefixes = store.active_prefixes(today).len();
-    print!("allowlist:   {active} partner(s), {prefixes} prefix(es)",);
+    let wanted: BTreeSet<Ipv6Net> = store
+        .active_prefixes(today)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    print!(
+        "allowlist:   {active} partner(s), {} prefix(es){}",
+        wanted.len(),
+        if refused.is_empty() {
+            ""
+        } else {
+            " in the readable files"
+        }
+    );
     if expired > 0 {
         print!(" ({expired} expired partner(s) not allowed)");
     }
     println!();
     if let Some(maps) = &maps {
-        let in_map = crate::allowlist::entries(maps)?.len();
+        let in_map: BTreeSet<Ipv6Net> = crate::allowlist::entries(maps)?.into_keys().collect();
+        let vacant = refused.is_empty() && store.files == 0 && !in_map.is_empty();
+        let advice = if !refused.is_empty() {
+            String::new()
+        } else if vacant {
+            format!(
+                "  the store holds no file: kept as a vanished store, not read as \"no partners\" (to mean none: `touch {}/none.toml`)",
+                cfg.partners_dir.display()
+            )
+        } else if in_map != wanted {
+            let missing = wanted.difference(&in_map).count();
+            let extra = in_map.difference(&wanted).count();
+            format!(
+                "  MISMATCH with the store ({missing} missing, {extra} not in the store): `mx6gate sync` brings them in step"
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "allowlist maps: {in_map} prefixes, capacity {} ({:.1}% full){}",
+            "allowlist maps: {} prefixes, capacity {} ({:.1}% full){advice}",
+            in_map.len(),
             maps.allow_capacity,
-            100.0 * in_map as f64 / maps.allow_capacity.max(1) as f64,
-            if in_map != prefixes {
-                "  MISMATCH with the store: run `mx6gate run` or SIGHUP the daemon"
-            } else {
-                ""
-            }
+            100.0 * in_map.len() as f64 / maps.allow_capacity.max(1) as f64,
         );
+        if maps.allow_capacity != cfg.maps.allow_entries
+            || maps.partner_capacity != cfg.maps.max_partners
+        {
+            println!(
+                "map sizes:   PENDING: the config asks for allow_entries {}, max_partners {}; the loaded maps keep {}, {} until `mx6gate detach` and a restart",
+                cfg.maps.allow_entries,
+                cfg.maps.max_partners,
+                maps.allow_capacity,
+                maps.partner_capacity
+            );
+        }
         println!("XDP (SYN packets, since load):");
         for (c, n) in maps.counters()? {
             println!("  {:<24} {n}", c.as_str());

@@ -17,7 +17,7 @@ use crate::{
     gate::{AttachRecord, PinLayout},
     iface,
     maps::GateMaps,
-    store::{today_utc, Store},
+    store::{today_utc, RefusedKind, Store, StoreRefused},
 };
 
 /// Oldest kernel with everything the gate uses: BPF links for XDP and
@@ -143,6 +143,25 @@ fn gate(ctx: &Ctx, daemon: Option<i32>, out: &mut Vec<Finding>) -> Option<GateMa
             ));
             Some(m)
         }
+        Ok(None) if daemon.is_some() => {
+            out.push(
+                Finding::new(
+                    "gate",
+                    Severity::Fail,
+                    format!(
+                        "nothing pinned at {} although the daemon runs",
+                        cfg.pin_path.display()
+                    ),
+                )
+                .detail(
+                    "The pins were removed by hand (or pin_path changed in the file since the daemon started). \
+                     The daemon holds the gate's objects and pins them again within a second; commands cannot reach \
+                     the gate meanwhile.",
+                )
+                .fix("run doctor again; if it persists, read the daemon's log, and remove a gate only with `mx6gate detach`"),
+            );
+            None
+        }
         Ok(None) => {
             out.push(
                 Finding::new(
@@ -163,6 +182,23 @@ fn gate(ctx: &Ctx, daemon: Option<i32>, out: &mut Vec<Finding>) -> Option<GateMa
             None
         }
     };
+    if let Ok(Some(h)) = crate::pinlock::holder(&cfg.pin_path) {
+        if daemon.is_none() || h.pid.is_some_and(|p| Some(p) != daemon) {
+            out.push(
+                Finding::new(
+                    "owner",
+                    Severity::Fail,
+                    format!(
+                        "the gate at {} is run by another mx6gate daemon{}",
+                        cfg.pin_path.display(),
+                        h.pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                    ),
+                )
+                .detail("Another config with the same pin_path drives this gate from its own partner store; this config's store does not count.")
+                .fix("give each config its own pin_path, or use the other daemon's config"),
+            );
+        }
+    }
     out.push(match daemon {
         Some(pid) => Finding::new("daemon", Severity::Ok, format!("running (pid {pid})")),
         None if maps.is_some() => Finding::new("daemon", Severity::Warn, "not running")
@@ -491,17 +527,34 @@ fn ipv4(interfaces: &[String], enforcing: bool, out: &mut Vec<Finding>) {
 }
 
 fn partners(ctx: &Ctx, maps: Option<&GateMaps>, out: &mut Vec<Finding>) {
+    for w in ctx.cfg.warnings() {
+        out.push(Finding::new("ports", Severity::Warn, w));
+    }
     let store = match Store::load(&ctx.cfg.partners_dir) {
         Ok(s) => s,
+        Err(e)
+            if StoreRefused::of(&e).is_some_and(|r| r.kind == RefusedKind::Missing)
+                && maps.is_none_or(|m| crate::allowlist::is_empty(m).unwrap_or(false)) =>
+        {
+            out.push(
+                Finding::new("partners", Severity::Warn, format!("{e:#}"))
+                    .detail("Harmless in monitor mode; `mx6gate run` in an enforcing mode refuses to start without it, since it would turn every partner away.")
+                    .fix(format!("`mkdir -p {}`, then add partners", ctx.cfg.partners_dir.display())),
+            );
+            return;
+        }
         Err(e) => {
             out.push(
-                Finding::new("partners", Severity::Fail, format!("the partner store does not load: {e:#}"))
+                Finding::new("partners", Severity::Fail, format!("the partner store is refused: {e:#}"))
                     .detail("The daemon keeps the last good allowlist, but no change to the store takes effect.")
-                    .fix("fix the file named above (`mx6gate partner list` shows the same error)"),
+                    .fix("fix what is named above (`mx6gate status` and `mx6gate partner list` show it too)"),
             );
             return;
         }
     };
+    for s in &store.skipped {
+        out.push(Finding::new("partners", Severity::Warn, s.clone()));
+    }
     let today = today_utc();
     let mut soon = Vec::new();
     let mut expired = Vec::new();
@@ -546,6 +599,22 @@ fn partners(ctx: &Ctx, maps: Option<&GateMaps>, out: &mut Vec<Finding>) {
     }
     if let Some(maps) = maps {
         match crate::allowlist::entries(maps) {
+            Ok(e) if store.files == 0 && !e.is_empty() => out.push(
+                Finding::new(
+                    "partners",
+                    Severity::Fail,
+                    format!(
+                        "{} holds no partner file, but the gate allows {} prefix(es)",
+                        ctx.cfg.partners_dir.display(),
+                        e.len()
+                    ),
+                )
+                .detail("Taken as a vanished store (an unmounted volume, a directory swap midway): the daemon keeps the allowlist.")
+                .fix(format!(
+                    "restore the files; to mean no partners, leave an empty file: `touch {}/none.toml`",
+                    ctx.cfg.partners_dir.display()
+                )),
+            ),
             Ok(e) if e.len() == active => {}
             Ok(e) => out.push(
                 Finding::new(
@@ -553,8 +622,8 @@ fn partners(ctx: &Ctx, maps: Option<&GateMaps>, out: &mut Vec<Finding>) {
                     Severity::Warn,
                     format!("the gate holds {} prefix(es), the store {active}", e.len()),
                 )
-                .detail("The running allowlist does not follow the store: the daemon is down or its sync failed.")
-                .fix("`systemctl reload mx6gate` (or start it), then check its log"),
+                .detail("The running allowlist does not follow the store: a command was interrupted, the daemon is down or its sync failed.")
+                .fix("`mx6gate sync` brings them in step; then check the daemon's log"),
             ),
             Err(e) => out.push(Finding::new("allowlist", Severity::Warn, format!("could not read the allowlist: {e:#}"))),
         }

@@ -32,7 +32,7 @@ use prometheus_client::{
 use tracing::info;
 
 pub use self::config::MetricsConfig;
-use crate::{config::Config, responder::ResponderStats};
+use crate::{config::Config, health::SharedHealth, responder::ResponderStats};
 
 /// Everything a scrape shows. Shared by the daemon (which updates the
 /// in-process metrics) and the HTTP server (which encodes it).
@@ -44,6 +44,7 @@ pub struct Metrics {
     last_reload_ok: Gauge,
     responder_up: Gauge,
     responder_stats: Arc<ResponderStats>,
+    health: SharedHealth,
 }
 
 impl Metrics {
@@ -78,6 +79,8 @@ impl Metrics {
         );
         let responder_stats = Arc::new(ResponderStats::default());
         registry.register_collector(Box::new(ResponderCollector(Arc::clone(&responder_stats))));
+        let health = SharedHealth::default();
+        registry.register_collector(Box::new(HealthCollector(health.clone())));
         let gate = Arc::new(gate::GateCollector::new(
             &cfg.pin_path,
             &cfg.state_dir,
@@ -91,7 +94,13 @@ impl Metrics {
             last_reload_ok,
             responder_up,
             responder_stats,
+            health,
         }
+    }
+
+    /// What the daemon's sync worker reports (store refused, repairs).
+    pub fn health(&self) -> SharedHealth {
+        self.health.clone()
     }
 
     /// The Prometheus text exposition format (0.0.4).
@@ -187,6 +196,38 @@ impl Exporter {
             info!("metrics endpoint disabled ([metrics] listen = false)");
         }
         Ok(())
+    }
+}
+
+/// The daemon's view of its state: store applied or refused, repairs.
+#[derive(Debug)]
+struct HealthCollector(SharedHealth);
+
+impl Collector for HealthCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let h = self.0.get();
+        gauge(
+            &mut enc,
+            "partner_store_refused",
+            "1 while the partner store is refused (a bad or unreadable file, a missing or emptied directory): the gate keeps the last good allowlist; `mx6gate status` says why. 0 when the store was applied.",
+            i64::from(h.store_refused.is_some()),
+        )?;
+        gauge(
+            &mut enc,
+            "partner_store_skipped_files",
+            "Entries of partners_dir named *.toml that are not regular files (a FIFO, a directory): skipped, never read.",
+            h.store_skipped.len() as i64,
+        )?;
+        counter_family(
+            &mut enc,
+            "repairs",
+            "Times the daemon found its state damaged and repaired it: what=\"responder_socket\" its socket missing from the RESPONDER sockmap (defer-mode connections got the down policy meanwhile), what=\"pins\" pins of its gate removed (pinned again; enforcement went on).",
+            [
+                ("responder_socket", h.socket_repairs),
+                ("pins", h.pin_repairs),
+            ]
+            .map(|(what, n)| ([("what", what)], n)),
+        )
     }
 }
 
