@@ -1,6 +1,8 @@
 //! `cargo xtask bench [--quick]`: the fast path against a bare XDP_DROP,
 //! against xdp-filter and against nftables; the control plane against
-//! `nft -f`; memory. Writes `RESULTS.md` and `per-packet.svg`.
+//! `nft -f`; memory; the partner store (load and resync, one big partner
+//! against the same prefixes spread). Writes `RESULTS.md` and
+//! `per-packet.svg`.
 //!
 //! Runs as root. Everything it makes is private to this process and removed
 //! on the way out, on error too: gate pins under `/sys/fs/bpf/mx6bench-<pid>-…`
@@ -41,6 +43,8 @@ mod run;
 #[cfg(feature = "bench")]
 mod stats;
 #[cfg(feature = "bench")]
+mod store;
+#[cfg(feature = "bench")]
 mod sys;
 #[cfg(feature = "bench")]
 mod trie;
@@ -62,7 +66,7 @@ pub struct BenchArgs {
     /// 10,10000,100000,1000000; with --quick 10,1000).
     #[arg(long, value_delimiter = ',')]
     pub sizes: Vec<usize>,
-    /// Run only these parts: per-packet, wire, control, memory.
+    /// Run only these parts: per-packet, wire, control, memory, store.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Internal: load a gate with this many prefixes in a fresh process and

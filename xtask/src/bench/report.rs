@@ -783,6 +783,40 @@ fn memory_table(out: &mut String, r: &Results) {
     }
 }
 
+fn store_table(out: &mut String, r: &Results) {
+    let _ = writeln!(
+        out,
+        "| Prefixes | load: one partner ms | load: spread ms | one ÷ spread | µs per prefix (one) | per prefix ÷ smallest size's | first sync: one ms | spread ms | resync (unchanged): one ms | spread ms |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let base = r
+        .store
+        .iter()
+        .filter(|s| s.n >= 1000)
+        .min_by_key(|s| s.n)
+        .map(|s| s.load_one.median / s.n as f64);
+    for s in &r.store {
+        let per = s.load_one.median / s.n.max(1) as f64;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            size_name(s.n),
+            s.load_one.scaled(1e3),
+            s.load_spread.scaled(1e3),
+            ratio(s.load_one.median, s.load_spread.median),
+            num(per * 1e6),
+            match base {
+                Some(b) if s.n >= 1000 => ratio(per, b),
+                _ => "–".into(),
+            },
+            s.first_sync_one.scaled(1e3),
+            s.first_sync_spread.scaled(1e3),
+            s.resync_one.scaled(1e3),
+            s.resync_spread.scaled(1e3),
+        );
+    }
+}
+
 pub fn write(r: &Results, dir: &Path) -> Result<()> {
     let pp = Pp::new(&r.per_packet);
     let mut o = String::new();
@@ -884,6 +918,11 @@ pub fn write(r: &Results, dir: &Path) -> Result<()> {
         let _ = writeln!(o, "\n## 4. Memory\n");
         let _ = writeln!(o, "{}", super::report_text::MEMORY);
         memory_table(&mut o, r);
+    }
+    if !r.store.is_empty() {
+        let _ = writeln!(o, "\n## 5. Partner store\n");
+        let _ = writeln!(o, "{}", super::report_text::STORE);
+        store_table(&mut o, r);
     }
     let md = dir.join("RESULTS.md");
     std::fs::write(&md, o).with_context(|| format!("writing {}", md.display()))?;

@@ -159,3 +159,19 @@ hidden `--rss-probe N`) that generates the N prefixes and holds them as a \
 prefix → partner map (as the controller holds its partner store): its RSS \
 then; the growth after `Gate::load` and `sync::apply_allow_tracked` of that set; and \
 the peak (VmHWM, reset just before the load) — one measurement each.";
+
+pub const STORE: &str = "\
+The partner store as the daemon reads it (`Store::load`), N prefixes in one
+partner (one file) against the same N spread over partners of 1,000 prefixes
+(one file each, as `mx6gate partner add` writes them). **one ÷ spread** near 1
+says the load is linear in the prefixes whatever their grouping; it was
+quadratic in one partner's size before issue 10 (50k prefixes in one partner
+1.1 s, over 50 partners 0.07 s; 200k in one partner 18.7 s). **per prefix ÷
+smallest size's** near 1 says it stays linear as N grows. **first sync** is
+a daemon start's work on a fresh gate (the store read and reconciled into
+empty maps); **resync** its periodic full resync of an unchanged store (read
+again, diffed against the snapshot of the maps: nothing written). The daemon
+does all of it on its sync worker thread: the responder, the metrics and
+signal handling never wait for it (tests/tests/field_faults.rs checks that
+with 300,000 prefixes in one partner).
+";

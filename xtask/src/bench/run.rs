@@ -12,7 +12,9 @@ use super::{
     env, gate,
     per_packet::{self, Point, Settings, Subjects},
     prefixes::{self, representative, Rng, Table},
-    report, sys,
+    report,
+    store::{self, StorePoint},
+    sys,
     trie::TrieStandin,
     wire::{self, Dropper, Wire, WirePoint},
     xdpfilter::{self, XdpFilter},
@@ -94,6 +96,7 @@ pub struct Results {
     pub wire: Vec<WirePoint>,
     pub control: Vec<ControlPoint>,
     pub memory: Vec<MemPoint>,
+    pub store: Vec<StorePoint>,
     pub notes: Vec<String>,
     pub elapsed: Duration,
 }
@@ -111,8 +114,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let start = Instant::now();
     for p in &args.only {
-        if !["per-packet", "wire", "control", "memory"].contains(&p.as_str()) {
-            bail!("--only {p}: the parts are per-packet, wire, control, memory");
+        if !["per-packet", "wire", "control", "memory", "store"].contains(&p.as_str()) {
+            bail!("--only {p}: the parts are per-packet, wire, control, memory, store");
         }
     }
     // SAFETY: no preconditions.
@@ -174,6 +177,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         wire: Vec::new(),
         control: Vec::new(),
         memory: Vec::new(),
+        store: Vec::new(),
         notes: Vec::new(),
         elapsed: Duration::ZERO,
     };
@@ -319,6 +323,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         drop(trie);
         drop(xf);
         drop(g);
+
+        if args.wants("store") {
+            eprintln!(
+                "bench:   partner store ({:.0} s in)",
+                start.elapsed().as_secs_f64()
+            );
+            res.store.push(
+                store::measure(n, &all[..n], runs)
+                    .with_context(|| format!("partner store at {n} prefixes"))?,
+            );
+        }
     }
     drop(wire);
     res.machine
