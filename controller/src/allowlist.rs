@@ -499,7 +499,7 @@ impl Snapshot {
     fn load(path: &Path) -> Option<Snapshot> {
         let b = std::fs::read(path).ok()?;
         let head = 16 + 36 + 4 * GateMaps::ID_COUNT;
-        if b.len() < head || &b[..8] != SNAP_MAGIC || (b.len() - head) % 21 != 0 {
+        if b.len() < head || &b[..8] != SNAP_MAGIC || !(b.len() - head).is_multiple_of(21) {
             return None;
         }
         let generation = u32::from_le_bytes(b[8..12].try_into().ok()?);

@@ -178,6 +178,32 @@ fn verdict(problems: &[String]) -> Result<()> {
     bail!("the lab did not show what the gate promises (see above)")
 }
 
+/// One line for what an SMTP client got.
+fn outcome(r: &mx6gate_tests::SwaksResult) -> String {
+    let t = &r.transcript;
+    if t.contains("IPv6 not available") {
+        return "swaks has no IPv6 support (IO::Socket::INET6 missing)".into();
+    }
+    if let Some(first) = &r.first_reply {
+        let delivered = if r.success() {
+            " (message delivered)"
+        } else {
+            ""
+        };
+        return format!("got \"{}\"{delivered}", first.trim());
+    }
+    if t.contains("Connection refused") {
+        "connection refused (TCP RST) → falls back to IPv4 at once".into()
+    } else if t.to_lowercase().contains("timeout") || t.contains("timed out") {
+        "timed out (SYN dropped) → falls back after its TCP timeout".into()
+    } else {
+        match r.code {
+            Some(c) => format!("no banner (swaks exit {c})"),
+            None => "no banner (swaks killed)".into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,32 +258,6 @@ mod tests {
         for who in [Who::Partner, Who::Stranger] {
             let v = judge("drop", who, &no_v6).expect("a problem");
             assert!(v.contains("libio-socket-inet6-perl"), "{v}");
-        }
-    }
-}
-
-/// One line for what an SMTP client got.
-fn outcome(r: &mx6gate_tests::SwaksResult) -> String {
-    let t = &r.transcript;
-    if t.contains("IPv6 not available") {
-        return "swaks has no IPv6 support (IO::Socket::INET6 missing)".into();
-    }
-    if let Some(first) = &r.first_reply {
-        let delivered = if r.success() {
-            " (message delivered)"
-        } else {
-            ""
-        };
-        return format!("got \"{}\"{delivered}", first.trim());
-    }
-    if t.contains("Connection refused") {
-        "connection refused (TCP RST) → falls back to IPv4 at once".into()
-    } else if t.to_lowercase().contains("timeout") || t.contains("timed out") {
-        "timed out (SYN dropped) → falls back after its TCP timeout".into()
-    } else {
-        match r.code {
-            Some(c) => format!("no banner (swaks exit {c})"),
-            None => "no banner (swaks killed)".into(),
         }
     }
 }

@@ -32,8 +32,10 @@ pub enum Cmd {
         /// Last day (UTC) the partner is allowed, YYYY-MM-DD.
         #[arg(long)]
         expires: Option<String>,
-        /// Accept prefixes shorter than /16 (more than any registry gives
-        /// one organisation; see `mx6gate partner add --help`).
+        /// Accept prefixes shorter than /16. No registry gives one
+        /// organisation more than a /16, so a shorter prefix spans many
+        /// networks (at /3, the whole IPv6 Internet); remembered for the
+        /// partner.
         #[arg(long)]
         allow_short_prefix: bool,
     },

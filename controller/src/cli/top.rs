@@ -101,7 +101,14 @@ pub fn run(config: &Path, args: Args) -> Result<()> {
         Answer::Error { message } => bail!("the daemon refused the request: {message}"),
     };
     report.rows.retain(|r| r.count >= args.min_count);
-    mark_partners(&mut report.rows, &Store::load(&ctx.cfg.partners_dir)?);
+    // Diagnosis: a refused store still marks what its readable files hold.
+    let (store, refused) = Store::load_lenient(&ctx.cfg.partners_dir);
+    for r in &refused {
+        eprintln!(
+            "note: the partner store is refused ({r}); partners are marked from the readable files"
+        );
+    }
+    mark_partners(&mut report.rows, &store);
     if args.resolve {
         for r in &mut report.rows {
             r.ptr = r.last_source.parse().ok().and_then(reverse_dns);

@@ -403,7 +403,13 @@ impl Daemon {
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading config and store");
                     crate::notify::reloading();
-                    let reloaded = self.reload().await;
+                    // SIGTERM is heard while the worker applies a reload
+                    // (a big store takes seconds): the reload is dropped.
+                    let reloaded = tokio::select! {
+                        r = self.reload() => r,
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                    };
                     self.metrics.metrics().record_reload(reloaded.is_ok());
                     if let Err(e) = reloaded {
                         error!(error = format!("{e:#}"), "reload failed; the running policy is unchanged");

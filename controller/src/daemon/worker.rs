@@ -235,7 +235,9 @@ impl Worker {
             .refused_seen
             .as_ref()
             .is_some_and(|(f, _, _)| *f == seen);
-        if !changed && !(full && !same_refusal) {
+        // Nothing new to read: the files are as last seen, and either this
+        // is no full resync or the last read refused these very files.
+        if !changed && (!full || same_refusal) {
             if full {
                 self.check_responder_socket(true);
                 self.remind_refusal();
@@ -277,6 +279,8 @@ impl Worker {
         self.health.lock().store_refused = Some(why.clone());
         self.refused_seen = Some((seen, why, Instant::now()));
         crate::notify::status(&self.status_line());
+        // A refused big store was read (and maybe planned) for nothing.
+        release_memory();
     }
 
     fn remind_refusal(&mut self) {
