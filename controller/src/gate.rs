@@ -123,8 +123,9 @@ impl AttachRecord {
         state_dir.join("attached.toml")
     }
     pub fn load(state_dir: &Path) -> AttachRecord {
-        fs::read_to_string(Self::path(state_dir))
+        crate::state::read_state_file(&Self::path(state_dir))
             .ok()
+            .flatten()
             .and_then(|s| toml::from_str(&s).ok())
             .unwrap_or_default()
     }

@@ -12,7 +12,7 @@
 //! Files are replaced atomically (fsutil::write_atomic).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs::{self, File, OpenOptions},
+    fs::{File, OpenOptions},
     io::ErrorKind,
     os::{fd::AsRawFd, unix::fs::OpenOptionsExt},
     path::{Path, PathBuf},
@@ -37,6 +37,19 @@ pub struct StateDir {
 #[derive(Debug)]
 pub struct StateLock {
     _file: File,
+}
+
+/// A small state file, never opened blocking (a FIFO put in its place is
+/// an error naming it, not a hang); None when it does not exist.
+pub fn read_state_file(path: &Path) -> Result<Option<String>> {
+    match fsutil::read_regular(path, 16 << 20) {
+        Ok(fsutil::Regular::Text(t)) => Ok(Some(t)),
+        Ok(fsutil::Regular::NotRegular(kind)) => {
+            bail!("{}: {kind}, not a regular file", path.display())
+        }
+        Err(_) if !path.exists() && path.symlink_metadata().is_err() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 impl StateDir {
@@ -87,10 +100,8 @@ impl StateDir {
     /// The mode set by `mx6gate mode`, if any.
     pub fn mode_override(&self) -> Result<Option<Mode>> {
         let path = self.mode_path();
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => bail!("{}: cannot read: {e}", path.display()),
+        let Some(text) = read_state_file(&path)? else {
+            return Ok(None);
         };
         parse_mode(text.trim())
             .map(Some)
@@ -111,10 +122,8 @@ impl StateDir {
     /// The partner ids; an absent file means none assigned yet.
     pub fn load_ids(&self) -> Result<PartnerIds> {
         let path = self.ids_path();
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(PartnerIds::default()),
-            Err(e) => bail!("{}: cannot read: {e}", path.display()),
+        let Some(text) = read_state_file(&path)? else {
+            return Ok(PartnerIds::default());
         };
         let raw: BTreeMap<String, i64> = toml::from_str(&text)
             .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
@@ -207,8 +216,8 @@ impl StateDir {
     /// The pid of the daemon running for this state dir, if one is alive
     /// and really mx6gate (a recycled pid would be someone else).
     pub fn running_daemon(&self) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.pid_path())
-            .ok()?
+        let pid: i32 = read_state_file(&self.pid_path())
+            .ok()??
             .trim()
             .parse()
             .ok()?;
@@ -220,6 +229,7 @@ impl StateDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::{
         collections::BTreeMap as Map,
         sync::{
@@ -280,6 +290,17 @@ mod tests {
             );
             assert_eq!(snapshot(t.path()), before);
         }
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_state_file_is_an_error_not_a_hang() {
+        let t = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(t.path());
+        let c = std::ffi::CString::new(sd.mode_path().as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = format!("{:#}", sd.mode_override().unwrap_err());
+        assert!(e.contains("a FIFO") && e.contains("mode"), "{e}");
+        assert_eq!(read_state_file(&t.path().join("absent")).unwrap(), None);
     }
 
     #[test]

@@ -226,6 +226,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
     let (requests, requests_rx) = mpsc::channel();
     let (fatal_tx, fatal) = tokio::sync::mpsc::unbounded_channel();
     let store_seen = Fingerprint::of(&cfg.partners_dir);
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     worker::Worker {
         cfg: cfg.clone(),
         state: state.clone(),
@@ -241,6 +242,8 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
             store_seen
         },
         refused_seen: kept.map(|why| (Fingerprint::default(), why, std::time::Instant::now())),
+        config_error: None,
+        stopping: stopping.clone(),
     }
     .spawn(requests_rx, fatal_tx)?;
     let mut d = Daemon {
@@ -257,6 +260,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
     };
     crate::notify::ready(&d.status_line());
     let result = d.serve().await;
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     crate::notify::stopping();
     d.responder.stop().await;
     result

@@ -105,6 +105,12 @@ pub struct Worker {
     /// The store as last looked at, and whether that look was refused.
     pub store_seen: Fingerprint,
     pub refused_seen: Option<(Fingerprint, String, Instant)>,
+    /// Why the config's mode and ports could not be written last time (a
+    /// garbled mode file): logged once, the mode in force kept.
+    pub config_error: Option<String>,
+    /// Set by the async side when the daemon is on its way out (its pid
+    /// file is going): the worker no longer keeps the pid file in place.
+    pub stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Worker {
@@ -192,7 +198,32 @@ impl Worker {
             }
         }
         self.check_responder_socket(false);
+        self.check_pid_file();
         Ok(())
+    }
+
+    /// `status`, `detach` and a second `run` find this daemon by its pid
+    /// file: put it back if the state dir lost it (removed by hand).
+    fn check_pid_file(&mut self) {
+        use std::sync::atomic::Ordering;
+        let path = self.state.pid_path();
+        let me = std::process::id();
+        let ok = crate::state::read_state_file(&path)
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.trim() == me.to_string());
+        if ok || self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match fsutil::write_atomic(&path, format!("{me}\n").as_bytes()) {
+            Ok(()) => {
+                warn!(pid_file = %path.display(), "the daemon's pid file was gone or changed; written again")
+            }
+            Err(e) => warn!(
+                error = format!("{e:#}"),
+                "cannot write the daemon's pid file"
+            ),
+        }
     }
 
     /// The sockmap must hold our socket: a BPF_NOEXIST update succeeds
@@ -306,10 +337,28 @@ impl Worker {
                 }
             }
         }
+        // `mx6gate mode` writes the map itself; this only repairs drift. Not
+        // the store's business: a failure here keeps the mode in force and
+        // is said on its own, whatever the store does.
+        match sync::sync_config(&self.cfg, &self.state, &mut self.maps) {
+            Ok(_) => {
+                if self.config_error.take().is_some() {
+                    info!("mode and ports applied again");
+                }
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                if self.config_error.as_ref() != Some(&why) {
+                    error!(
+                        error = why.as_str(),
+                        "cannot apply the mode and ports; the ones in force are kept"
+                    );
+                }
+                self.config_error = Some(why);
+            }
+        }
         let store = Store::load(&self.cfg.partners_dir)?;
         sync::reconcile(&store, &self.state, &mut self.maps, today_utc(), false)?;
-        // `mx6gate mode` writes the map itself; this only repairs drift.
-        sync::sync_config(&self.cfg, &self.state, &mut self.maps)?;
         let mut h = self.health.lock();
         h.store_refused = None;
         h.partners = store.partners.len();
