@@ -106,10 +106,43 @@ impl AuthDns {
     }
 
     /// Stop answering (SIGSTOP): queries are received and never answered.
+    /// Returns once every thread of the server is stopped (a signal takes
+    /// effect when each thread next runs, not when kill(2) returns).
     pub fn pause(&mut self) -> Result<()> {
         self.signal(libc::SIGSTOP)?;
         self.paused = true;
-        Ok(())
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.all_threads_stopped()? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!(
+            "knotd (pid {}) did not stop within 10 s of SIGSTOP",
+            self.child.id()
+        )
+    }
+
+    /// Whether /proc shows every thread in state T (stopped).
+    fn all_threads_stopped(&self) -> Result<bool> {
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.child.id()));
+        let mut any = false;
+        for t in
+            std::fs::read_dir(&tasks).with_context(|| format!("reading {}", tasks.display()))?
+        {
+            let stat = std::fs::read_to_string(t?.path().join("stat")).unwrap_or_default();
+            // "PID (comm) STATE …": the state follows the last ')'.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            match state {
+                Some("T") | Some("t") => any = true,
+                None => {} // the thread just exited
+                Some(_) => return Ok(false),
+            }
+        }
+        Ok(any)
     }
 
     /// Answer again (SIGCONT).
