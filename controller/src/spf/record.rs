@@ -735,4 +735,28 @@ mod tests {
         let e = err("v=spf1 include:bücher.example");
         assert!(e.reason.contains("invalid character"), "{e}");
     }
+
+    // Records come from anyone's DNS: no input may panic the parser, and
+    // what it accepts it accepts as written.
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_any_text(body in "[ -~\\u{80}-\\u{10ffff}]{0,200}") {
+            let _ = format!("v=spf1 {body}").parse::<Record>();
+            let _ = body.parse::<Record>();
+        }
+
+        #[test]
+        fn never_panics_on_term_soup(terms in proptest::collection::vec(
+            "[+~?-]?(all|include|a|mx|ptr|ip4|ip6|exists|redirect|exp|x)([:=/][%{}a-z0-9.:/_-]{0,30})?", 0..12)) {
+            let _ = format!("v=spf1 {}", terms.join(" ")).parse::<Record>();
+        }
+
+        #[test]
+        fn ip6_terms_come_back_truncated(addr: u128, len in 0u8..=128) {
+            let a = Ipv6Addr::from(addr);
+            let r: Record = format!("v=spf1 ip6:{a}/{len}").parse().unwrap();
+            let want = Ipv6Net::new(a, len).unwrap().trunc();
+            proptest::prop_assert_eq!(&r.directives[0].mechanism, &Mechanism::Ip6(want));
+        }
+    }
 }
