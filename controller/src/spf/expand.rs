@@ -162,6 +162,20 @@ impl Expansion {
     pub fn is_complete(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// The longest prefix that holds `addr`, with its origin (what `check
+    /// ADDR` names; what `top --suggest` checks before proposing `--spf`).
+    pub fn covering(&self, addr: std::net::Ipv6Addr) -> Option<&SpfPrefix> {
+        covering(&self.prefixes, addr)
+    }
+}
+
+/// The longest of `prefixes` that holds `addr`.
+pub fn covering(prefixes: &[SpfPrefix], addr: std::net::Ipv6Addr) -> Option<&SpfPrefix> {
+    prefixes
+        .iter()
+        .filter(|p| p.prefix.contains(&addr))
+        .max_by_key(|p| p.prefix.prefix_len())
 }
 
 /// Expand `domain`'s SPF record over `dns` within `limits`.
@@ -668,6 +682,12 @@ mod tests {
         // Found twice: the first origin stays.
         assert_eq!(e.prefixes[1].domain, "_net.example.test");
         assert_eq!(e.ttl, Duration::from_secs(600));
+        let hit = e.covering("2001:db8:2::25".parse().unwrap()).unwrap();
+        assert_eq!(
+            (hit.domain.as_str(), hit.term.as_str()),
+            ("_spf.example.test", "ip6:2001:db8:2::/48")
+        );
+        assert_eq!(e.covering("2001:db8:9::1".parse().unwrap()), None);
         assert_eq!(e.lookups, 2);
         assert!(e.is_complete());
     }
@@ -753,6 +773,30 @@ mod tests {
         // An MX host without AAAA is not a void lookup.
         assert_eq!(e.void_lookups, 0);
         assert!(e.is_complete());
+    }
+
+    #[test]
+    fn covering_prefers_the_longest_prefix() {
+        let p = |net: &str, term: &str| SpfPrefix {
+            prefix: net.parse().unwrap(),
+            domain: "example.test".into(),
+            term: term.into(),
+            via: None,
+        };
+        let v = [
+            p("2001:db8::/32", "wide"),
+            p("2001:db8:1::/48", "narrow"),
+            p("2001:db9::/32", "other"),
+        ];
+        assert_eq!(
+            covering(&v, "2001:db8:1::1".parse().unwrap()).unwrap().term,
+            "narrow"
+        );
+        assert_eq!(
+            covering(&v, "2001:db8:2::1".parse().unwrap()).unwrap().term,
+            "wide"
+        );
+        assert!(covering(&v, "2001:dba::1".parse().unwrap()).is_none());
     }
 
     #[tokio::test]

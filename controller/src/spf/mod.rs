@@ -52,6 +52,6 @@ pub mod state;
 
 pub use dns::{HickoryDns, SpfDns};
 pub use error::SpfError;
-pub use expand::{expand, Expansion, Limits, SkipReason, Skipped, SpfPrefix};
+pub use expand::{covering, expand, Expansion, Limits, SkipReason, Skipped, SpfPrefix};
 pub use refresh::{decide, Bounds, Decision, Diff, HoldReason, Policy, MIN_PREFIX_LEN};
 pub use state::SpfState;
