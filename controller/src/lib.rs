@@ -18,6 +18,7 @@
 //! - `cli`    — one module per verb
 //! - `doctor` — the checks behind `mx6gate doctor`
 //! - `iface`  — the host's interface addresses
+//! - `spf`    — partners by domain: SPF expansion and refresh safety
 pub mod allowlist;
 pub mod batch;
 pub mod cli;
@@ -36,6 +37,7 @@ pub mod notify;
 pub mod pinlock;
 pub mod report;
 pub mod responder;
+pub mod spf;
 pub mod state;
 pub mod store;
 pub mod sync;

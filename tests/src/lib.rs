@@ -12,6 +12,8 @@
 //!   documentation addresses only (constants in [`topology`]).
 //! * [`connect_from`], [`read_banner`], [`Listener`] — TCP in namespaces;
 //!   [`ping`] — ICMP echo in Rust.
+//! * [`authdns::AuthDns`] — a real authoritative DNS server (Knot) with
+//!   test zones, reloadable and pausable; [`dns::Dnsmasq`] — a small one.
 //! * [`Postfix`] / [`PostfixInstance`] — real Postfix instances inside a
 //!   namespace; [`swaks`] — the SMTP test client inside a namespace.
 //! * [`packets`] — frame builders for the XDP differential tests.
@@ -22,6 +24,7 @@
 //!
 //! Every loop in here is bounded in count and time.
 
+pub mod authdns;
 pub mod cleanup;
 pub mod cmd;
 pub mod dns;
