@@ -273,8 +273,10 @@ enum Rules {
     Allow { allow_short: bool, flag: ShortFlag },
 }
 
-/// The range of [`NEVER_A_SENDER`] that `net` lies in or covers, if any.
-fn never_a_sender(net: &Ipv6Net) -> Option<String> {
+/// Why `net` can never be a mail sender's source: it lies in, or covers,
+/// a range of [`NEVER_A_SENDER`] (loopback, link-local, multicast, NAT64,
+/// …). The one list, for prefixes given by hand and those SPF brings in.
+pub fn never_a_sender(net: &Ipv6Net) -> Option<String> {
     for (range, why) in NEVER_A_SENDER {
         let r: Ipv6Net = range.parse().expect("a valid constant");
         if r.contains(net) {

@@ -23,12 +23,11 @@ use super::{
     expand::{Expansion, SpfPrefix},
 };
 
-/// The shortest prefix SPF may bring in. Issue 10 adds the same bound for
-/// prefixes given by hand (shorter than /16 needs an explicit flag there);
-/// SPF has no such flag — a published range that wide is a mistake or an
-/// attack, never a mail sender's network. One constant, so this points at
-/// that bound when it lands.
-pub const MIN_PREFIX_LEN: u8 = 16;
+/// The shortest prefix SPF may bring in: the bound for prefixes given by
+/// hand (`store::SHORTEST_PREFIX`, argued there; shorter needs an explicit
+/// flag by hand). SPF has no such flag — a published range that wide is a
+/// mistake or an attack, never a mail sender's network.
+pub const MIN_PREFIX_LEN: u8 = crate::store::SHORTEST_PREFIX;
 
 /// The refresh schedule: the records' TTL, clamped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,22 +89,9 @@ pub fn refuse_reason(net: &Ipv6Net, min_len: u8) -> Option<String> {
             net.prefix_len()
         ));
     }
-    // Never a source address on the wire (issue 10 refuses these by hand
-    // too; one list when it lands).
-    const NEVER_SOURCES: [(&str, &str); 5] = [
-        ("::/128", "the unspecified address"),
-        ("::1/128", "loopback"),
-        ("::ffff:0:0/96", "IPv4-mapped (IPv4 is never gated)"),
-        ("fe80::/10", "link-local"),
-        ("ff00::/8", "multicast"),
-    ];
-    for (range, what) in NEVER_SOURCES {
-        let range: Ipv6Net = range.parse().expect("constant");
-        if range.contains(net) {
-            return Some(format!("inside {range}: {what}, never a sender's source"));
-        }
-    }
-    None
+    // Never a source address on the wire: the list prefixes given by hand
+    // are checked against too.
+    crate::store::never_a_sender(net).map(|why| format!("{why}: never a sender's source"))
 }
 
 /// A prefix SPF published and the gate refuses.
