@@ -12,6 +12,8 @@
 //!   documentation addresses only (constants in [`topology`]).
 //! * [`connect_from`], [`read_banner`], [`Listener`] — TCP in namespaces;
 //!   [`ping`] — ICMP echo in Rust.
+//! * [`sendmail::Sendmail`] — Debian's sendmail, unpacked into a cache, as a
+//!   sending MTA in a namespace.
 //! * [`Postfix`] / [`PostfixInstance`] — real Postfix instances inside a
 //!   namespace; [`swaks`] — the SMTP test client inside a namespace.
 //! * [`packets`] — frame builders for the XDP differential tests.
@@ -31,6 +33,7 @@ pub mod netns;
 pub mod packets;
 pub mod postfix;
 pub mod privilege;
+pub mod sendmail;
 pub mod swaks;
 pub mod systemd;
 pub mod tcp;
