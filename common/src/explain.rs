@@ -36,6 +36,12 @@
 /// dedup does for the same question.
 pub const RETRANSMIT_GRACE_NS: u64 = 180 * 1_000_000_000;
 
+/// How far in the future a record may lie and still count as just made:
+/// the programs read CLOCK_MONOTONIC at jiffy resolution (or, on kernels
+/// without the coarse read, precisely), so a record written by one read
+/// can be a few milliseconds ahead of another program's.
+pub const CLOCK_SLACK_NS: u64 = 1_000_000_000;
+
 /// What a repeat connection from an explained source gets.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,12 +151,17 @@ pub fn seen(
     let Some(r) = rec else {
         return Seen::Fresh;
     };
-    // A record from the future is nonsense (the clock only runs forward):
-    // treat it as none rather than reset on it.
-    if !cfg.records() || r.at_ns > now_ns {
+    if !cfg.records() {
         return Seen::Fresh;
     }
-    let age = now_ns - r.at_ns;
+    let age = match now_ns.checked_sub(r.at_ns) {
+        Some(age) => age,
+        // Ahead by less than the clocks can differ: just made.
+        None if r.at_ns - now_ns < CLOCK_SLACK_NS => 0,
+        // Further in the future is nonsense (the clock only runs
+        // forward): treat it as no record rather than reset on it.
+        None => return Seen::Fresh,
+    };
     if age >= cfg.window_ns {
         return Seen::Fresh;
     }
@@ -202,8 +213,12 @@ mod tests {
         assert_eq!(seen(&c, Some(&r), now, 2, 25), Seen::Repeat);
         let r = rec(now - 24 * H, 1);
         assert_eq!(seen(&c, Some(&r), now, 2, 25), Seen::Fresh);
-        // From the future: ignored.
-        let r = rec(now + S, 1);
+        // A hair ahead (another clock read): just made. Further: ignored.
+        let r = rec(now + CLOCK_SLACK_NS - 1, 1);
+        assert_eq!(seen(&c, Some(&r), now, 2, 25), Seen::Repeat);
+        let r = rec(now + CLOCK_SLACK_NS - 1, 40000);
+        assert_eq!(seen(&c, Some(&r), now, 40000, 25), Seen::Retransmit);
+        let r = rec(now + CLOCK_SLACK_NS, 1);
         assert_eq!(seen(&c, Some(&r), now, 2, 25), Seen::Fresh);
         // Zeroed settings: nothing is ever explained.
         let off = DeferConfig::default();

@@ -174,7 +174,7 @@ pub fn standing(x: &DeferConfig, rec: Option<&Explained>, now_ns: u64) -> Standi
     // Port 0 is never a real source port, so this asks about a new attempt.
     match (rec, seen(x, rec, now_ns, 0, 0)) {
         (Some(r), Seen::Repeat) => {
-            let ago = now_ns - r.at_ns;
+            let ago = now_ns.saturating_sub(r.at_ns);
             Standing::Explained {
                 ago: Duration::from_nanos(ago),
                 left: Duration::from_nanos(x.window_ns - ago),

@@ -189,7 +189,10 @@ impl ExplainMaps {
                 Err(e) => return Err(e).context("reading the EXPLAINED map"),
             };
             all += 1;
-            if x.records() && r.at_ns <= now_ns && now_ns - r.at_ns < x.window_ns {
+            // Port 0 is never a source port: asks about a new attempt.
+            if mx6gate_common::explain::seen(x, Some(&r), now_ns, 0, 0)
+                == mx6gate_common::explain::Seen::Repeat
+            {
                 live += 1;
             }
         }

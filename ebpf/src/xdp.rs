@@ -59,10 +59,11 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
     // retransmit). Only looked up when escalation is on.
     let escalate = mode == Mode::Defer && {
         let x = defer_config();
-        x.escalates() && {
-            let rec = explained(&x.key(&src));
-            seen(&x, rec.as_ref(), crate::clock::now_ns(), sport, dport) == Seen::Repeat
-        }
+        // A miss (the common case) needs no clock read.
+        x.escalates()
+            && explained(&x.key(&src)).is_some_and(|r| {
+                seen(&x, Some(&r), crate::clock::now_ns(), sport, dport) == Seen::Repeat
+            })
     };
     // Drop and reset are final here, so XDP reports them; what it passes
     // on (monitor, defer) sk_lookup reports, once per connection.

@@ -46,16 +46,19 @@ enum Record {
     AfterGrace,
     /// Past the window: the banner again.
     Expired,
+    /// Stamped half a second ahead (another clock read): just made.
+    JustAhead,
     /// Stamped in the future: ignored.
     Future,
 }
 
-const RECORDS: [Record; 6] = [
+const RECORDS: [Record; 7] = [
     Record::None,
     Record::Explained,
     Record::Retransmit,
     Record::AfterGrace,
     Record::Expired,
+    Record::JustAhead,
     Record::Future,
 ];
 
@@ -85,6 +88,10 @@ impl Record {
             Record::Retransmit => Some(rec(2 * SEC, sport)),
             Record::AfterGrace => Some(rec(12 * SEC, sport)),
             Record::Expired => Some(rec(OLDEST_NS, sport)),
+            Record::JustAhead => Some(Explained {
+                at_ns: now + SEC / 2,
+                ..rec(0, sport ^ 0x8000)
+            }),
             Record::Future => Some(Explained {
                 at_ns: now + 100 * SEC,
                 ..rec(0, sport ^ 0x8000)
