@@ -5,8 +5,9 @@
 //! the postfix package the other suites need.
 //!
 //! Each command runs as `nsenter --net` + `unshare --mount`: in a private
-//! mount namespace a hosts file of the test's own is bound over /etc/hosts
-//! (sendmail's service switch says `hosts files`), and /dev gets an
+//! mount namespace a hosts file and a resolv.conf of the test's own are
+//! bound over /etc/hosts and /etc/resolv.conf (sendmail's service switch
+//! says `hosts files`, then `dns` if the test serves DNS), and /dev gets an
 //! overlay whose `log` is a symlink to a datagram socket the test reads,
 //! since sendmail logs only through syslog(3) and there is no /dev/log
 //! here. The host's /etc, /dev and syslog are never touched.
@@ -68,8 +69,11 @@ pub struct SendmailInstance {
     /// Its own host name (`confDOMAIN_NAME`).
     pub hostname: String,
     /// The host every message goes to (`SMART_HOST esmtp:[HOST]`: no MX
-    /// lookup, the host's addresses from the hosts file, AAAA first).
-    pub mx_host: String,
+    /// lookup, the host's addresses from the hosts file, AAAA first); None:
+    /// the recipient domain's MX set, through DNS (`resolv_conf`).
+    pub mx_host: Option<String>,
+    /// A resolv.conf bound over /etc/resolv.conf (with `hosts files dns`).
+    pub resolv_conf: Option<PathBuf>,
     /// The hosts file: the MX host's addresses, in the order given.
     pub hosts: Vec<(IpAddr, String)>,
     /// Source addresses of its connections (`ClientPortOptions`).
@@ -104,8 +108,7 @@ include(`{cf}/m4/cf.m4')dnl
 VERSIONID(`mx6gate-tests sending sendmail')dnl
 OSTYPE(`linux')dnl
 define(`confDOMAIN_NAME', `{host}')dnl
-define(`SMART_HOST', `esmtp:[{mx}]')dnl
-define(`confSERVICE_SWITCH_FILE', `{d}/service.switch')dnl
+{smart_host}define(`confSERVICE_SWITCH_FILE', `{d}/service.switch')dnl
 define(`QUEUE_DIR', `{d}/queue')dnl
 define(`confHOST_STATUS_DIRECTORY', `{d}/hoststat')dnl
 define(`confTO_HOSTSTATUS', `1s')dnl
@@ -129,7 +132,10 @@ FEATURE(`no_default_msa')dnl
 MAILER(`smtp')dnl
 ",
             host = self.hostname,
-            mx = self.mx_host,
+            smart_host = match &self.mx_host {
+                Some(mx) => format!("define(`SMART_HOST', `esmtp:[{mx}]')dnl\n"),
+                None => String::new(),
+            },
             v6 = self.bind6,
             v4 = self.bind4,
         )
@@ -166,7 +172,18 @@ MAILER(`smtp')dnl
             std::fs::write(dir.join(name), text)
                 .with_context(|| format!("writing {}", dir.join(name).display()))
         };
-        write("service.switch", "hosts files\naliases files\n")?;
+        let switch = if self.resolv_conf.is_some() {
+            "hosts files dns\naliases files\n"
+        } else {
+            "hosts files\naliases files\n"
+        };
+        write("service.switch", switch)?;
+        if let Some(r) = &self.resolv_conf {
+            std::fs::copy(r, dir.join("resolv.conf"))
+                .with_context(|| format!("copying {}", r.display()))?;
+        } else {
+            write("resolv.conf", "")?;
+        }
         let hosts: String = std::iter::once("127.0.0.1 localhost\n::1 localhost\n".to_string())
             .chain(self.hosts.iter().map(|(a, n)| format!("{a} {n}\n")))
             .collect();
@@ -265,6 +282,7 @@ impl Sendmail {
             ])
             .arg(
                 r#"mount --bind "$0/hosts" /etc/hosts &&
+mount --bind "$0/resolv.conf" /etc/resolv.conf &&
 mount -t overlay overlay -o "lowerdir=/dev,upperdir=$0/devup,workdir=$0/devwork" /dev &&
 exec "$@""#,
             )

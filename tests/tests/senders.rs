@@ -9,7 +9,9 @@
 //!   and defers the message without trying IPv4; its next queue run meets
 //!   the reset and delivers over IPv4. With `repeat = "defer"` (no
 //!   escalation) that queue run meets the banner again and the message
-//!   stays queued: the escalation is what delivers it.
+//!   stays queued: the escalation is what delivers it. With IPv6 and IPv4
+//!   under MX host names of their own, sendmail goes on to the next MX
+//!   host on the banner, in the same attempt.
 //!
 //! Each test prints the time from submission to delivery (the README's
 //! sender table is made from these runs).
@@ -71,6 +73,18 @@ fn delivered(w: &World, n: usize, subject: &str, sender_log: impl Fn() -> String
         .into_iter()
         .find(|m| m.contains(&format!("Subject: {subject}")))
         .unwrap_or_else(|| panic!("no message {subject:?} in\n{mbox}"))
+}
+
+/// sk_lookup's `deferred` counter (connections handed to the responder).
+fn sk_deferred(g: &GateUnderTest) -> u64 {
+    let status = g.ok(&["status"]).unwrap();
+    status
+        .lines()
+        .skip_while(|l| !l.starts_with("sk_lookup ("))
+        .find(|l| l.trim_start().starts_with("deferred "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sk_lookup deferred counter in\n{status}"))
 }
 
 fn over_ipv4(msg: &str) -> bool {
@@ -154,7 +168,8 @@ fn postfix_takes_ipv4_after_the_banner_and_after_the_reset() {
 fn sendmail(w: &World) -> Sendmail {
     SendmailInstance {
         hostname: "mta.sender.example".into(),
-        mx_host: GW_HOSTNAME.into(),
+        mx_host: Some(GW_HOSTNAME.into()),
+        resolv_conf: None,
         hosts: vec![
             (IpAddr::V6(GW_V6), GW_HOSTNAME.into()),
             (IpAddr::V4(GW_V4), GW_HOSTNAME.into()),
@@ -283,4 +298,72 @@ fn sendmail_without_escalation_stays_queued() {
     assert!(!log.contains("stat=Sent"), "{log}");
     assert_eq!(sm.queued(), 1, "still queued:\n{}", sm.queue().unwrap());
     assert_eq!(w.receiver.message_count().unwrap(), 0);
+}
+
+/// The other layout: IPv6 on an MX host name of its own (AAAA only), IPv4
+/// on another (A only). On the banner sendmail goes on to the next MX
+/// host in the same attempt, so even plain defer loses nothing here.
+#[test]
+fn sendmail_goes_to_the_next_mx_host_on_the_banner() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    let gate = gate(&w, 2544, "[defer]\nrepeat = \"defer\"\n");
+    let dns = Dnsmasq::start(
+        &w.topo.sender,
+        &[
+            // Authoritative for both domains: an AAAA query for mx4, or
+            // sendmail canonifying its own sender domain, gets an answer,
+            // not a refusal (which sendmail takes for a lookup failure
+            // and defers on).
+            &format!("local=/{MAIL_DOMAIN}/"),
+            "local=/sender.example/",
+            &format!("host-record=mta.sender.example,{SENDER_V4}"),
+            &format!("mx-host=sender.example,mta.sender.example,10"),
+            &format!("mx-host={MAIL_DOMAIN},mx6.{MAIL_DOMAIN},10"),
+            &format!("mx-host={MAIL_DOMAIN},mx4.{MAIL_DOMAIN},20"),
+            &format!("host-record=mx6.{MAIL_DOMAIN},{GW_V6}"),
+            &format!("host-record=mx4.{MAIL_DOMAIN},{GW_V4}"),
+        ],
+    )
+    .unwrap();
+    let sm = SendmailInstance {
+        hostname: "mta.sender.example".into(),
+        mx_host: None,
+        resolv_conf: Some(dns.resolv_conf.clone()),
+        hosts: vec![],
+        bind6: STRANGER_SRC,
+        bind4: SENDER_V4,
+    }
+    .start(&w.topo.sender)
+    .unwrap();
+    let t = Instant::now();
+    sm.submit(
+        "sender@sender.example",
+        &format!("postmaster@{MAIL_DOMAIN}"),
+        "two mx hosts",
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\nsendmail's log:\n{}", sm.log()));
+    let msg = w
+        .receiver
+        .wait_for_messages(1, Duration::from_secs(10))
+        .map(|_| delivered(&w, 1, "two mx hosts", || sm.log()))
+        .unwrap_or_else(|e| panic!("{e:#}\nsendmail's log:\n{}", sm.log()));
+    let took = t.elapsed();
+    assert!(over_ipv4(&msg), "delivered over IPv4 (mx4):\n{msg}");
+    let log = sm.log();
+    assert!(
+        log.contains(&format!("relay=mx4.{MAIL_DOMAIN}. [{GW_V4}]"))
+            && log.contains("stat=Sent")
+            && log.contains("ntries=1"),
+        "sent through mx4 in the first attempt:\n{log}"
+    );
+    // … after the banner on mx6 (sendmail logs no failure for an MX host
+    // it got past; the gate counted the connection it handed over).
+    assert_eq!(sk_deferred(&gate), 1, "{}", gate.ok(&["status"]).unwrap());
+    assert_eq!(sm.queued(), 0, "{}", sm.queue().unwrap());
+    eprintln!(
+        "sendmail, two MX host names: banner on mx6 → mx4 over IPv4 in the same attempt, {took:?}"
+    );
 }
