@@ -128,7 +128,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// A duration the way the config writes it: "24h", "90m", "2d".
 pub fn human(d: Duration) -> String {
     let s = d.as_secs();
-    if s > 0 && s.is_multiple_of(86400) {
+    if s >= 2 * 86400 && s.is_multiple_of(86400) {
         format!("{}d", s / 86400)
     } else if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
@@ -292,7 +292,8 @@ mod tests {
         for bad in ["", "h", "1.5h", "-1h", "10s", "1w", "h1"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
-        assert_eq!(human(Duration::from_secs(86400)), "1d");
+        assert_eq!(human(Duration::from_secs(86400)), "24h");
+        assert_eq!(human(Duration::from_secs(3 * 86400)), "3d");
         assert_eq!(human(Duration::from_secs(5400)), "90m");
         assert_eq!(human(Duration::from_secs(7200)), "2h");
     }

@@ -115,7 +115,7 @@ fn first_connection_gets_the_banner_then_the_reset() {
     let check = gate.ok(&["check", &STRANGER_SRC.to_string()]).unwrap();
     assert!(
         check.contains("2001:db8:2::/64 is not explained")
-            && check.contains("within 1d get a TCP RST"),
+            && check.contains("within 24h get a TCP RST"),
         "{check}"
     );
     let b = banner_from(&topo, STRANGER_SRC, "first connection");
@@ -143,7 +143,7 @@ fn first_connection_gets_the_banner_then_the_reset() {
     }
     let status = gate.ok(&["status"]).unwrap();
     assert!(
-        status.contains("explained sources: 2 within the window now (2 records, capacity 65536); recorded since load: 2"),
+        status.contains("explained sources: 2 within the window now (2 in the map, capacity 65536); recorded since load: 2"),
         "{status}"
     );
     let check = gate.ok(&["check", &STRANGER_SAME_64.to_string()]).unwrap();

@@ -169,7 +169,7 @@ pub fn run(config: &Path) -> Result<()> {
             Some(x) => {
                 let (all, live) = x.count(&maps.read_defer()?, crate::explain::monotonic_now_ns())?;
                 println!(
-                    "explained sources: {live} within the window now ({all} records, capacity {}); recorded since load: {}",
+                    "explained sources: {live} within the window now ({all} in the map, capacity {}); recorded since load: {}",
                     x.explained_capacity,
                     maps.counter(mx6gate_common::Counter::Explained)?
                 );
