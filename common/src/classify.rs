@@ -17,8 +17,11 @@ pub struct Explanations<F: Fn(&[u8; 16]) -> Option<Explained>> {
     pub lookup: F,
 }
 
+/// The lookup of [`NO_EXPLANATIONS`]: nothing is ever found.
+pub type NoLookup = fn(&[u8; 16]) -> Option<Explained>;
+
 /// No explanation records (a zeroed DEFER entry): plain defer.
-pub const NO_EXPLANATIONS: Explanations<fn(&[u8; 16]) -> Option<Explained>> = Explanations {
+pub const NO_EXPLANATIONS: Explanations<NoLookup> = Explanations {
     cfg: DeferConfig {
         window_ns: 0,
         grace_ns: 0,

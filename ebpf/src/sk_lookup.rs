@@ -90,7 +90,7 @@ pub fn mx6gate_sk_lookup(ctx: SkLookupContext) -> u32 {
                         dport: port,
                         _pad: 0,
                     };
-                    if EXPLAINED.insert(&key, &rec, 0).is_ok() {
+                    if EXPLAINED.insert(key, rec, 0).is_ok() {
                         count(Counter::Explained);
                     }
                 }

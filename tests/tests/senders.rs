@@ -320,7 +320,7 @@ fn sendmail_goes_to_the_next_mx_host_on_the_banner() {
             &format!("local=/{MAIL_DOMAIN}/"),
             "local=/sender.example/",
             &format!("host-record=mta.sender.example,{SENDER_V4}"),
-            &format!("mx-host=sender.example,mta.sender.example,10"),
+            "mx-host=sender.example,mta.sender.example,10",
             &format!("mx-host={MAIL_DOMAIN},mx6.{MAIL_DOMAIN},10"),
             &format!("mx-host={MAIL_DOMAIN},mx4.{MAIL_DOMAIN},20"),
             &format!("host-record=mx6.{MAIL_DOMAIN},{GW_V6}"),
