@@ -8,9 +8,10 @@ export DEBIAN_FRONTEND=noninteractive
 # namespace), dpkg-dev (dpkg-shlibdeps) and binutils (strip) for
 # `cargo xtask deb`, util-linux for unshare/nsenter. swaks needs
 # IO::Socket::INET6 for IPv6 (a Recommends that --no-install-recommends
-# would leave out): libio-socket-inet6-perl.
+# would leave out): libio-socket-inet6-perl. knot: the authoritative DNS
+# server the SPF suites run in namespaces (tests/src/authdns.rs).
 pkgs=(iproute2 ethtool postfix swaks libio-socket-inet6-perl dnsmasq-base nftables xdp-tools bpftool procps psmisc
-  systemd dpkg-dev binutils util-linux)
+  systemd dpkg-dev binutils util-linux knot)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +22,17 @@ if ((${#missing[@]})); then
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # The knot package enables a system knotd on port 53; the tests run
+  # their own in namespaces, so switch the system one off again (container
+  # images' policy-rc.d usually kept it from starting at all).
+  if [[ " ${missing[*]} " == *" knot "* ]]; then
+    if [[ -d /run/systemd/system ]]; then
+      systemctl disable --now knot.service || true
+    else
+      invoke-rc.d knot stop >/dev/null 2>&1 || true
+      update-rc.d knot disable >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 # sendmail for the real-sender suite, unpacked into a cache, never

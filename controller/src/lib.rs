@@ -17,6 +17,7 @@
 //! - `doctor` — the checks behind `mx6gate doctor`
 //! - `explain` — defer mode's explain-then-reset: `[defer]`, its records
 //! - `iface`  — the host's interface addresses
+//! - `spf`    — partners by domain: SPF expansion and refresh safety
 pub mod allowlist;
 pub mod batch;
 pub mod cli;
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod notify;
 pub mod report;
 pub mod responder;
+pub mod spf;
 pub mod state;
 pub mod store;
 pub mod sync;

@@ -14,6 +14,8 @@
 //!   [`ping`] — ICMP echo in Rust.
 //! * [`sendmail::Sendmail`] — Debian's sendmail, unpacked into a cache, as a
 //!   sending MTA in a namespace.
+//! * [`authdns::AuthDns`] — a real authoritative DNS server (Knot) with
+//!   test zones, reloadable and pausable; [`dns::Dnsmasq`] — a small one.
 //! * [`Postfix`] / [`PostfixInstance`] — real Postfix instances inside a
 //!   namespace; [`swaks`] — the SMTP test client inside a namespace.
 //! * [`packets`] — frame builders for the XDP differential tests.
@@ -24,6 +26,7 @@
 //!
 //! Every loop in here is bounded in count and time.
 
+pub mod authdns;
 pub mod cleanup;
 pub mod cmd;
 pub mod dns;
