@@ -356,6 +356,43 @@ fn repeat_defer_gives_the_banner_every_time() {
         std::thread::sleep(Duration::from_millis(50));
     }
     refused_from(&topo, STRANGER_SRC, "after repeat = reset");
+
+    // A bad [defer] value is refused whole, naming the key; the running
+    // settings stay.
+    let good = std::fs::read_to_string(&gate.config).unwrap();
+    std::fs::write(
+        &gate.config,
+        good.replace(
+            "repeat = \"reset\"",
+            "repeat = \"reset\"\nexplain_window = \"0h\"",
+        ),
+    )
+    .unwrap();
+    gate.hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gate.log().contains("reload failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed reload:\n{}",
+            gate.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        gate.log().contains("defer.explain_window: ")
+            && gate.log().contains("0h")
+            && gate.log().contains("is shorter than 1h"),
+        "{}",
+        gate.log()
+    );
+    refused_from(&topo, STRANGER_SRC, "after the refused reload");
+    let out = gate.cli(&["status"]).unwrap();
+    assert!(!out.status.success(), "every verb refuses the bad config");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("defer.explain_window"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// No banner, no record: with the responder down (down_policy = pass) the
