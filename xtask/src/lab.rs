@@ -1,6 +1,7 @@
 //! `cargo xtask lab`: the gate in front of a real Postfix, walked through
 //! its modes with a real SMTP client (swaks) from a partner IPv6 address, a
-//! stranger IPv6 address and IPv4. Everything lives in two network
+//! stranger IPv6 address (twice in defer mode: the banner, then the reset)
+//! and IPv4. Everything lives in two network
 //! namespaces with documentation addresses; nothing touches the host's
 //! interfaces.
 //!
@@ -122,6 +123,32 @@ pub fn lab(keep: bool) -> Result<()> {
             if who != Who::Stranger || mode == "monitor" {
                 delivered_expected += 1;
             }
+        }
+        if mode == "defer" {
+            // Explain once, then reset: the stranger's next attempt.
+            let (src, dst) = (IpAddr::V6(STRANGER_SRC), Topology::gw_v6(25));
+            let r = swaks(&topo.sender, src, dst, Duration::from_secs(3))?;
+            // Explained within the window: what reset mode promises.
+            let verdict = judge("reset", Who::Stranger, &r);
+            println!(
+                "   {:<14} {src:<16} → {dst:<22} {}{}",
+                "stranger again",
+                outcome(&r),
+                if verdict.is_some() {
+                    "   ✗ NOT WHAT THE MODE PROMISES"
+                } else {
+                    ""
+                }
+            );
+            if let Some(v) = verdict {
+                problems.push(format!(
+                    "mode defer, the stranger's second attempt (explained: the reset is due): {v}"
+                ));
+            }
+            print!(
+                "$ mx6gate check {STRANGER_SRC}\n{}",
+                gate.ok(&["check", &STRANGER_SRC.to_string()])?
+            );
         }
     }
     print!("\n$ mx6gate status\n{}", gate.ok(&["status"])?);
