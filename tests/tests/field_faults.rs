@@ -33,6 +33,9 @@ const ANSWERS: Duration = Duration::from_secs(10);
 
 const MTA_GREETING: &str = "220 test";
 const DEFER_GREETING: &str = "421 4.7.0";
+/// Defer mode that answers every connection with the banner (not
+/// explain-then-reset): these tests ask the responder again and again.
+const BANNER_EVERY_TIME: &str = "[defer]\nrepeat = \"defer\"\n";
 
 fn smtp6() -> SocketAddr {
     Topology::gw_v6(25)
@@ -190,7 +193,7 @@ fn a_responder_socket_lost_from_the_sockmap_is_registered_again() {
     }
     let topo = Topology::new().unwrap();
     let _mta = mta(&topo);
-    let gate = started(&topo, "defer", "");
+    let gate = started(&topo, "defer", BANNER_EVERY_TIME);
     let g = greeting(&topo, STRANGER_SRC, CONNECTS);
     assert!(g.starts_with(DEFER_GREETING), "stranger before: {g}");
 
@@ -389,7 +392,7 @@ fn a_fifo_in_the_partners_dir_blocks_nothing() {
     }
     let topo = Topology::new().unwrap();
     let _mta = mta(&topo);
-    let gate = started(&topo, "defer", "");
+    let gate = started(&topo, "defer", BANNER_EVERY_TIME);
     let fifo = gate.partners_dir().join("x.toml");
     let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
@@ -445,7 +448,11 @@ fn a_big_store_never_stalls_the_responder_or_signals() {
     }
     let topo = Topology::new().unwrap();
     let _mta = mta(&topo);
-    let mut gate = started(&topo, "defer", "[maps]\nallow_entries = 400000\n");
+    let mut gate = started(
+        &topo,
+        "defer",
+        &format!("{BANNER_EVERY_TIME}[maps]\nallow_entries = 400000\n"),
+    );
     // 300,000 /64s of 2001:db8:1000::/36, in one partner.
     let n = 300_000u32;
     let mut text = String::with_capacity(n as usize * 32);
