@@ -21,6 +21,8 @@
 //! * [`packets`] — frame builders for the XDP differential tests.
 //! * [`systemd::SystemdInstance`] — a real systemd as PID 1 of its own
 //!   PID namespace, for tests of the packaged unit.
+//! * [`signals::blocked`] — a closure with the thread's signals blocked
+//!   (BPF_PROG_TEST_RUN repeats stop with EINTR on a pending signal).
 //! * [`gate`] — the real `mx6gate` binary driven in a test namespace;
 //!   [`xdp_pass`] — a minimal XDP_PASS program for a veth peer.
 //!
@@ -37,6 +39,7 @@ pub mod packets;
 pub mod postfix;
 pub mod privilege;
 pub mod sendmail;
+pub mod signals;
 pub mod swaks;
 pub mod systemd;
 pub mod tcp;
