@@ -40,6 +40,10 @@ if ((${#missing[@]})); then
   done
 fi
 
+# sendmail for the real-sender suite, unpacked into a cache, never
+# installed (it conflicts with postfix); also installs libwrap0 for it.
+bash "$(dirname "$0")/fetch-sendmail.sh"
+
 # The eBPF object is built with the nightly toolchain's own llc (DESIGN.md).
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 rustup component add rust-src llvm-tools --toolchain nightly

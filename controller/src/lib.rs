@@ -15,6 +15,7 @@
 //! - `notify` — systemd readiness (sd_notify) for `run`
 //! - `cli`    — one module per verb
 //! - `doctor` — the checks behind `mx6gate doctor`
+//! - `explain` — defer mode's explain-then-reset: `[defer]`, its records
 //! - `iface`  — the host's interface addresses
 //! - `spf`    — partners by domain: SPF expansion and refresh safety
 pub mod allowlist;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
+pub mod explain;
 pub mod fsutil;
 pub mod gate;
 pub mod iface;

@@ -12,6 +12,8 @@
 //!   documentation addresses only (constants in [`topology`]).
 //! * [`connect_from`], [`read_banner`], [`Listener`] — TCP in namespaces;
 //!   [`ping`] — ICMP echo in Rust.
+//! * [`sendmail::Sendmail`] — Debian's sendmail, unpacked into a cache, as a
+//!   sending MTA in a namespace.
 //! * [`authdns::AuthDns`] — a real authoritative DNS server (Knot) with
 //!   test zones, reloadable and pausable; [`dns::Dnsmasq`] — a small one.
 //! * [`Postfix`] / [`PostfixInstance`] — real Postfix instances inside a
@@ -37,6 +39,7 @@ pub mod packets;
 pub mod postfix;
 pub mod privilege;
 pub mod prometheus;
+pub mod sendmail;
 pub mod swaks;
 pub mod systemd;
 pub mod tcp;

@@ -16,7 +16,7 @@ use std::{
 
 use mx6gate_tests::{
     connect_from, gate::GateUnderTest, prometheus::Prometheus, read_banner, require_programs,
-    require_root, Listener, Topology, PARTNER_NET, PARTNER_SRC, STRANGER_SRC,
+    require_root, xdp_pass, Listener, Topology, PARTNER_NET, PARTNER_SRC, STRANGER_SRC,
 };
 use serde_json::Value;
 
@@ -117,6 +117,8 @@ fn rules_and_dashboard_against_a_real_prometheus() {
         return;
     }
     let topo = Topology::new().unwrap();
+    // XDP_TX frames (the escalation's RST) land only where the peer runs NAPI.
+    let _pass = xdp_pass::attach_xdp_pass(&topo.sender, &topo.sender_if).unwrap();
     let _mta = Listener::start(&topo.gw, "[::]:25".parse().unwrap()).unwrap();
     let mut gate = GateUnderTest::new(
         &topo.gw,
@@ -137,14 +139,19 @@ fn rules_and_dashboard_against_a_real_prometheus() {
     })
     .unwrap();
 
-    // Traffic for the panels: partners to the MTA, strangers deferred.
+    // Traffic for the panels: partners to the MTA; the stranger deferred
+    // (the banner explains), then reset (escalated) as it comes back.
     let to_gw = Topology::gw_v6(25);
-    for _ in 0..3 {
+    for i in 0..3 {
         connect_from(&topo.sender, IpAddr::V6(PARTNER_SRC), to_gw, SEE).expect_connected("partner");
-        let s = connect_from(&topo.sender, IpAddr::V6(STRANGER_SRC), to_gw, SEE)
-            .expect_connected("stranger (defer: the responder)");
-        let banner = read_banner(&s, Duration::from_secs(10)).unwrap();
-        assert!(banner.starts_with("421 "), "{banner}");
+        let o = connect_from(&topo.sender, IpAddr::V6(STRANGER_SRC), to_gw, SEE);
+        if i == 0 {
+            let s = o.expect_connected("stranger (defer: the responder)");
+            let banner = read_banner(&s, Duration::from_secs(10)).unwrap();
+            assert!(banner.starts_with("421 "), "{banner}");
+        } else {
+            assert!(o.is_refused(), "explained stranger: {o}");
+        }
     }
     prom.wait_for("the deferred strangers and the partner", SEE, |p| {
         let deferred =

@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use super::{json, Ctx};
 use crate::{
+    config::Config,
+    explain::{self, Standing},
     maps::GateMaps,
     store::{today_utc, Store},
     sync,
@@ -33,16 +35,32 @@ pub struct Outcome {
     pub mode: Option<&'static str>,
     /// The partner prefix that holds the address, if any (expired or not).
     pub partner: Option<PartnerMatch>,
-    /// What a connection from the address to a protected port meets:
-    /// "allowed", "monitored", "deferred", "reset", "dropped", or
-    /// "not_gated" (IPv4).
+    /// What the next connection from the address to a protected port
+    /// meets: "allowed", "monitored", "deferred" (the responder's banner),
+    /// "escalated" (defer mode, source explained within the window: a
+    /// reset), "reset", "dropped", or "not_gated" (IPv4).
     pub verdict: &'static str,
+    /// Defer mode, non-partner: the source's explanation within the
+    /// window, or null (none, or another mode).
+    pub explained: Option<Explanation>,
     pub ports: Vec<u16>,
     /// Whether a gate is loaded (otherwise nothing is enforced now).
     pub gate_loaded: bool,
     /// Whether the loaded allowlist agrees with the store on this address
     /// (null when no gate is loaded, or for IPv4).
     pub maps_agree: Option<bool>,
+    /// The verdict line of the text output (defer mode says more).
+    #[serde(skip)]
+    pub verdict_text: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    /// The /64 (or /128, `explain_by`) the record is kept for.
+    pub prefix: String,
+    pub ago_seconds: u64,
+    /// Left of the window.
+    pub left_seconds: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,9 +95,11 @@ pub fn check(ctx: &Ctx, addr: &str) -> Result<Outcome> {
             mode: None,
             partner: None,
             verdict: "not_gated",
+            explained: None,
             ports,
             gate_loaded: crate::gate::PinLayout::new(&ctx.cfg.pin_path).is_loaded(),
             maps_agree: None,
+            verdict_text: None,
         });
     };
     let mode = sync::effective_mode(&ctx.cfg, &ctx.state)?;
@@ -92,12 +112,22 @@ pub fn check(ctx: &Ctx, addr: &str) -> Result<Outcome> {
         expires: p.expires.map(|d| d.to_string()),
     });
     let allowed = partner.as_ref().is_some_and(|p| p.active);
+    let (mut verdict_text, mut explained) = (None, None);
     let verdict = if allowed {
         "allowed"
     } else {
         match mode {
             Mode::Monitor => "monitored",
-            Mode::Defer => "deferred",
+            Mode::Defer => {
+                let d = defer_verdict(&ctx.cfg, maps.as_ref(), ip6, &ports)?;
+                verdict_text = Some(d.text);
+                explained = d.explained;
+                if d.escalates {
+                    "escalated"
+                } else {
+                    "deferred"
+                }
+            }
             Mode::Reset => "reset",
             Mode::Drop => "dropped",
         }
@@ -112,9 +142,11 @@ pub fn check(ctx: &Ctx, addr: &str) -> Result<Outcome> {
         mode: Some(mode.as_str()),
         partner,
         verdict,
+        explained,
         ports,
         gate_loaded: maps.is_some(),
         maps_agree,
+        verdict_text,
     })
 }
 
@@ -140,6 +172,7 @@ pub fn render(o: &Outcome) -> String {
     let ports: Vec<String> = o.ports.iter().map(u16::to_string).collect();
     let ports = ports.join(", ");
     let verdict = match o.verdict {
+        _ if o.verdict_text.is_some() => o.verdict_text.clone().unwrap_or_default(),
         "allowed" => format!("allowed: connections to port(s) {ports} reach the MTA in every mode"),
         "monitored" => "mode monitor: passes to the MTA, counted as \"monitored\" (would be turned away once enforcing)".to_string(),
         "deferred" => format!("mode defer: connections to port(s) {ports} get the responder's 4xx banner, the sender retries over IPv4"),
@@ -162,6 +195,95 @@ pub fn render(o: &Outcome) -> String {
     out
 }
 
+/// Defer mode for a non-partner: the banner, or the reset if its source
+/// was explained within the window (what the loaded gate holds for it).
+struct DeferVerdict {
+    text: String,
+    escalates: bool,
+    explained: Option<Explanation>,
+}
+
+fn defer_verdict(
+    cfg: &Config,
+    maps: Option<&GateMaps>,
+    ip6: std::net::Ipv6Addr,
+    ports: &[u16],
+) -> Result<DeferVerdict> {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let ports = ports.join(", ");
+    let settings = &cfg.defer;
+    let window = explain::human(settings.explain_window);
+    let banner = format!("connections to port(s) {ports} get the responder's 4xx banner, the sender retries over IPv4");
+    let then = match settings.repeat {
+        mx6gate_common::explain::Repeat::Reset => format!(
+            "further connections from it within {window} get a TCP RST (connection refused), which every sender falls back on"
+        ),
+        mx6gate_common::explain::Repeat::Defer => {
+            format!("further connections within {window} get the banner again (repeat = \"defer\")")
+        }
+    };
+    let (x, rec) = match maps {
+        Some(m) if m.explain.is_some() => {
+            let x = m.read_defer()?;
+            (x, m.explained(&x.key(&ip6.octets()))?)
+        }
+        // No gate (or one pinned before explain-then-reset, until the
+        // daemon's next start): what the config will make of it.
+        _ => {
+            let x = settings.kernel();
+            (x, None)
+        }
+    };
+    let by = if x.explain_by == 128 { 128 } else { 64 };
+    let net = ipnet::Ipv6Net::new(ip6, by)
+        .map(|n| n.trunc().to_string())
+        .unwrap_or_else(|_| ip6.to_string());
+    let (mut escalated, mut explained) = (false, None);
+    let text = match explain::standing(&x, rec.as_ref(), explain::monotonic_now_ns()) {
+        Standing::Off => format!("mode defer: {banner}"),
+        Standing::Unexplained { expired_ago } => {
+            let before = match expired_ago {
+                Some(d) => format!(
+                    " (its last explanation's window ended {} ago)",
+                    explain::ago(d)
+                ),
+                None => String::new(),
+            };
+            format!(
+                "mode defer: {net} is not explained{before}: the next connection gets the banner and explains it; {then}"
+            )
+        }
+        Standing::Explained {
+            ago,
+            left,
+            sport,
+            escalates,
+        } => {
+            escalated = escalates;
+            explained = Some(Explanation {
+                prefix: net.clone(),
+                ago_seconds: ago.as_secs(),
+                left_seconds: left.as_secs(),
+            });
+            let now = if escalates {
+                "new connections get a TCP RST (connection refused) and the sender retries over IPv4 at once".to_string()
+            } else {
+                "new connections get the banner again (repeat = \"defer\")".to_string()
+            };
+            format!(
+                "mode defer: {net} was explained {} ago (the banner went to its port {sport}); for the {} left of the window {now}",
+                explain::ago(ago),
+                explain::ago(left)
+            )
+        }
+    };
+    Ok(DeferVerdict {
+        text,
+        escalates: escalated,
+        explained,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,9 +295,11 @@ mod tests {
             mode: Some("defer"),
             partner,
             verdict,
+            explained: None,
             ports: vec![25],
             gate_loaded: true,
             maps_agree: Some(true),
+            verdict_text: None,
         }
     }
 
@@ -196,6 +320,7 @@ mod tests {
             keys,
             [
                 "address",
+                "explained",
                 "family",
                 "gate_loaded",
                 "maps_agree",
