@@ -54,6 +54,7 @@ fn check_doctor_and_top_print_their_versioned_shapes() {
         keys(&v),
         [
             "address",
+            "explained",
             "family",
             "gate_loaded",
             "maps_agree",
@@ -103,6 +104,33 @@ fn check_doctor_and_top_print_their_versioned_shapes() {
             "{text}"
         );
     }
+    // The stranger meets the banner once: explained, its next attempt
+    // within the window is escalated to a reset.
+    let s = connect_from(
+        &topo.sender,
+        IpAddr::V6(STRANGER_SRC),
+        Topology::gw_v6(25),
+        Duration::from_secs(5),
+    )
+    .expect_connected("stranger in defer mode");
+    let banner = mx6gate_tests::read_banner(&s, Duration::from_secs(10)).unwrap();
+    assert!(banner.starts_with("421 "), "{banner}");
+    drop(s);
+    let mut v = Value::Null;
+    for _ in 0..250 {
+        v = json(&g, &["check", "2001:db8:2::25", "--json"]);
+        if v["verdict"] == "escalated" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(v["verdict"], "escalated", "{v}");
+    assert_eq!(v["explained"]["prefix"], "2001:db8:2::/64", "{v}");
+    assert!(
+        v["explained"]["left_seconds"].as_u64().unwrap() > 3600,
+        "{v}"
+    );
+    assert!(v["explained"]["ago_seconds"].as_u64().unwrap() < 600, "{v}");
     g.ok(&["mode", "reset"]).unwrap();
     assert_eq!(
         json(&g, &["check", "2001:db8:2::25", "--json"])["verdict"],
