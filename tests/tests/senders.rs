@@ -265,7 +265,10 @@ fn sendmail_defers_on_the_banner_and_delivers_over_ipv4_on_the_reset() {
     let msg = delivered(&w, 1, "via sendmail", || sm.log());
     let took = t.elapsed();
     assert!(over_ipv4(&msg), "delivered over IPv4:\n{msg}");
-    let log = sm.log();
+    // Delivered before sendmail's child has logged it, sometimes.
+    let log = sm
+        .wait_for_log("stat=Sent", Duration::from_secs(20))
+        .unwrap_or_else(|_| sm.log());
     assert!(
         log.contains("Connection refused") && log.contains("stat=Sent"),
         "the queue run met the reset on IPv6, then sent over IPv4:\n{log}"
@@ -289,6 +292,12 @@ fn sendmail_without_escalation_stays_queued() {
     host_status_expired(&sm);
     let before = sm.log().matches(&banner_text()).count();
     sm.queue_run().unwrap();
+    // `sendmail -q` hands the message to a child that may still be
+    // talking (and logging) when it returns: wait for its reply line.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sm.log().matches(&banner_text()).count() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let log = sm.log();
     assert_eq!(
         log.matches(&banner_text()).count(),
@@ -352,7 +361,9 @@ fn sendmail_goes_to_the_next_mx_host_on_the_banner() {
         .unwrap_or_else(|e| panic!("{e:#}\nsendmail's log:\n{}", sm.log()));
     let took = t.elapsed();
     assert!(over_ipv4(&msg), "delivered over IPv4 (mx4):\n{msg}");
-    let log = sm.log();
+    let log = sm
+        .wait_for_log("stat=Sent", Duration::from_secs(20))
+        .unwrap_or_else(|_| sm.log());
     assert!(
         log.contains(&format!("relay=mx4.{MAIL_DOMAIN}. [{GW_V4}]"))
             && log.contains("stat=Sent")
