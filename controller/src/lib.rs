@@ -16,6 +16,8 @@
 //! - `cli`    — one module per verb
 //! - `doctor` — the checks behind `mx6gate doctor`
 //! - `iface`  — the host's interface addresses
+//! - `kernel` — what the running kernel offers (probed): the floor, and
+//!   the load-time choices for newer kernels
 pub mod allowlist;
 pub mod batch;
 pub mod cli;
@@ -26,6 +28,7 @@ pub mod doctor;
 pub mod fsutil;
 pub mod gate;
 pub mod iface;
+pub mod kernel;
 pub mod logging;
 pub mod maps;
 pub mod metrics;

@@ -142,12 +142,19 @@ impl GateUnderTest {
 
     /// Start `mx6gate run` and wait until its XDP link is pinned.
     pub fn start(&mut self) -> Result<()> {
+        self.start_with_env(&[])
+    }
+
+    /// [`GateUnderTest::start`] with extra environment for the daemon
+    /// (e.g. `MX6GATE_DISABLE_FEATURES` to run the older kernels' paths).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
         if self.daemon.is_some() {
             bail!("daemon already running");
         }
         let log = std::fs::File::create(self.dir.path().join("daemon.log"))?;
         let child = self
             .command(&["run"])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
