@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use mx6gate_common::Mode;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -44,11 +44,15 @@ struct Daemon {
 }
 
 pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) -> Result<()> {
+    // First of all: SIGHUP's default action ends the process, so a reload
+    // asked for as soon as the daemon says it is up (`systemctl start` then
+    // `reload`; a slow machine widens the gap) must find the handler there.
+    let signals = Signals::install()?;
     // Everything that can be refused is checked before the pinned gate,
     // the saved mode or the maps change (invariant 5).
     let cfg = load_config(config_path, &ifaces)?;
     let state = StateDir::new(&cfg.state_dir);
-    let (gate, maps, pid_file, listener, metrics) = {
+    let (gate, maps, pid_file, listener, metrics, running) = {
         let _lock = state.lock()?;
         if let Some(pid) = state.running_daemon() {
             bail!(
@@ -92,19 +96,26 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         gate.attach_sk_lookup()?;
         // From here sk_lookup can hand deferred connections to us.
         maps.register_responder(&listener)?;
-        info!(
-            mode = mode.as_str(),
-            adopted = gate.adopted,
-            interfaces = ?cfg.interfaces,
-            partners = store.partners.len(),
-            prefixes = store.prefix_count(),
-            "gate running"
-        );
-        (gate, maps, pid_file, listener, metrics)
+        let running = (mode, store.partners.len(), store.prefix_count());
+        (gate, maps, pid_file, listener, metrics, running)
     };
     let responder = RunningResponder::start(&cfg.responder, listener, &metrics)?;
     // Who is being turned away: read the kernel's reports, answer `top`.
     let _reports = crate::report::start_in_daemon(&cfg.pin_path, &state);
+    // Logged once everything serves and the signals are handled: what
+    // waits for this line (an operator, the tests) may act at once.
+    let (mode, partners, prefixes) = running;
+    info!(
+        mode = mode.as_str(),
+        adopted = gate.adopted,
+        interfaces = ?cfg.interfaces,
+        partners,
+        prefixes,
+        kernel = crate::kernel::release(),
+        coarse_clock = gate.features.coarse_clock,
+        sk_lookup_ifindex = gate.features.sk_lookup_ifindex,
+        "gate running"
+    );
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         iface_override: ifaces,
@@ -118,7 +129,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         _pid_file: pid_file,
     };
     crate::notify::ready(&d.status_line());
-    let result = d.serve().await;
+    let result = d.serve(signals).await;
     crate::notify::stopping();
     d.responder.stop().await;
     result
@@ -226,11 +237,31 @@ pub fn checked_config(path: &Path, ifaces: &[String]) -> Result<Config> {
     Ok(cfg)
 }
 
+/// The signals the daemon acts on, caught from the moment they are
+/// installed (a signal that arrives before the loop polls is kept).
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 impl Daemon {
-    async fn serve(&mut self) -> Result<()> {
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+    async fn serve(&mut self, signals: Signals) -> Result<()> {
+        let Signals {
+            mut hup,
+            mut term,
+            mut int,
+        } = signals;
         let mut poll = tokio::time::interval(STORE_POLL);
         let mut last_full = Instant::now();
         loop {
