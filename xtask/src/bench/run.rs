@@ -14,6 +14,7 @@ use super::{
     prefixes::{self, representative, Rng, Table},
     report, sys,
     trie::TrieStandin,
+    variants::{self, VariantPoint},
     wire::{self, Dropper, Wire, WirePoint},
     xdpfilter::{self, XdpFilter},
     BenchArgs,
@@ -94,6 +95,9 @@ pub struct Results {
     pub wire: Vec<WirePoint>,
     pub control: Vec<ControlPoint>,
     pub memory: Vec<MemPoint>,
+    /// The older kernels' variants against this kernel's (part 5), or why
+    /// they could not be compared here.
+    pub variants: Option<Result<Vec<VariantPoint>, String>>,
     pub notes: Vec<String>,
     pub elapsed: Duration,
 }
@@ -111,8 +115,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let start = Instant::now();
     for p in &args.only {
-        if !["per-packet", "wire", "control", "memory"].contains(&p.as_str()) {
-            bail!("--only {p}: the parts are per-packet, wire, control, memory");
+        if !["per-packet", "wire", "control", "memory", "variants"].contains(&p.as_str()) {
+            bail!("--only {p}: the parts are per-packet, wire, control, memory, variants");
         }
     }
     // SAFETY: no preconditions.
@@ -174,6 +178,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         wire: Vec::new(),
         control: Vec::new(),
         memory: Vec::new(),
+        variants: None,
         notes: Vec::new(),
         elapsed: Duration::ZERO,
     };
@@ -296,6 +301,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let pts = per_packet::measure(n, &table, &mut subj, &settings, res.restored.unwrap())
                 .with_context(|| format!("per-packet at {n} prefixes"))?;
             res.per_packet.extend(pts);
+        }
+
+        if args.wants("variants") && res.variants.is_none() {
+            eprintln!(
+                "bench:   kernel variants ({:.0} s in)",
+                start.elapsed().as_secs_f64()
+            );
+            check_stats(&mut res)?;
+            res.variants = Some(
+                variants::measure(settings.runs, settings.repeat, &table)
+                    .map_err(|e| format!("{e:#}")),
+            );
         }
 
         if args.wants("wire") {
