@@ -33,6 +33,8 @@ pub struct Kernel {
     /// The Debian suite whose `linux-image-amd64` it is.
     pub suite: &'static str,
     pub suites: Profile,
+    /// Suites run on this kernel besides its profile's, and why.
+    pub extra: &'static [&'static str],
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -51,18 +53,24 @@ pub const KERNELS: &[Kernel] = &[
         distro: "Debian 11 (bullseye)",
         suite: "bullseye",
         suites: Profile::Core,
+        // The packaged unit on a kernel that charges BPF memory to
+        // RLIMIT_MEMLOCK (before 5.11): its LimitMEMLOCK= must let the
+        // hardened daemon load the gate.
+        extra: &["deb_package"],
     },
     Kernel {
         name: "6.1",
         distro: "Debian 12 (bookworm)",
         suite: "bookworm",
         suites: Profile::Full,
+        extra: &[],
     },
     Kernel {
         name: "6.12",
         distro: "Debian 13 (trixie)",
         suite: "trixie",
         suites: Profile::Core,
+        extra: &[],
     },
 ];
 
@@ -275,7 +283,7 @@ fn chosen_suites(
         return asked.iter().map(|s| find(s)).collect();
     }
     match k.suites {
-        Profile::Core => CORE.iter().map(|s| find(s)).collect(),
+        Profile::Core => CORE.iter().chain(k.extra).map(|s| find(s)).collect(),
         Profile::Full => Ok(binaries
             .iter()
             .filter(|(n, _)| !HOST_ONLY.contains(&n.as_str()))
