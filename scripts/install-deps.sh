@@ -8,14 +8,15 @@ export DEBIAN_FRONTEND=noninteractive
 # namespace), dpkg-dev (dpkg-shlibdeps) and binutils (strip) for
 # `cargo xtask deb`, util-linux for unshare/nsenter. swaks needs
 # IO::Socket::INET6 for IPv6 (a Recommends that --no-install-recommends
-# would leave out): libio-socket-inet6-perl.
+# would leave out): libio-socket-inet6-perl. knot: the authoritative DNS
+# server the SPF suites run in namespaces (tests/src/authdns.rs).
 # The kernel matrix (`cargo xtask test --kernel`, xtask/src/vm/): qemu
 # (TCG), a static busybox and cpio for the guest's initramfs, kmod's
 # depmod for the unpacked kernels' modules, xz-utils and zstd for their
 # compressed modules, Debian's archive keys (older releases included) for
 # the private apt that fetches the kernels.
 pkgs=(iproute2 ethtool postfix swaks libio-socket-inet6-perl dnsmasq-base nftables xdp-tools bpftool procps psmisc
-  systemd dpkg-dev binutils util-linux
+  systemd dpkg-dev binutils util-linux knot
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd debian-archive-keyring)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -27,7 +28,22 @@ if ((${#missing[@]})); then
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # The knot package enables a system knotd on port 53; the tests run
+  # their own in namespaces, so switch the system one off again (container
+  # images' policy-rc.d usually kept it from starting at all).
+  if [[ " ${missing[*]} " == *" knot "* ]]; then
+    if [[ -d /run/systemd/system ]]; then
+      systemctl disable --now knot.service || true
+    else
+      invoke-rc.d knot stop >/dev/null 2>&1 || true
+      update-rc.d knot disable >/dev/null 2>&1 || true
+    fi
+  fi
 fi
+
+# sendmail for the real-sender suite, unpacked into a cache, never
+# installed (it conflicts with postfix); also installs libwrap0 for it.
+bash "$(dirname "$0")/fetch-sendmail.sh"
 
 # The eBPF object is built with the nightly toolchain's own llc (DESIGN.md).
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

@@ -4,8 +4,37 @@
 //! differential tests run both on the same packets and demand identical
 //! verdicts, counters and output bytes. Keep this one obvious rather than fast.
 
+use crate::explain::{seen, DeferConfig, Explained, Seen};
 use crate::proto::*;
 use crate::{Counter, GateConfig, Mode, PartnerId};
+
+/// Defer mode's record of explained sources as the XDP program sees it:
+/// the DEFER entry, the programs' clock now, and the EXPLAINED lookup (by
+/// the key `DeferConfig::key` makes).
+pub struct Explanations<F: Fn(&[u8; 16]) -> Option<Explained>> {
+    pub cfg: DeferConfig,
+    pub now_ns: u64,
+    pub lookup: F,
+}
+
+/// The lookup of [`NO_EXPLANATIONS`]: nothing is ever found.
+pub type NoLookup = fn(&[u8; 16]) -> Option<Explained>;
+
+/// No explanation records (a zeroed DEFER entry): plain defer.
+pub const NO_EXPLANATIONS: Explanations<NoLookup> = Explanations {
+    cfg: DeferConfig {
+        window_ns: 0,
+        grace_ns: 0,
+        explain_by: 0,
+        repeat: 0,
+    },
+    now_ns: 0,
+    lookup: no_record,
+};
+
+fn no_record(_: &[u8; 16]) -> Option<Explained> {
+    None
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -116,11 +145,13 @@ pub fn locate_tcp(p: &[u8]) -> L4 {
 }
 
 /// Classify `p` as the XDP program would, rewriting it in place into a RST
-/// when the verdict is [`Action::Tx`]. `allow` is the ALLOW lookup.
-pub fn classify(
+/// when the verdict is [`Action::Tx`]. `allow` is the ALLOW lookup,
+/// `explained` defer mode's record of explained sources.
+pub fn classify<F: Fn(&[u8; 16]) -> Option<Explained>>(
     p: &mut [u8],
     cfg: &GateConfig,
     allow: impl Fn(&[u8; 16]) -> Option<PartnerId>,
+    explained: &Explanations<F>,
 ) -> Verdict {
     let len = p.len();
     let pass = |counter| Verdict {
@@ -148,7 +179,23 @@ pub fn classify(
     }
     match Mode::from_u32(cfg.mode) {
         Mode::Monitor => pass(Counter::Monitored),
-        Mode::Defer => pass(Counter::Deferred),
+        Mode::Defer => {
+            let x = &explained.cfg;
+            if x.escalates() {
+                let rec = (explained.lookup)(&x.key(&src));
+                let (sport, dport) = (be16(p, tcp), be16(p, tcp + 2));
+                if seen(x, rec.as_ref(), explained.now_ns, sport, dport) == Seen::Repeat {
+                    let len = write_rst(p, ip, tcp);
+                    return Verdict {
+                        action: Action::Tx,
+                        counter: Counter::Escalated,
+                        partner: None,
+                        len,
+                    };
+                }
+            }
+            pass(Counter::Deferred)
+        }
         Mode::Drop => Verdict {
             action: Action::Drop,
             ..pass(Counter::Dropped)
@@ -241,7 +288,12 @@ mod tests {
             (Mode::Reset, Action::Tx, Counter::Reset),
         ] {
             let mut p = syn(25);
-            let v = classify(&mut p, &GateConfig::new(mode, &[25]), |_| None);
+            let v = classify(
+                &mut p,
+                &GateConfig::new(mode, &[25]),
+                |_| None,
+                &NO_EXPLANATIONS,
+            );
             assert_eq!((v.action, v.counter), (action, counter), "{mode:?}");
         }
     }
@@ -250,21 +302,98 @@ mod tests {
     fn partner_passes_and_other_ports_untouched() {
         let cfg = GateConfig::new(Mode::Drop, &[25, 587]);
         let mut p = syn(25);
-        let v = classify(&mut p, &cfg, |_| Some(7));
+        let v = classify(&mut p, &cfg, |_| Some(7), &NO_EXPLANATIONS);
         assert_eq!((v.action, v.partner), (Action::Pass, Some(7)));
         let mut p = syn(80);
         assert_eq!(
-            classify(&mut p, &cfg, |_| None).counter,
+            classify(&mut p, &cfg, |_| None, &NO_EXPLANATIONS).counter,
             Counter::PassedOther
         );
         let mut p = syn(587);
-        assert_eq!(classify(&mut p, &cfg, |_| None).action, Action::Drop);
+        assert_eq!(
+            classify(&mut p, &cfg, |_| None, &NO_EXPLANATIONS).action,
+            Action::Drop
+        );
+    }
+
+    #[test]
+    fn defer_escalates_repeats_of_explained_sources() {
+        use crate::explain::{Repeat, RETRANSMIT_GRACE_NS};
+        const S: u64 = 1_000_000_000;
+        let now = 1000 * 3600 * S;
+        let cfg = GateConfig::new(Mode::Defer, &[25]);
+        let x = |repeat: Repeat, at_ns: u64, sport: u16| Explanations {
+            cfg: DeferConfig {
+                window_ns: 24 * 3600 * S,
+                grace_ns: RETRANSMIT_GRACE_NS,
+                explain_by: 64,
+                repeat: repeat as u32,
+            },
+            now_ns: now,
+            // The SYN's source is 2001:db8::1; its /64 key is 2001:db8::.
+            lookup: move |k: &[u8; 16]| {
+                (k[..8] == [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0] && k[8..] == [0; 8]).then_some(
+                    Explained {
+                        at_ns,
+                        sport,
+                        dport: 25,
+                        _pad: 0,
+                    },
+                )
+            },
+        };
+        let run = |e| {
+            let mut p = syn(25);
+            let v = classify(&mut p, &cfg, |_| None, &e);
+            (v.action, v.counter)
+        };
+        let escalated = (Action::Tx, Counter::Escalated);
+        let deferred = (Action::Pass, Counter::Deferred);
+        assert_eq!(run(x(Repeat::Reset, now - 60 * S, 1234)), escalated);
+        // The explained connection's retransmit (same port, within grace).
+        assert_eq!(run(x(Repeat::Reset, now - 60 * S, 40000)), deferred);
+        assert_eq!(
+            run(x(Repeat::Reset, now - RETRANSMIT_GRACE_NS, 40000)),
+            escalated
+        );
+        // Expired, or repeat = defer: the banner again.
+        assert_eq!(run(x(Repeat::Reset, now - 25 * 3600 * S, 1234)), deferred);
+        assert_eq!(run(x(Repeat::Defer, now - 60 * S, 1234)), deferred);
+        // Partners are never escalated.
+        let mut p = syn(25);
+        let v = classify(&mut p, &cfg, |_| Some(3), &x(Repeat::Reset, now - S, 1));
+        assert_eq!(v.counter, Counter::PartnerAllowed);
+        // Other modes ignore the record.
+        let mut p = syn(25);
+        let v = classify(
+            &mut p,
+            &GateConfig::new(Mode::Monitor, &[25]),
+            |_| None,
+            &x(Repeat::Reset, now - S, 1),
+        );
+        assert_eq!(v.counter, Counter::Monitored);
+        // The escalation RST is the reset mode's RST.
+        let mut a = syn(25);
+        classify(&mut a, &cfg, |_| None, &x(Repeat::Reset, now - S, 1));
+        let mut b = syn(25);
+        classify(
+            &mut b,
+            &GateConfig::new(Mode::Reset, &[25]),
+            |_| None,
+            &NO_EXPLANATIONS,
+        );
+        assert_eq!(a, b);
     }
 
     #[test]
     fn rst_is_well_formed() {
         let mut p = syn(25);
-        let v = classify(&mut p, &GateConfig::new(Mode::Reset, &[25]), |_| None);
+        let v = classify(
+            &mut p,
+            &GateConfig::new(Mode::Reset, &[25]),
+            |_| None,
+            &NO_EXPLANATIONS,
+        );
         assert_eq!(v.len, 74);
         assert_eq!(&p[0..6], &[2, 0, 0, 0, 0, 2]);
         assert_eq!(p[53], 1, "destination is the SYN's source");

@@ -7,6 +7,7 @@
 
 pub mod allow;
 pub mod classify;
+pub mod explain;
 pub mod proto;
 pub mod report;
 pub mod steer;
@@ -30,7 +31,16 @@ pub mod map_names {
     pub const REPORTS: &str = "REPORTS";
     /// Level 0 of the allowlist: the /28 bitmap of 2000::/3 (see `allow`).
     pub const OCCUPIED: &str = "OCCUPIED";
-    pub const ALL: [&str; 9] = [
+    /// Defer mode's record of explained sources (see `explain`), LRU.
+    pub const EXPLAINED: &str = "EXPLAINED";
+    /// Defer mode's settings, one `explain::DeferConfig`.
+    pub const DEFER: &str = "DEFER";
+    /// Counter slots from `COUNTER_SLOTS` on (see `Counter`).
+    pub const COUNTERS_EXT: &str = "COUNTERS_EXT";
+    /// Maps a gate pinned by an earlier release may lack: a load creates
+    /// them (empty) instead of refusing to adopt the gate.
+    pub const ADDED_LATER: [&str; 4] = [REPORTS, EXPLAINED, DEFER, COUNTERS_EXT];
+    pub const ALL: [&str; 12] = [
         ALLOW,
         CONFIG,
         COUNTERS,
@@ -40,6 +50,9 @@ pub mod map_names {
         LONG_PREFIXES,
         REPORTS,
         OCCUPIED,
+        EXPLAINED,
+        DEFER,
+        COUNTERS_EXT,
     ];
 }
 
@@ -188,6 +201,10 @@ pub enum Counter {
     /// (truncated, non-first fragment, header chain too long, ESP): passed,
     /// the sk_lookup backstop judges it after the kernel has parsed it.
     Unparsed = 6,
+    /// Defer mode: non-partner SYN from a source already explained within
+    /// the window (a new attempt, not the explained connection's
+    /// retransmit), answered with a RST (see `explain`).
+    Escalated = 7,
     // sk_lookup outcomes: one per connection the kernel is about to hand to
     // a listener on a protected port (XDP already counted its SYN).
     /// Partner connection left to the MTA.
@@ -208,11 +225,20 @@ pub enum Counter {
     /// Report not written: over the per-CPU rate budget, or the ring
     /// buffer was full (the controller is behind or not running).
     ReportSuppressed = 15,
+    // Slots from COUNTER_SLOTS on live in COUNTERS_EXT: a pinned array
+    // cannot grow, and a gate pinned before these existed is adopted.
+    /// Defer mode: connection from an explained source refused by
+    /// sk_lookup (what XDP did not reset).
+    SkEscalated = 16,
+    /// Defer mode: a source recorded as explained (its connection was
+    /// handed to the responder and no window was running for it). Counts
+    /// records, not an outcome: these connections are `SkDeferred` too.
+    Explained = 17,
 }
 
 impl Counter {
     /// The XDP program's outcomes.
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 8] = [
         Counter::PassedOther,
         Counter::PartnerAllowed,
         Counter::Monitored,
@@ -220,17 +246,22 @@ impl Counter {
         Counter::Reset,
         Counter::Deferred,
         Counter::Unparsed,
+        Counter::Escalated,
     ];
 
     /// The sk_lookup program's outcomes.
-    pub const SK_ALL: [Counter; 6] = [
+    pub const SK_ALL: [Counter; 7] = [
         Counter::SkAllowed,
         Counter::SkMonitored,
         Counter::SkDeferred,
         Counter::SkRefused,
         Counter::SkResponderDownPassed,
         Counter::SkResponderDownRefused,
+        Counter::SkEscalated,
     ];
+
+    /// Defer mode's explanation records (`explain`).
+    pub const EXPLAIN_ALL: [Counter; 1] = [Counter::Explained];
 
     /// The reporting outcomes (`report`).
     pub const REPORT_ALL: [Counter; 2] = [Counter::ReportSent, Counter::ReportSuppressed];
@@ -244,6 +275,7 @@ impl Counter {
             Counter::Reset => "reset",
             Counter::Deferred => "deferred",
             Counter::Unparsed => "unparsed",
+            Counter::Escalated => "escalated",
             Counter::SkAllowed => "allowed",
             Counter::SkMonitored => "monitored",
             Counter::SkDeferred => "deferred",
@@ -252,12 +284,28 @@ impl Counter {
             Counter::SkResponderDownRefused => "responder_down_refused",
             Counter::ReportSent => "reports_sent",
             Counter::ReportSuppressed => "reports_suppressed",
+            Counter::SkEscalated => "escalated",
+            Counter::Explained => "explained",
         }
     }
 }
 
 /// Slots in the COUNTERS map (room for the sk_lookup side's own outcomes).
 pub const COUNTER_SLOTS: u32 = 16;
+/// Slots in the COUNTERS_EXT map: counters COUNTER_SLOTS and up.
+pub const COUNTER_EXT_SLOTS: u32 = 16;
+
+/// Where a counter lives: (false, index) in COUNTERS, (true, index) in
+/// COUNTERS_EXT.
+#[inline(always)]
+pub const fn counter_slot(c: Counter) -> (bool, u32) {
+    let i = c as u32;
+    if i < COUNTER_SLOTS {
+        (false, i)
+    } else {
+        (true, i - COUNTER_SLOTS)
+    }
+}
 
 /// Key of the ALLOW LPM trie: prefix length in bits, then the address in
 /// network byte order (layout of `struct bpf_lpm_trie_key` with 16 bytes).
@@ -277,4 +325,6 @@ mod user {
     unsafe impl aya::Pod for super::GateConfig {}
     unsafe impl aya::Pod for super::allow::Slash32 {}
     unsafe impl aya::Pod for super::allow::LongKey {}
+    unsafe impl aya::Pod for super::explain::DeferConfig {}
+    unsafe impl aya::Pod for super::explain::Explained {}
 }

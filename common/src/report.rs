@@ -5,7 +5,8 @@
 //! `Counter::ReportSuppressed`).
 //!
 //! Who reports what, so one connection attempt is reported once:
-//! - XDP reports in drop and reset modes, where its verdict is final;
+//! - XDP reports in drop and reset modes, where its verdict is final, and
+//!   the resets of explained sources in defer mode (`explain`);
 //! - sk_lookup reports in every mode: in monitor and defer it is where the
 //!   verdict is taken (XDP only passed the SYN on); in drop and reset it
 //!   sees only what XDP did not stop (the backstop).
@@ -65,16 +66,20 @@ pub enum ReportAction {
     Backstop = 4,
     /// Defer mode without a responder: passed or refused by down_policy.
     ResponderDown = 5,
+    /// Defer mode, source explained within the window: reset by XDP or
+    /// refused by sk_lookup (see `explain`).
+    Escalated = 6,
 }
 
 impl ReportAction {
-    pub const ALL: [ReportAction; 6] = [
+    pub const ALL: [ReportAction; 7] = [
         ReportAction::Monitor,
         ReportAction::Drop,
         ReportAction::Reset,
         ReportAction::Defer,
         ReportAction::Backstop,
         ReportAction::ResponderDown,
+        ReportAction::Escalated,
     ];
 
     pub const fn from_u8(v: u8) -> Option<ReportAction> {
@@ -85,6 +90,7 @@ impl ReportAction {
             3 => Some(ReportAction::Defer),
             4 => Some(ReportAction::Backstop),
             5 => Some(ReportAction::ResponderDown),
+            6 => Some(ReportAction::Escalated),
             _ => None,
         }
     }
@@ -97,6 +103,7 @@ impl ReportAction {
             ReportAction::Defer => "defer",
             ReportAction::Backstop => "backstop",
             ReportAction::ResponderDown => "responder_down",
+            ReportAction::Escalated => "escalated",
         }
     }
 

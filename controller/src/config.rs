@@ -12,6 +12,8 @@ use anyhow::{anyhow, bail, Result};
 use mx6gate_common::{Mode, MAX_PORTS};
 use serde::{Deserialize, Serialize};
 
+pub use crate::explain::DeferSettings;
+use crate::explain::RawDefer;
 pub use crate::metrics::config::MetricsConfig;
 use crate::metrics::config::RawMetrics;
 use crate::responder::config::RawResponder;
@@ -24,8 +26,13 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/mx6gate";
 pub const DEFAULT_PORTS: [u16; 1] = [25];
 pub const DEFAULT_ALLOW_ENTRIES: u32 = 65536;
 pub const DEFAULT_MAX_PARTNERS: u32 = 4096;
+/// About 6 MiB of kernel memory (an LRU hash is allocated whole).
+pub const DEFAULT_EXPLAINED_ENTRIES: u32 = 65536;
 pub const ALLOW_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 16..=16_777_216;
 pub const MAX_PARTNERS_RANGE: std::ops::RangeInclusive<u32> = 1..=1_048_576;
+/// Below 1024 the LRU's per-CPU free lists evict early; above 16M the
+/// map alone needs well over a GiB.
+pub const EXPLAINED_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 1024..=16_777_216;
 
 /// How XDP is attached to each interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -65,6 +72,8 @@ pub struct MapSizes {
     pub allow_entries: u32,
     /// max_entries of PARTNER_HITS (partner ids are below this).
     pub max_partners: u32,
+    /// max_entries of EXPLAINED (sources explained within the window).
+    pub explained_entries: u32,
 }
 
 impl Default for MapSizes {
@@ -72,6 +81,7 @@ impl Default for MapSizes {
         MapSizes {
             allow_entries: DEFAULT_ALLOW_ENTRIES,
             max_partners: DEFAULT_MAX_PARTNERS,
+            explained_entries: DEFAULT_EXPLAINED_ENTRIES,
         }
     }
 }
@@ -94,6 +104,8 @@ pub struct Config {
     pub maps: MapSizes,
     /// The `[responder]` table (defer mode's reply and bounds).
     pub responder: ResponderConfig,
+    /// The `[defer]` table (explain once, then reset).
+    pub defer: DeferSettings,
     /// The `[metrics]` table (the Prometheus endpoint).
     pub metrics: MetricsConfig,
 }
@@ -111,6 +123,7 @@ impl Default for Config {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             maps: MapSizes::default(),
             responder: ResponderConfig::default(),
+            defer: DeferSettings::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -130,6 +143,7 @@ struct RawConfig {
     state_dir: Option<String>,
     maps: Option<RawMaps>,
     responder: Option<RawResponder>,
+    defer: Option<RawDefer>,
     metrics: Option<RawMetrics>,
 }
 
@@ -138,6 +152,7 @@ struct RawConfig {
 struct RawMaps {
     allow_entries: Option<i64>,
     max_partners: Option<i64>,
+    explained_entries: Option<i64>,
 }
 
 fn one_of<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {
@@ -313,10 +328,17 @@ impl Config {
                     DEFAULT_MAX_PARTNERS,
                     MAX_PARTNERS_RANGE,
                 )?,
+                explained_entries: check_range(
+                    "maps.explained_entries",
+                    m.explained_entries,
+                    DEFAULT_EXPLAINED_ENTRIES,
+                    EXPLAINED_ENTRIES_RANGE,
+                )?,
             },
         };
 
         let responder = ResponderConfig::from_raw(raw.responder.unwrap_or_default())?;
+        let defer = DeferSettings::from_raw(raw.defer.unwrap_or_default())?;
         let metrics = MetricsConfig::from_raw(raw.metrics.unwrap_or_default())?;
 
         Ok(Config {
@@ -329,6 +351,7 @@ impl Config {
             state_dir,
             maps,
             responder,
+            defer,
             metrics,
         })
     }
@@ -360,6 +383,21 @@ mod tests {
         assert_eq!(c.state_dir, Path::new("/var/lib/mx6gate"));
         assert_eq!(c.maps.allow_entries, 65536);
         assert_eq!(c.maps.max_partners, 4096);
+        assert_eq!(c.maps.explained_entries, 65536);
+        // Escalation is on by default in defer mode.
+        assert!(c.defer.kernel().escalates());
+    }
+
+    #[test]
+    fn bad_defer_table_names_the_key() {
+        assert_eq!(
+            err("[defer]\nrepeat = \"sometimes\""),
+            "/etc/x.toml: defer.repeat: \"sometimes\" is not one of reset, defer"
+        );
+        assert!(err("[defer]\nexplain_window = \"0m\"")
+            .starts_with("/etc/x.toml: defer.explain_window: \"0m\" is shorter than 1h"));
+        assert!(err("[defer]\nexplain_by = 96")
+            .starts_with("/etc/x.toml: defer.explain_by: 96 is not 64 or 128"));
     }
 
     #[test]
@@ -376,6 +414,11 @@ mod tests {
             [maps]
             allow_entries = 16
             max_partners = 1048576
+            explained_entries = 1024
+            [defer]
+            explain_window = "2d"
+            explain_by = 128
+            repeat = "defer"
             "#,
         )
         .unwrap();
@@ -390,7 +433,16 @@ mod tests {
             c.maps,
             MapSizes {
                 allow_entries: 16,
-                max_partners: 1_048_576
+                max_partners: 1_048_576,
+                explained_entries: 1024,
+            }
+        );
+        assert_eq!(
+            c.defer,
+            DeferSettings {
+                explain_window: std::time::Duration::from_secs(2 * 86400),
+                explain_by: 128,
+                repeat: mx6gate_common::explain::Repeat::Defer,
             }
         );
     }
@@ -417,7 +469,8 @@ mod tests {
             c.maps,
             MapSizes {
                 allow_entries: 65536,
-                max_partners: 10
+                max_partners: 10,
+                explained_entries: 65536,
             }
         );
     }
@@ -523,6 +576,12 @@ mod tests {
         assert!(err("[maps]\nmax_partners = 0").contains("maps.max_partners: 0 is out of range"));
         assert!(err("[maps]\nmax_partners = 1048577").contains("maps.max_partners: 1048577"));
         assert!(err("[maps]\nmax_partners = -5").contains("maps.max_partners: -5"));
+        assert_eq!(
+            err("[maps]\nexplained_entries = 1023"),
+            "/etc/x.toml: maps.explained_entries: 1023 is out of range (1024..=16777216)"
+        );
+        assert!(err("[maps]\nexplained_entries = 16777217")
+            .contains("maps.explained_entries: 16777217 is out of range"));
     }
 
     #[test]
@@ -536,6 +595,8 @@ mod tests {
         assert!(e.contains("`allow`") && e.contains("line 2"), "{e}");
         let e = err("[responder]\ncodes = 451");
         assert!(e.contains("`codes`") && e.contains("line 2"), "{e}");
+        let e = err("[defer]\nwindow = \"24h\"");
+        assert!(e.contains("`window`") && e.contains("line 2"), "{e}");
     }
 
     #[test]
@@ -596,6 +657,7 @@ mod tests {
         assert_eq!(c.maps, MapSizes::default());
         // hostname is left to the system in the example.
         assert_eq!(c.responder, ResponderConfig::default());
+        assert_eq!(c.defer, DeferSettings::default());
         assert_eq!(c.metrics, MetricsConfig::default());
     }
 

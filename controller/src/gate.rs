@@ -212,6 +212,14 @@ impl Gate {
         if adopted {
             check_pinned_layout(&layout)?;
         }
+        // Maps a gate pinned by an earlier release lacks: this load
+        // creates them (the upgrade path), and takes them away again if it
+        // fails, so a refused upgrade leaves the old gate as it was.
+        let created_now: Vec<PathBuf> = map_names::ADDED_LATER
+            .iter()
+            .map(|n| layout.map(n))
+            .filter(|p| adopted && !p.exists())
+            .collect();
         let paths: Vec<(&str, PathBuf)> =
             map_names::ALL.iter().map(|n| (*n, layout.map(n))).collect();
         let loaded = load_programs(cfg, &features, &paths);
@@ -224,9 +232,18 @@ impl Gate {
                         fs::remove_file(path).ok();
                     }
                 }
+                for path in &created_now {
+                    fs::remove_file(path).ok();
+                }
                 return Err(e);
             }
         };
+        for path in &created_now {
+            info!(
+                map = %path.display(),
+                "the pinned gate predates this map: created it (upgrade)"
+            );
+        }
         Ok(Gate {
             layout,
             ebpf,
@@ -438,7 +455,8 @@ fn load_programs(
         .map_max_entries(map_names::ALLOW, cfg.maps.allow_entries)
         .map_max_entries(map_names::SLASH32, cfg.maps.allow_entries)
         .map_max_entries(map_names::LONG_PREFIXES, cfg.maps.allow_entries)
-        .map_max_entries(map_names::PARTNER_HITS, cfg.maps.max_partners);
+        .map_max_entries(map_names::PARTNER_HITS, cfg.maps.max_partners)
+        .map_max_entries(map_names::EXPLAINED, cfg.maps.explained_entries);
     let mut ebpf = loader.load(BPF_OBJECT).context("loading the eBPF object")?;
     let prog: &mut Xdp = ebpf
         .program_mut(XDP_PROGRAM)
@@ -457,9 +475,10 @@ fn load_programs(
 /// Key and value sizes of each map as this build defines them. Pinned
 /// maps from a build with another layout cannot be adopted; say so plainly
 /// instead of failing deep in the loader or the verifier.
-fn expected_layout() -> [(&'static str, usize, usize); 9] {
+fn expected_layout() -> [(&'static str, usize, usize); 12] {
     use mx6gate_common::{
         allow::{LongKey, Slash32},
+        explain::{DeferConfig, Explained},
         AllowKey, GateConfig,
     };
     use std::mem::size_of;
@@ -474,15 +493,18 @@ fn expected_layout() -> [(&'static str, usize, usize); 9] {
         // A ring buffer has neither keys nor values.
         (map_names::REPORTS, 0, 0),
         (map_names::OCCUPIED, 4, 8),
+        (map_names::EXPLAINED, 16, size_of::<Explained>()),
+        (map_names::DEFER, 4, size_of::<DeferConfig>()),
+        (map_names::COUNTERS_EXT, 4, 8),
     ]
 }
 
 fn check_pinned_layout(layout: &PinLayout) -> Result<()> {
     for (name, key, value) in expected_layout() {
         let path = layout.map(name);
-        // Added after the first release: a gate pinned before it gets the
-        // ring buffer created by this load; nothing else depends on it.
-        if name == map_names::REPORTS && !path.exists() {
+        // Added after the first release: a gate pinned before them gets
+        // them created by this load (see `Gate::load`).
+        if map_names::ADDED_LATER.contains(&name) && !path.exists() {
             continue;
         }
         let info = aya::maps::MapInfo::from_pin(&path).map_err(|e| {

@@ -15,9 +15,11 @@
 //! - `notify` — systemd readiness (sd_notify) for `run`
 //! - `cli`    — one module per verb
 //! - `doctor` — the checks behind `mx6gate doctor`
+//! - `explain` — defer mode's explain-then-reset: `[defer]`, its records
 //! - `iface`  — the host's interface addresses
 //! - `kernel` — what the running kernel offers (probed): the floor, and
 //!   the load-time choices for newer kernels
+//! - `spf`    — partners by domain: SPF expansion and refresh safety
 pub mod allowlist;
 pub mod batch;
 pub mod cli;
@@ -25,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
+pub mod explain;
 pub mod fsutil;
 pub mod gate;
 pub mod iface;
@@ -35,6 +38,7 @@ pub mod metrics;
 pub mod notify;
 pub mod report;
 pub mod responder;
+pub mod spf;
 pub mod state;
 pub mod store;
 pub mod sync;

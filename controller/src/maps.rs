@@ -8,6 +8,8 @@ use aya::maps::{
 };
 use mx6gate_common::{
     allow::{LongKey, Slash32, OCCUPIED_ENTRIES, OCCUPIED_WORDS, SUMMARY_SHIFT},
+    counter_slot,
+    explain::{DeferConfig, Explained},
     map_names, Counter, GateConfig, PartnerId,
 };
 
@@ -24,10 +26,21 @@ pub struct GateMaps {
     pub counters: PerCpuArray<MapData, u64>,
     pub partner_hits: PerCpuArray<MapData, u64>,
     pub responder: SockMap<MapData>,
+    /// Defer mode's explain-then-reset (see `crate::explain`). None for a
+    /// gate pinned before they existed, until a daemon adopts (upgrades) it.
+    pub explain: Option<ExplainMaps>,
     /// max_entries of ALLOW and PARTNER_HITS as created (may differ from
     /// the config if the maps were adopted from before a config change).
     pub allow_capacity: u32,
     pub partner_capacity: u32,
+}
+
+/// The maps added for explain-then-reset.
+pub struct ExplainMaps {
+    pub defer: Array<MapData, DeferConfig>,
+    pub explained: HashMap<MapData, [u8; 16], Explained>,
+    pub counters_ext: PerCpuArray<MapData, u64>,
+    pub explained_capacity: u32,
 }
 
 fn open(layout: &PinLayout, name: &str) -> Result<Map> {
@@ -50,6 +63,7 @@ impl GateMaps {
             counters: open(&l, map_names::COUNTERS)?.try_into()?,
             partner_hits: open(&l, map_names::PARTNER_HITS)?.try_into()?,
             responder: open(&l, map_names::RESPONDER)?.try_into()?,
+            explain: ExplainMaps::open(&l)?,
             allow_capacity: MapInfo::from_pin(l.map(map_names::ALLOW))?.max_entries(),
             partner_capacity: MapInfo::from_pin(l.map(map_names::PARTNER_HITS))?.max_entries(),
         })
@@ -71,6 +85,38 @@ impl GateMaps {
         self.config
             .set(0, *cfg, 0)
             .context("writing the CONFIG map")
+    }
+
+    /// The DEFER entry (zero for a gate without the map).
+    pub fn read_defer(&self) -> Result<DeferConfig> {
+        match &self.explain {
+            Some(x) => Ok(x.defer.get(&0, 0)?),
+            None => Ok(DeferConfig::default()),
+        }
+    }
+
+    /// Write the DEFER entry; false if the gate predates the map (a
+    /// daemon's next start creates it).
+    pub fn write_defer(&mut self, d: &DeferConfig) -> Result<bool> {
+        match &mut self.explain {
+            Some(x) => {
+                x.defer.set(0, *d, 0).context("writing the DEFER map")?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The explanation record of `key` (see `DeferConfig::key`), if any.
+    pub fn explained(&self, key: &[u8; 16]) -> Result<Option<Explained>> {
+        let Some(x) = &self.explain else {
+            return Ok(None);
+        };
+        match x.explained.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("reading the EXPLAINED map"),
+        }
     }
 
     /// Put the responder's listening socket where sk_lookup assigns from.
@@ -101,9 +147,20 @@ impl GateMaps {
         which.iter().map(|c| Ok((*c, self.counter(*c)?))).collect()
     }
 
-    /// One counter summed over CPUs.
+    /// Defer mode's explanation records written (`Counter::EXPLAIN_ALL`).
+    pub fn explain_counters(&self) -> Result<Vec<(Counter, u64)>> {
+        self.read_counters(&Counter::EXPLAIN_ALL)
+    }
+
+    /// One counter summed over CPUs (0 for a slot the gate's maps predate).
     pub fn counter(&self, c: Counter) -> Result<u64> {
-        Ok(sum(&self.counters.get(&(c as u32), 0)?))
+        match counter_slot(c) {
+            (false, i) => Ok(sum(&self.counters.get(&i, 0)?)),
+            (true, i) => match &self.explain {
+                Some(x) => Ok(sum(&x.counters_ext.get(&i, 0)?)),
+                None => Ok(0),
+            },
+        }
     }
 
     pub fn partner_hits(&self, id: PartnerId) -> Result<u64> {
@@ -115,6 +172,45 @@ impl GateMaps {
         self.partner_hits
             .set(id, PerCpuValues::try_from(vec![0u64; n])?, 0)?;
         Ok(())
+    }
+}
+
+impl ExplainMaps {
+    /// Records in EXPLAINED, and how many of them are within the window
+    /// of `x` now (one syscall per entry: for status and metrics, not
+    /// for a hot path).
+    pub fn count(&self, x: &DeferConfig, now_ns: u64) -> Result<(u64, u64)> {
+        let (mut all, mut live) = (0, 0);
+        for e in self.explained.iter() {
+            let (_, r) = match e {
+                Ok(kv) => kv,
+                // Evicted between the key walk and the read.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(e).context("reading the EXPLAINED map"),
+            };
+            all += 1;
+            // Port 0 is never a source port: asks about a new attempt.
+            if mx6gate_common::explain::seen(x, Some(&r), now_ns, 0, 0)
+                == mx6gate_common::explain::Seen::Repeat
+            {
+                live += 1;
+            }
+        }
+        Ok((all, live))
+    }
+
+    /// All three, or None if the gate predates them (all or none: they
+    /// arrived together).
+    fn open(l: &PinLayout) -> Result<Option<ExplainMaps>> {
+        if !l.map(map_names::DEFER).exists() {
+            return Ok(None);
+        }
+        Ok(Some(ExplainMaps {
+            defer: open(l, map_names::DEFER)?.try_into()?,
+            explained: open(l, map_names::EXPLAINED)?.try_into()?,
+            counters_ext: open(l, map_names::COUNTERS_EXT)?.try_into()?,
+            explained_capacity: MapInfo::from_pin(l.map(map_names::EXPLAINED))?.max_entries(),
+        }))
     }
 }
 

@@ -115,8 +115,18 @@ pub fn gate_config(cfg: &Config, mode: Mode, current: Option<&GateConfig>) -> Ga
     g
 }
 
-/// CONFIG ← config + mode. Rewritten only when it differs.
+/// CONFIG ← config + mode, DEFER ← `[defer]`. Each rewritten only when
+/// it differs. DEFER first: a switch to defer mode finds its settings.
 pub fn sync_config(cfg: &Config, state: &StateDir, maps: &mut GateMaps) -> Result<Mode> {
+    let defer = cfg.defer.kernel();
+    if maps.read_defer().ok() != Some(defer) && maps.write_defer(&defer)? {
+        info!(
+            explain_window = %crate::explain::human(cfg.defer.explain_window),
+            explain_by = cfg.defer.explain_by,
+            repeat = cfg.defer.repeat.as_str(),
+            "defer settings written"
+        );
+    }
     let mode = effective_mode(cfg, state)?;
     let current = maps.read_config().ok();
     let want = gate_config(cfg, mode, current.as_ref());

@@ -2,14 +2,16 @@
 //! defaults; the controller overrides them from its config before loading.
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, SockMap},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SockMap},
 };
 use mx6gate_common::{
     allow::{
         cell_of, mask, mid_lo, pop_longest, LongKey, Slash32, MAX_PROBES, NO_PARTNER,
         OCCUPIED_ENTRIES, OCCUPIED_WORDS, SUMMARY_SHIFT, USE_TRIE,
     },
-    Counter, GateConfig, PartnerId, COUNTER_SLOTS,
+    counter_slot,
+    explain::{DeferConfig, Explained},
+    Counter, GateConfig, PartnerId, COUNTER_EXT_SLOTS, COUNTER_SLOTS,
 };
 
 /// The allowlist (see `mx6gate_common::allow`): one bit per /28 of
@@ -31,8 +33,7 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Top 32 bits → what lies below them …
 #[map]
-pub static SLASH32: HashMap<[u8; 4], Slash32> =
-    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+pub static SLASH32: HashMap<[u8; 4], Slash32> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// … and (length, masked address) → partner id for prefixes longer than /32.
 #[map]
@@ -52,6 +53,22 @@ pub static CONFIG: Array<GateConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+/// Counters from COUNTER_SLOTS on (`counter_slot` says which map).
+#[map]
+pub static COUNTERS_EXT: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_EXT_SLOTS, 0);
+
+/// Defer mode's explained sources (`mx6gate_common::explain`): sk_lookup
+/// writes, XDP reads. LRU, so a full map forgets the least recently
+/// explained source, which then gets the banner once more: bounded memory
+/// whatever the traffic, and never a reset without a banner before it.
+#[map]
+pub static EXPLAINED: LruHashMap<[u8; 16], Explained> = LruHashMap::with_max_entries(65536, 0);
+
+/// The `[defer]` settings at index 0 (all zero until the controller writes
+/// them: no records, no resets).
+#[map]
+pub static DEFER: Array<DeferConfig> = Array::with_max_entries(1, 0);
+
 /// SYNs let in per partner, indexed by partner id.
 #[map]
 pub static PARTNER_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(4096, 0);
@@ -62,7 +79,11 @@ pub static RESPONDER: SockMap = SockMap::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count(c: Counter) {
-    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+    let p = match counter_slot(c) {
+        (false, i) => COUNTERS.get_ptr_mut(i),
+        (true, i) => COUNTERS_EXT.get_ptr_mut(i),
+    };
+    if let Some(p) = p {
         // Per-CPU slot: no other writer, a plain add is enough.
         unsafe { *p += 1 };
     }
@@ -131,4 +152,17 @@ pub fn allowed(cfg: &GateConfig, src: &[u8; 16]) -> Option<PartnerId> {
 #[inline(always)]
 pub fn config() -> Option<&'static GateConfig> {
     CONFIG.get(0)
+}
+
+/// The `[defer]` settings; zeroed (plain defer) if unreadable.
+#[inline(always)]
+pub fn defer_config() -> DeferConfig {
+    DEFER.get(0).copied().unwrap_or_default()
+}
+
+/// The explanation record under `key`, copied out at once (an LRU
+/// element can be reused under a reader).
+#[inline(always)]
+pub fn explained(key: &[u8; 16]) -> Option<Explained> {
+    unsafe { EXPLAINED.get(key) }.copied()
 }

@@ -1,20 +1,23 @@
 //! The sk_lookup program: authoritative for every connection the kernel
 //! is about to hand to a listener, after full parsing (extension headers,
 //! fragments), so nothing XDP could not judge slips past. Steers deferred
-//! connections to the responder; refuses in drop/reset modes.
+//! connections to the responder and records the sources it explained to
+//! (`mx6gate_common::explain`), refusing their repeats; refuses in
+//! drop/reset modes.
 use aya_ebpf::{
     bindings::{bpf_sk_lookup, sk_action},
     macros::sk_lookup,
     programs::SkLookupContext,
 };
 use mx6gate_common::{
+    explain::{seen, Explained},
     proto::IPPROTO_TCP,
     report::{Program, ReportAction},
-    steer::{decide, responder_down, Steer},
+    steer::{decide, defer, responder_down, Steer},
     Counter,
 };
 
-use crate::maps::{allowed, config, count, RESPONDER};
+use crate::maps::{allowed, config, count, defer_config, explained, EXPLAINED, RESPONDER};
 
 const AF_INET6: u32 = 10;
 /// lo is ifindex 1 in every network namespace.
@@ -97,11 +100,41 @@ pub fn mx6gate_sk_lookup(ctx: SkLookupContext) -> u32 {
         src[i * 4..i * 4 + 4].copy_from_slice(&remote[i].to_ne_bytes());
         i += 1;
     }
+    // remote_port is a __be16 followed by zero padding; the 32-bit load
+    // older kernels need puts it in the low half.
+    let sport = u16::from_be(unsafe { field(&raw const (*l).remote_port as *const u32) } as u16);
     let partner = allowed(cfg, &src);
+    // Defer mode: where the source stands with its explanation decides
+    // between the banner (and a record) and the refusal.
+    let x = defer_config();
+    let key = x.key(&src);
+    let now = crate::clock::now_ns();
     let steer = match decide(cfg, port, partner.is_some()) {
-        Steer::Responder => match RESPONDER.redirect_sk_lookup(&ctx, 0, 0) {
+        Steer::Defer => {
+            let rec = if x.records() { explained(&key) } else { None };
+            defer(&x, seen(&x, rec.as_ref(), now, sport, port))
+        }
+        s => s,
+    };
+    let steer = match steer {
+        Steer::Responder { record } => match RESPONDER.redirect_sk_lookup(&ctx, 0, 0) {
             // Assigned: SK_PASS hands the connection to the responder.
-            Ok(()) => Steer::Pass(Counter::SkDeferred),
+            Ok(()) => {
+                // Recorded only once the banner is sure to be given: a
+                // source never gets the reset without having had it.
+                if record {
+                    let rec = Explained {
+                        at_ns: now,
+                        sport,
+                        dport: port,
+                        _pad: 0,
+                    };
+                    if EXPLAINED.insert(key, rec, 0).is_ok() {
+                        count(Counter::Explained);
+                    }
+                }
+                Steer::Pass(Counter::SkDeferred)
+            }
             // The responder's socket leaves the SOCKMAP when it dies.
             Err(_) => responder_down(cfg),
         },
@@ -111,13 +144,10 @@ pub fn mx6gate_sk_lookup(ctx: SkLookupContext) -> u32 {
     let (outcome, verdict) = match steer {
         Steer::Pass(c) => (c, sk_action::SK_PASS),
         Steer::Refuse(c) => (c, sk_action::SK_DROP),
-        // Resolved above; responder_down never answers Responder.
-        Steer::Responder => return sk_action::SK_PASS,
+        // Resolved above; defer and responder_down never answer these.
+        Steer::Defer | Steer::Responder { .. } => return sk_action::SK_PASS,
     };
     count(outcome);
-    // remote_port is a __be16 followed by zero padding; the 32-bit load
-    // older kernels need puts it in the low half.
-    let sport = u16::from_be(unsafe { field(&raw const (*l).remote_port as *const u32) } as u16);
     report(&src, sport, port, outcome, ifindex);
     verdict
 }
@@ -133,6 +163,7 @@ fn report(src: &[u8; 16], sport: u16, port: u16, outcome: Counter, ifindex: u32)
         Counter::SkResponderDownPassed | Counter::SkResponderDownRefused => {
             ReportAction::ResponderDown
         }
+        Counter::SkEscalated => ReportAction::Escalated,
         _ => return,
     };
     crate::report::syn(src, sport, port, action, Program::SkLookup, ifindex);

@@ -4,12 +4,13 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_xdp_adjust_tail, macros::xdp, programs::XdpContext,
 };
 use mx6gate_common::{
+    explain::{seen, Seen},
     proto::*,
     report::{Program, ReportAction},
     Counter, Mode,
 };
 
-use crate::maps::{allowed, config, count, count_partner};
+use crate::maps::{allowed, config, count, count_partner, defer_config, explained};
 use crate::packet::{be16, load, ptr_at};
 
 enum L4 {
@@ -44,7 +45,7 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
         return pass(Counter::PassedOther);
     }
     // Everything the verdict needs is copied out of the packet before the
-    // lookup: no packet pointer may stay live across it (see Reset below).
+    // lookup: no packet pointer may stay live across it (see `reset`).
     let sport = u16::from_be_bytes([th[0], th[1]]);
     let mut src = [0u8; 16];
     src.copy_from_slice(&unsafe { &*ip }[8..24]);
@@ -53,38 +54,64 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
         return pass(Counter::PartnerAllowed);
     }
     let mode = Mode::from_u32(cfg.mode);
+    // Defer mode: a source explained within the window gets the reset
+    // (its SYN is a new attempt, not the explained connection's
+    // retransmit). Only looked up when escalation is on.
+    let escalate = mode == Mode::Defer && {
+        let x = defer_config();
+        // A miss (the common case) needs no clock read.
+        x.escalates()
+            && explained(&x.key(&src)).is_some_and(|r| {
+                seen(&x, Some(&r), crate::clock::now_ns(), sport, dport) == Seen::Repeat
+            })
+    };
     // Drop and reset are final here, so XDP reports them; what it passes
     // on (monitor, defer) sk_lookup reports, once per connection.
     if let Some(action) = match mode {
         Mode::Drop => Some(ReportAction::Drop),
         Mode::Reset => Some(ReportAction::Reset),
+        Mode::Defer if escalate => Some(ReportAction::Escalated),
         Mode::Monitor | Mode::Defer => None,
     } {
-        crate::report::syn(&src, sport, dport, action, Program::Xdp, ctx.ingress_ifindex() as u32);
+        crate::report::syn(
+            &src,
+            sport,
+            dport,
+            action,
+            Program::Xdp,
+            ctx.ingress_ifindex() as u32,
+        );
     }
     match mode {
         Mode::Monitor => pass(Counter::Monitored),
+        Mode::Defer if escalate => reset(&ctx, Counter::Escalated),
         Mode::Defer => pass(Counter::Deferred),
         Mode::Drop => {
             count(Counter::Dropped);
             xdp_action::XDP_DROP
         }
-        // The packet's headers are located again rather than kept across
-        // the lookup: with nothing of the parse live there, the verifier
-        // checks the lookup once instead of once per header layout (a
-        // third of the load time instead of all of it).
-        Mode::Reset => match relocate(&ctx).and_then(|(ip, tcp)| write_rst(&ctx, ip, tcp)) {
-            Some(()) => {
-                count(Counter::Reset);
-                xdp_action::XDP_TX
-            }
-            // Cannot happen for a packet that parsed, but never send half a
-            // rewrite: the frame is no longer the sender's SYN either.
-            None => {
-                count(Counter::Dropped);
-                xdp_action::XDP_DROP
-            }
-        },
+        Mode::Reset => reset(&ctx, Counter::Reset),
+    }
+}
+
+/// Answer the SYN with its RST+ACK (XDP_TX), counted as `c`.
+#[inline(always)]
+fn reset(ctx: &XdpContext, c: Counter) -> u32 {
+    // The packet's headers are located again rather than kept across
+    // the lookups: with nothing of the parse live there, the verifier
+    // checks the lookups once instead of once per header layout (a
+    // third of the load time instead of all of it).
+    match relocate(ctx).and_then(|(ip, tcp)| write_rst(ctx, ip, tcp)) {
+        Some(()) => {
+            count(c);
+            xdp_action::XDP_TX
+        }
+        // Cannot happen for a packet that parsed, but never send half a
+        // rewrite: the frame is no longer the sender's SYN either.
+        None => {
+            count(Counter::Dropped);
+            xdp_action::XDP_DROP
+        }
     }
 }
 

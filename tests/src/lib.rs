@@ -12,6 +12,10 @@
 //!   documentation addresses only (constants in [`topology`]).
 //! * [`connect_from`], [`read_banner`], [`Listener`] — TCP in namespaces;
 //!   [`ping`] — ICMP echo in Rust.
+//! * [`sendmail::Sendmail`] — Debian's sendmail, unpacked into a cache, as a
+//!   sending MTA in a namespace.
+//! * [`authdns::AuthDns`] — a real authoritative DNS server (Knot) with
+//!   test zones, reloadable and pausable; [`dns::Dnsmasq`] — a small one.
 //! * [`Postfix`] / [`PostfixInstance`] — real Postfix instances inside a
 //!   namespace; [`swaks`] — the SMTP test client inside a namespace.
 //! * [`packets`] — frame builders for the XDP differential tests.
@@ -22,6 +26,7 @@
 //!
 //! Every loop in here is bounded in count and time.
 
+pub mod authdns;
 pub mod cleanup;
 pub mod cmd;
 pub mod dns;
@@ -31,6 +36,7 @@ pub mod netns;
 pub mod packets;
 pub mod postfix;
 pub mod privilege;
+pub mod sendmail;
 pub mod swaks;
 pub mod systemd;
 pub mod tcp;

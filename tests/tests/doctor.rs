@@ -128,6 +128,28 @@ fn doctor_reads_the_mx_set_through_the_system_resolver() {
 
     assert_eq!(severity(&m, "mx:missing.test:exists"), "fail");
 
+    // One host name with both AAAA and A (the sendmail case): with
+    // escalation on (the default) a note; a warning without it.
+    assert_eq!(severity(&m, "mx:good.test:one-name:mx1.good.test"), "info");
+    assert_eq!(
+        severity(&m, "mx:implicit.test:one-name:implicit.test"),
+        "info"
+    );
+    assert!(!m.contains_key("mx:v6first.test:one-name:mx6.v6first.test"));
+    let gate = GateUnderTest::new(&ns, "lo", "defer", "[defer]\nrepeat = \"defer\"\n").unwrap();
+    let out = gate
+        .cli_with_resolv_conf(&dns.resolv_conf, &["doctor", "--domain", "good.test"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[WARN] mx:good.test:one-name:mx1.good.test")
+            && text.contains("sendmail")
+            && text.contains("repeat = \"reset\"")
+            && text.contains("separate MX host name"),
+        "{text}"
+    );
+    assert_ne!(out.status.code(), Some(0), "a warning: {text}");
+
     // Monitor mode: AAAA hosts are a note, not a warning.
     let gate = GateUnderTest::new(&ns, "lo", "monitor", "").unwrap();
     let out = gate

@@ -30,6 +30,11 @@ max_per_source = 1
 idle_timeout_secs = 120
 session_timeout_secs = 300
 
+# This suite counts what the responder does with repeats (its per-source
+# cap); explain-then-reset would reset them first (tests/tests/explain.rs).
+[defer]
+repeat = "defer"
+
 [metrics]
 listen = "127.0.0.1:9421"
 "#;

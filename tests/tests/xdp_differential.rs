@@ -1,14 +1,19 @@
 //! The XDP program against the reference classifier, in the kernel:
 //! BPF_PROG_TEST_RUN on a hand-written corpus and on 100,000 generated
 //! packets. Verdict, counter and output bytes must match on every packet, and
-//! every RST the program emits must be a valid TCP segment.
+//! every RST the program emits must be a valid TCP segment. In defer mode
+//! each packet also meets every state of its source's explanation record
+//! (none, explained, the explained connection's retransmit, after the
+//! grace, expired, from the future), written into the kernel's EXPLAINED
+//! map before the run.
 use std::net::Ipv6Addr;
 
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use ipnet::Ipv6Net;
 use mx6gate::{config::Config, gate::Gate, maps::GateMaps};
 use mx6gate_common::{
-    classify::{classify, Action, Verdict},
+    classify::{classify, Action, Explanations, Verdict},
+    explain::{DeferConfig, Explained, Repeat},
     proto::*,
     Counter, GateConfig, Mode, XDP_PROGRAM,
 };
@@ -20,6 +25,81 @@ use proptest::{
 
 const PORTS: [u16; 2] = [25, 587];
 
+const SEC: u64 = 1_000_000_000;
+/// Short window and grace so every state fits in a fresh VM's uptime;
+/// the record ages below keep seconds away from both boundaries (the
+/// programs' coarse clock is a jiffy behind the test's).
+const WINDOW_NS: u64 = 20 * SEC;
+const GRACE_NS: u64 = 8 * SEC;
+/// The oldest record a state needs (Expired): the uptime the test waits for.
+const OLDEST_NS: u64 = 30 * SEC;
+
+/// The source's explanation record, relative to the packet's ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Record {
+    None,
+    /// 2 s old, another source port: a new attempt (reset in defer mode).
+    Explained,
+    /// 2 s old, the packet's own ports: the explained connection's retransmit.
+    Retransmit,
+    /// The packet's ports, but past the grace: a new attempt.
+    AfterGrace,
+    /// Past the window: the banner again.
+    Expired,
+    /// Stamped half a second ahead (another clock read): just made.
+    JustAhead,
+    /// Stamped in the future: ignored.
+    Future,
+}
+
+const RECORDS: [Record; 7] = [
+    Record::None,
+    Record::Explained,
+    Record::Retransmit,
+    Record::AfterGrace,
+    Record::Expired,
+    Record::JustAhead,
+    Record::Future,
+];
+
+/// Source address and ports of an IPv6 TCP packet as the classifier parses it.
+fn endpoints(pkt: &[u8]) -> Option<([u8; 16], u16, u16)> {
+    match mx6gate_common::classify::locate_tcp(pkt) {
+        mx6gate_common::classify::L4::Tcp { ip, tcp } => Some((
+            pkt[ip + 8..ip + 24].try_into().unwrap(),
+            u16::from_be_bytes([pkt[tcp], pkt[tcp + 1]]),
+            u16::from_be_bytes([pkt[tcp + 2], pkt[tcp + 3]]),
+        )),
+        _ => None,
+    }
+}
+
+impl Record {
+    fn at(self, now: u64, sport: u16, dport: u16) -> Option<Explained> {
+        let rec = |age_ns: u64, sport: u16| Explained {
+            at_ns: now - age_ns,
+            sport,
+            dport,
+            _pad: 0,
+        };
+        match self {
+            Record::None => None,
+            Record::Explained => Some(rec(2 * SEC, sport ^ 0x8000)),
+            Record::Retransmit => Some(rec(2 * SEC, sport)),
+            Record::AfterGrace => Some(rec(12 * SEC, sport)),
+            Record::Expired => Some(rec(OLDEST_NS, sport)),
+            Record::JustAhead => Some(Explained {
+                at_ns: now + SEC / 2,
+                ..rec(0, sport ^ 0x8000)
+            }),
+            Record::Future => Some(Explained {
+                at_ns: now + 100 * SEC,
+                ..rec(0, sport ^ 0x8000)
+            }),
+        }
+    }
+}
+
 /// The product's own load path (Gate::load, pinned maps, allowlist sync)
 /// under a private pin path, so the differential tests cover the allowlist
 /// layout and its sync too, not just the packet parser.
@@ -30,6 +110,7 @@ struct Harness {
     _dir: tempfile::TempDir,
     partners: Vec<(Ipv6Net, u32)>,
     mode: Option<Mode>,
+    defer: DeferConfig,
 }
 
 impl Drop for Harness {
@@ -62,14 +143,63 @@ impl Harness {
         let mut maps = GateMaps::open(&cfg.pin_path).unwrap();
         let partners: Vec<(Ipv6Net, u32)> = partner_prefixes();
         mx6gate::sync::apply_allow(&mut maps, &partners.iter().copied().collect()).unwrap();
-        Some(Harness {
+        // Every record state needs the clock to be OLDEST_NS past boot.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while mx6gate::explain::monotonic_now_ns() < OLDEST_NS + SEC {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the monotonic clock stands still"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let mut h = Harness {
             gate,
             maps,
             cfg,
             _dir: dir,
             partners,
             mode: None,
-        })
+            defer: DeferConfig::default(),
+        };
+        h.set_defer(64, Repeat::Reset);
+        Some(h)
+    }
+
+    fn set_defer(&mut self, explain_by: u32, repeat: Repeat) {
+        let x = DeferConfig {
+            window_ns: WINDOW_NS,
+            grace_ns: GRACE_NS,
+            explain_by,
+            repeat: repeat as u32,
+        };
+        if x != self.defer {
+            assert!(
+                self.maps.write_defer(&x).unwrap(),
+                "the gate has a DEFER map"
+            );
+            self.defer = x;
+        }
+    }
+
+    /// Put `record` (relative to `now`) under the key of `pkt`'s source in
+    /// the kernel's EXPLAINED map; returns the record and its key.
+    fn put_record(
+        &mut self,
+        pkt: &[u8],
+        record: Record,
+        now: u64,
+    ) -> Option<([u8; 16], Explained)> {
+        let (src, sport, dport) = endpoints(pkt)?;
+        let rec = record.at(now, sport, dport)?;
+        let key = self.defer.key(&src);
+        let x = self.maps.explain.as_mut().unwrap();
+        x.explained.insert(key, rec, 0).unwrap();
+        Some((key, rec))
+    }
+
+    fn clear_record(&mut self, key: &[u8; 16]) {
+        let x = self.maps.explain.as_mut().unwrap();
+        x.explained.remove(key).unwrap();
     }
 
     fn set_mode(&mut self, mode: Mode) {
@@ -130,14 +260,40 @@ impl Harness {
         mode: Mode,
         per_packet_counters: bool,
     ) -> Result<Verdict, String> {
+        self.check_with(pkt, mode, Record::None, per_packet_counters)
+    }
+
+    /// As `check`, with the packet's source standing at `record`.
+    fn check_with(
+        &mut self,
+        pkt: &[u8],
+        mode: Mode,
+        record: Record,
+        per_packet_counters: bool,
+    ) -> Result<Verdict, String> {
         self.set_mode(mode);
         let before = per_packet_counters.then(|| self.counters());
+        let now = mx6gate::explain::monotonic_now_ns();
+        let put = self.put_record(pkt, record, now);
+        let explanations = Explanations {
+            cfg: self.defer,
+            now_ns: now,
+            lookup: |k: &[u8; 16]| put.filter(|(key, _)| key == k).map(|(_, r)| r),
+        };
         let mut expect = pkt.to_vec();
-        let v = classify(&mut expect, &GateConfig::new(mode, &PORTS), |a| {
-            self.lookup(a)
-        });
+        let v = classify(
+            &mut expect,
+            &GateConfig::new(mode, &PORTS),
+            |a| self.lookup(a),
+            &explanations,
+        );
         expect.truncate(v.len);
-        let (ret, out) = self.run(pkt).map_err(|e| format!("test_run failed: {e}"))?;
+        let ran = self.run(pkt);
+        if let Some((key, _)) = put {
+            self.clear_record(&key);
+        }
+        let (ret, out) = ran.map_err(|e| format!("test_run failed: {e}"))?;
+        let mode = format!("{mode:?}, record {record:?}, {:?}", self.defer);
         let want_ret = match v.action {
             Action::Pass => 2,
             Action::Drop => 1,
@@ -145,13 +301,13 @@ impl Harness {
         };
         if ret != want_ret {
             return Err(format!(
-                "{mode:?}: program returned {ret}, reference says {v:?}\npacket: {}",
+                "{mode}: program returned {ret}, reference says {v:?}\npacket: {}",
                 hex(pkt)
             ));
         }
         if out != expect {
             return Err(format!(
-                "{mode:?}: output differs\n got: {}\nwant: {}\n  in: {}",
+                "{mode}: output differs\n got: {}\nwant: {}\n  in: {}",
                 hex(&out),
                 hex(&expect),
                 hex(pkt)
@@ -166,7 +322,7 @@ impl Harness {
                 let want = before[i] + u64::from(*c == v.counter);
                 if after[i] != want {
                     return Err(format!(
-                        "{mode:?}: counter {} is {} want {} (reference counter {:?})\npacket: {}",
+                        "{mode}: counter {} is {} want {} (reference counter {:?})\npacket: {}",
                         c.as_str(),
                         after[i],
                         want,
@@ -236,17 +392,39 @@ fn corpus_matches_reference_in_every_mode() {
     let mut checked = 0;
     for (name, pkt) in &corpus {
         for mode in Mode::ALL {
-            // Whole packet, then every truncation the kernel accepts.
+            // Whole packet, then every truncation the kernel accepts; in
+            // defer mode with its source explained (the reset path).
+            let record = if mode == Mode::Defer {
+                Record::Explained
+            } else {
+                Record::None
+            };
             let v = h
-                .check(pkt, mode, true)
+                .check_with(pkt, mode, record, true)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             seen.insert(v.counter.as_str());
             for cut in ETH_HLEN..pkt.len() {
-                h.check(&pkt[..cut], mode, true)
+                h.check_with(&pkt[..cut], mode, record, true)
                     .unwrap_or_else(|e| panic!("{name} cut at {cut}: {e}"));
                 checked += 1;
             }
         }
+        // Defer mode meets every record state, by /64 and by /128, with
+        // escalation on and off.
+        for (by, repeat) in [
+            (64, Repeat::Reset),
+            (128, Repeat::Reset),
+            (64, Repeat::Defer),
+        ] {
+            h.set_defer(by, repeat);
+            for record in RECORDS {
+                let v = h
+                    .check_with(pkt, Mode::Defer, record, true)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                seen.insert(v.counter.as_str());
+            }
+        }
+        h.set_defer(64, Repeat::Reset);
     }
     // The corpus must reach every outcome, or it is not covering the program.
     for c in Counter::ALL {
@@ -286,10 +464,18 @@ fn generated_packets_match_reference() {
     let h = std::cell::RefCell::new(h);
     let want = std::cell::RefCell::new(vec![0u64; Counter::ALL.len()]);
     let tx = std::cell::Cell::new(0u64);
-    let result = runner.run(&(arb_frame(), 0..4u32), |(pkt, mode)| {
+    let defers = [
+        (64, Repeat::Reset),
+        (128, Repeat::Reset),
+        (64, Repeat::Defer),
+    ];
+    let strategy = (arb_frame(), 0..4u32, 0..RECORDS.len(), 0..defers.len());
+    let result = runner.run(&strategy, |(pkt, mode, record, defer)| {
+        let mut h = h.borrow_mut();
+        let (by, repeat) = defers[defer];
+        h.set_defer(by, repeat);
         let v = h
-            .borrow_mut()
-            .check(&pkt, Mode::from_u32(mode), false)
+            .check_with(&pkt, Mode::from_u32(mode), RECORDS[record], false)
             .map_err(TestCaseError::fail)?;
         want.borrow_mut()[v.counter as usize] += 1;
         tx.set(tx.get() + u64::from(v.action == Action::Tx));
@@ -317,7 +503,9 @@ fn generated_packets_match_reference() {
         .sum();
     assert_eq!(
         reports - reports_before,
-        want[Counter::Dropped as usize] + want[Counter::Reset as usize],
+        want[Counter::Dropped as usize]
+            + want[Counter::Reset as usize]
+            + want[Counter::Escalated as usize],
         "reports sent + suppressed"
     );
     eprintln!("{cases} generated packets; outcomes {want:?}; {tx} RSTs validated");

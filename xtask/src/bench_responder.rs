@@ -312,7 +312,9 @@ pub fn main(quick: bool) -> Result<()> {
         &topo.gw_if,
         "monitor",
         &format!(
-            "[responder]\nhostname = \"{GW_HOSTNAME}\"\nmax_connections = {RESPONDER_CAP}\nmax_per_source = {RESPONDER_CAP}\n"
+            // repeat = "defer": every client connection is a repeat of
+            // one source, and this measures the responder, not the reset.
+            "[responder]\nhostname = \"{GW_HOSTNAME}\"\nmax_connections = {RESPONDER_CAP}\nmax_per_source = {RESPONDER_CAP}\n[defer]\nrepeat = \"defer\"\n"
         ),
     )?;
     gate.start()?;

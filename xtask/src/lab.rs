@@ -1,6 +1,7 @@
 //! `cargo xtask lab`: the gate in front of a real Postfix, walked through
 //! its modes with a real SMTP client (swaks) from a partner IPv6 address, a
-//! stranger IPv6 address and IPv4. Everything lives in two network
+//! stranger IPv6 address (twice in defer mode: the banner, then the reset)
+//! and IPv4. Everything lives in two network
 //! namespaces with documentation addresses; nothing touches the host's
 //! interfaces.
 use std::{net::IpAddr, time::Duration};
@@ -59,6 +60,20 @@ pub fn lab(keep: bool) -> Result<()> {
         for (label, src, dst) in &sources {
             let r = swaks(&topo.sender, *src, *dst, Duration::from_secs(3))?;
             println!("   {label:<14} {src:<16} → {dst:<22} {}", outcome(&r));
+        }
+        if mode == "defer" {
+            // Explain once, then reset: the stranger's next attempt.
+            let (src, dst) = (IpAddr::V6(STRANGER_SRC), Topology::gw_v6(25));
+            let r = swaks(&topo.sender, src, dst, Duration::from_secs(3))?;
+            println!(
+                "   {:<14} {src:<16} → {dst:<22} {}",
+                "stranger again",
+                outcome(&r)
+            );
+            print!(
+                "$ mx6gate check {STRANGER_SRC}\n{}",
+                gate.ok(&["check", &STRANGER_SRC.to_string()])?
+            );
         }
     }
     print!("\n$ mx6gate status\n{}", gate.ok(&["status"])?);

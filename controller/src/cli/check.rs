@@ -7,6 +7,8 @@ use mx6gate_common::Mode;
 
 use super::Ctx;
 use crate::{
+    config::Config,
+    explain::{self, Standing},
     maps::GateMaps,
     store::{today_utc, Store},
     sync,
@@ -52,7 +54,7 @@ pub fn run(config: &Path, addr: &str) -> Result<()> {
     } else {
         match mode {
             Mode::Monitor => "mode monitor: passes to the MTA, counted as \"monitored\" (would be turned away once enforcing)".to_string(),
-            Mode::Defer => format!("mode defer: connections to port(s) {ports} get the responder's 4xx banner, the sender retries over IPv4"),
+            Mode::Defer => defer_verdict(&ctx.cfg, maps.as_ref(), ip6, &ports)?,
             Mode::Reset => format!("mode reset: SYNs to port(s) {ports} are answered with a TCP RST (connection refused), the sender retries over IPv4"),
             Mode::Drop => format!("mode drop: SYNs to port(s) {ports} are dropped; the sender waits for its TCP timeout, then retries over IPv4"),
         }
@@ -71,4 +73,75 @@ pub fn run(config: &Path, addr: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Defer mode for a non-partner: the banner, or the reset if its source
+/// was explained within the window (what the loaded gate holds for it).
+fn defer_verdict(
+    cfg: &Config,
+    maps: Option<&GateMaps>,
+    ip6: std::net::Ipv6Addr,
+    ports: &str,
+) -> Result<String> {
+    let settings = &cfg.defer;
+    let window = explain::human(settings.explain_window);
+    let banner = format!("connections to port(s) {ports} get the responder's 4xx banner, the sender retries over IPv4");
+    let then = match settings.repeat {
+        mx6gate_common::explain::Repeat::Reset => format!(
+            "further connections from it within {window} get a TCP RST (connection refused), which every sender falls back on"
+        ),
+        mx6gate_common::explain::Repeat::Defer => {
+            format!("further connections within {window} get the banner again (repeat = \"defer\")")
+        }
+    };
+    let (x, rec) = match maps {
+        Some(m) if m.explain.is_some() => {
+            let x = m.read_defer()?;
+            (x, m.explained(&x.key(&ip6.octets()))?)
+        }
+        // No gate (or one pinned before explain-then-reset, until the
+        // daemon's next start): what the config will make of it.
+        _ => {
+            let x = settings.kernel();
+            (x, None)
+        }
+    };
+    let by = if x.explain_by == 128 { 128 } else { 64 };
+    let net = ipnet::Ipv6Net::new(ip6, by)
+        .map(|n| n.trunc().to_string())
+        .unwrap_or_else(|_| ip6.to_string());
+    Ok(
+        match explain::standing(&x, rec.as_ref(), explain::monotonic_now_ns()) {
+            Standing::Off => format!("mode defer: {banner}"),
+            Standing::Unexplained { expired_ago } => {
+                let before = match expired_ago {
+                    Some(d) => format!(
+                        " (its last explanation's window ended {} ago)",
+                        explain::ago(d)
+                    ),
+                    None => String::new(),
+                };
+                format!(
+                "mode defer: {net} is not explained{before}: the next connection gets the banner and explains it; {then}"
+            )
+            }
+            Standing::Explained {
+                ago,
+                left,
+                sport,
+                escalates,
+            } => {
+                let now = if escalates {
+                    "new connections get a TCP RST (connection refused) and the sender retries over IPv4 at once".to_string()
+                } else {
+                    "new connections get the banner again (repeat = \"defer\")".to_string()
+                };
+                format!(
+                "mode defer: {net} was explained {} ago (the banner went to its port {sport}); for the {} left of the window {now}",
+                explain::ago(ago),
+                explain::ago(left)
+            )
+            }
+        },
+    )
 }

@@ -41,7 +41,11 @@ pub fn run(config: &Path, args: Args) -> Result<ExitCode> {
             .build()?;
         for d in &args.domains {
             let set = rt.block_on(mx::resolve(d));
-            findings.extend(mx::assess(d, &set, mode != mx6gate_common::Mode::Monitor));
+            let gating = mx::Gating {
+                mode,
+                escalates: ctx.cfg.defer.kernel().escalates(),
+            };
+            findings.extend(mx::assess(d, &set, gating));
         }
     }
     if args.json {

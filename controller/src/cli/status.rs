@@ -54,6 +54,16 @@ pub fn run(config: &Path) -> Result<()> {
             "defer-mode connections are refused (down_policy = refuse)"
         }
     };
+    let d = &cfg.defer;
+    println!(
+        "defer:       explain once per /{} for {}, then {} (explain_by, explain_window, repeat)",
+        d.explain_by,
+        crate::explain::human(d.explain_window),
+        match d.repeat {
+            mx6gate_common::explain::Repeat::Reset => "reset (connection refused)",
+            mx6gate_common::explain::Repeat::Defer => "the banner again (repeat = \"defer\")",
+        }
+    );
     match ctx.state.running_daemon() {
         Some(_) => println!(
             "responder:   up in the daemon, listening on {} ({} {} …, greeting {})",
@@ -154,6 +164,19 @@ pub fn run(config: &Path) -> Result<()> {
         println!("sk_lookup (connections, since load):");
         for (c, n) in maps.sk_counters()? {
             println!("  {:<24} {n}", c.as_str());
+        }
+        match &maps.explain {
+            Some(x) => {
+                let (all, live) = x.count(&maps.read_defer()?, crate::explain::monotonic_now_ns())?;
+                println!(
+                    "explained sources: {live} within the window now ({all} in the map, capacity {}); recorded since load: {}",
+                    x.explained_capacity,
+                    maps.counter(mx6gate_common::Counter::Explained)?
+                );
+            }
+            None => println!(
+                "explained sources: not tracked: the gate was pinned by an older mx6gate (the daemon's next start upgrades it)"
+            ),
         }
         println!("non-partner SYN reports to the daemon (`mx6gate top`), since load:");
         for (c, n) in maps.report_counters()? {

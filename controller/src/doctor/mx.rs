@@ -7,8 +7,24 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hickory_resolver::{ResolveError, TokioResolver};
+use mx6gate_common::Mode;
 
 use super::{Finding, Severity};
+
+/// What the gate does to a non-partner, as far as the MX set is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gating {
+    pub mode: Mode,
+    /// Defer mode resets repeats of explained sources (`[defer] repeat`).
+    pub escalates: bool,
+}
+
+impl Gating {
+    /// Whether non-partners are turned away (any mode but monitor).
+    pub fn enforcing(&self) -> bool {
+        self.mode != Mode::Monitor
+    }
+}
 
 /// One MX host and what it resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,9 +129,9 @@ pub async fn resolve(domain: &str) -> MxSet {
     }
 }
 
-/// The findings for `domain`; `enforcing` is whether the gate turns
-/// non-partners away (any mode but monitor).
-pub fn assess(domain: &str, set: &MxSet, enforcing: bool) -> Vec<Finding> {
+/// The findings for `domain` under what the gate does now.
+pub fn assess(domain: &str, set: &MxSet, gating: Gating) -> Vec<Finding> {
+    let enforcing = gating.enforcing();
     let id = |what: &str| format!("mx:{domain}:{what}");
     let hosts: Vec<MxHost> = match set {
         MxSet::NoSuchDomain => {
@@ -249,9 +265,9 @@ pub fn assess(domain: &str, set: &MxSet, enforcing: bool) -> Vec<Finding> {
                 (
                     Severity::Info,
                     format!(
-                        "Non-partner senders reaching {} over IPv6 get the 421 and retry over its IPv4 address at \
-                         once (Postfix and Exim do so in the same attempt); partners keep IPv6. While rolling out, \
-                         advertise IPv6 first on a less preferred MX and keep this one IPv4-only.",
+                        "Non-partner senders reaching {} over IPv6 are turned away and retry over its IPv4 address \
+                         (Postfix and Exim in the same attempt); partners keep IPv6. While rolling out, advertise \
+                         IPv6 first on a less preferred MX and keep this one IPv4-only.",
                         h.name
                     ),
                 )
@@ -259,8 +275,8 @@ pub fn assess(domain: &str, set: &MxSet, enforcing: bool) -> Vec<Finding> {
                 (
                     Severity::Info,
                     format!(
-                        "Non-partner senders reaching {} over IPv6 get the 421 and retry over IPv4 or the next MX; \
-                         partners keep IPv6.",
+                        "Non-partner senders reaching {} over IPv6 are turned away and retry over IPv4 or the next \
+                         MX; partners keep IPv6.",
                         h.name
                     ),
                 )
@@ -281,9 +297,47 @@ pub fn assess(domain: &str, set: &MxSet, enforcing: bool) -> Vec<Finding> {
                 ));
             }
             out.push(f);
+            if !h.a.is_empty() && gating.mode == Mode::Defer {
+                out.push(one_name(domain, h, gating.escalates));
+            }
         }
     }
     out
+}
+
+/// Defer mode and an MX host name carrying both the AAAA and the A
+/// records: sendmail takes the 4xx banner as a failure of the whole host
+/// name and does not try its IPv4 address (the sendmail case).
+fn one_name(domain: &str, h: &MxHost, escalates: bool) -> Finding {
+    let id = format!("mx:{domain}:one-name:{}", h.name);
+    let summary = format!(
+        "{} carries both the AAAA and the A records, and the gate defers",
+        h.name
+    );
+    let sendmail = format!(
+        "sendmail (and MTAs that behave like it) take the 4xx banner as a failure of the whole host name {}: they \
+         keep the message queued without trying its IPv4 address, and try IPv6 again at the next queue run.",
+        h.name
+    );
+    if escalates {
+        Finding::new(id, Severity::Info, summary).detail(format!(
+            "{sendmail} Escalation is on ([defer] repeat = \"reset\"): that next attempt gets a reset, on which \
+             every sender goes to IPv4, so the mail is delayed by one queue interval, not lost. To spare even that, \
+             publish IPv4 under a separate MX host name, or use `mx6gate mode reset`."
+        ))
+    } else {
+        Finding::new(id, Severity::Warn, summary)
+            .detail(format!(
+                "{sendmail} With [defer] repeat = \"defer\" every attempt meets the banner again, so such a sender's \
+                 mail stays queued until it bounces (5 days by default)."
+            ))
+            .fix(format!(
+                "turn escalation on ([defer] repeat = \"reset\", the default: the first connection gets the banner, \
+                 later ones a reset), or use `mx6gate mode reset`, or publish {}'s IPv4 address under a separate MX \
+                 host name (an A-only host; sendmail goes on to the next MX host on a 4xx)",
+                h.name
+            ))
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +354,15 @@ mod tests {
         }
     }
 
+    const DEFER: Gating = Gating {
+        mode: Mode::Defer,
+        escalates: true,
+    };
+    const MONITOR: Gating = Gating {
+        mode: Mode::Monitor,
+        escalates: true,
+    };
+
     fn sev(f: &[Finding], check: &str) -> Option<Severity> {
         f.iter().find(|x| x.check == check).map(|x| x.severity)
     }
@@ -310,7 +373,7 @@ mod tests {
             h(10, "mx1.example.test", &["198.51.100.1"], &["2001:db8::1"]),
             h(20, "mx2.example.test", &["198.51.100.2"], &[]),
         ]);
-        let f = assess("example.test", &set, true);
+        let f = assess("example.test", &set, DEFER);
         assert_eq!(sev(&f, "mx:example.test:primary-ipv4"), Some(Severity::Ok));
         assert_eq!(sev(&f, "mx:example.test:any-ipv4"), None);
         assert_eq!(
@@ -321,12 +384,51 @@ mod tests {
     }
 
     #[test]
+    fn one_name_with_both_families_warns_without_escalation() {
+        let set = MxSet::Explicit(vec![
+            h(10, "mx1.example.test", &["198.51.100.1"], &["2001:db8::1"]),
+            h(20, "mx6.example.test", &[], &["2001:db8::6"]),
+        ]);
+        let id = "mx:example.test:one-name:mx1.example.test";
+        let f = assess("example.test", &set, DEFER);
+        assert_eq!(sev(&f, id), Some(Severity::Info));
+        assert_eq!(sev(&f, "mx:example.test:one-name:mx6.example.test"), None);
+        let f = assess(
+            "example.test",
+            &set,
+            Gating {
+                mode: Mode::Defer,
+                escalates: false,
+            },
+        );
+        assert_eq!(sev(&f, id), Some(Severity::Warn));
+        let w = f.iter().find(|x| x.check == id).unwrap();
+        assert!(w.detail.contains("sendmail"), "{w:?}");
+        let fix = w.fix.as_deref().unwrap();
+        for what in ["repeat = \"reset\"", "mode reset", "separate MX host name"] {
+            assert!(fix.contains(what), "{fix}");
+        }
+        // Reset mode is understood by every sender: nothing to say.
+        for mode in [Mode::Reset, Mode::Drop, Mode::Monitor] {
+            let f = assess(
+                "example.test",
+                &set,
+                Gating {
+                    mode,
+                    escalates: false,
+                },
+            );
+            assert_eq!(sev(&f, id), None, "{mode:?}");
+        }
+    }
+
+    #[test]
     fn ipv6_only_primary_fails() {
         let set = MxSet::Explicit(vec![
             h(10, "mx6.example.test", &[], &["2001:db8::6"]),
             h(20, "mx4.example.test", &["198.51.100.4"], &[]),
         ]);
-        let f = assess("example.test", &set, true);
+        let f = assess("example.test", &set, DEFER);
         assert_eq!(
             sev(&f, "mx:example.test:primary-ipv4"),
             Some(Severity::Fail)
@@ -341,7 +443,7 @@ mod tests {
     #[test]
     fn no_ipv4_anywhere_fails_twice() {
         let set = MxSet::Explicit(vec![h(10, "mx6.example.test", &[], &["2001:db8::6"])]);
-        let f = assess("example.test", &set, false);
+        let f = assess("example.test", &set, MONITOR);
         assert_eq!(
             sev(&f, "mx:example.test:primary-ipv4"),
             Some(Severity::Fail)
@@ -356,17 +458,17 @@ mod tests {
         let f = assess(
             "a.test",
             &MxSet::Implicit(h(0, "a.test", &["198.51.100.9"], &[])),
-            true,
+            DEFER,
         );
         assert_eq!(sev(&f, "mx:a.test:records"), Some(Severity::Info));
         assert_eq!(sev(&f, "mx:a.test:primary-ipv4"), Some(Severity::Ok));
         assert_eq!(sev(&f, "mx:a.test:ipv6"), Some(Severity::Ok));
-        let f = assess("n.test", &MxSet::NullMx, true);
+        let f = assess("n.test", &MxSet::NullMx, DEFER);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::Info);
-        let f = assess("x.test", &MxSet::NoSuchDomain, true);
+        let f = assess("x.test", &MxSet::NoSuchDomain, DEFER);
         assert_eq!(sev(&f, "mx:x.test:exists"), Some(Severity::Fail));
-        let f = assess("y.test", &MxSet::Unresolved("timed out".into()), true);
+        let f = assess("y.test", &MxSet::Unresolved("timed out".into()), DEFER);
         assert_eq!(sev(&f, "mx:y.test:lookup"), Some(Severity::Warn));
     }
 
@@ -376,7 +478,7 @@ mod tests {
             h(10, "gone.example.test", &[], &[]),
             h(20, "mx.example.test", &["198.51.100.3"], &[]),
         ]);
-        let f = assess("example.test", &set, true);
+        let f = assess("example.test", &set, DEFER);
         assert_eq!(
             sev(&f, "mx:example.test:host:gone.example.test"),
             Some(Severity::Warn)

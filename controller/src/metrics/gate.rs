@@ -18,7 +18,7 @@ use mx6gate_common::{Counter, Mode};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 use tracing::warn;
 
-use super::{counter_family, gauge, gauge_family};
+use super::{counter, counter_family, gauge, gauge_family};
 use crate::{
     gate::{AttachRecord, PinLayout},
     maps::GateMaps,
@@ -84,6 +84,19 @@ pub struct GateSnapshot {
     pub down_refuse: Option<bool>,
     pub xdp: Vec<XdpAttachment>,
     pub sk_lookup_attached: bool,
+    /// Defer mode's explanation records; None for a gate pinned before them.
+    pub explained: Option<ExplainedFill>,
+}
+
+/// Defer mode's explanation records (`crate::explain`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExplainedFill {
+    /// Sources recorded since the gate was loaded.
+    pub recorded: u64,
+    /// Records in the map, and those within the window now.
+    pub entries: u64,
+    pub live: u64,
+    pub capacity: u64,
 }
 
 impl GateSnapshot {
@@ -153,6 +166,20 @@ impl GateSnapshot {
                     .map(|(p, on)| ([("policy", p)], i64::from(on))),
             )?;
         }
+        if let Some(x) = &self.explained {
+            counter(
+                enc,
+                "explained_sources",
+                "Defer mode: sources recorded as explained (handed the banner with no explain window running for them), since the gate was loaded. Their later connections within the window count as decisions action=\"escalated\" (reset) unless repeat = \"defer\".",
+                x.recorded,
+            )?;
+            gauge(
+                enc,
+                "explained_sources_in_window",
+                "Defer mode: sources explained within the explain window now (their next connection gets the reset, or the banner again with repeat = \"defer\"). Read at most once a minute.",
+                x.live as i64,
+            )?;
+        }
         if let Some(allow) = &self.allow {
             gauge(
                 enc,
@@ -163,7 +190,7 @@ impl GateSnapshot {
             gauge_family(
                 enc,
                 "map_entries",
-                "Entries in each sized map: the allowlist's SLASH32 (distinct /32s), LONG_PREFIXES (prefixes longer than /32) and ALLOW (trie), and PARTNER_HITS (partner counter slots assigned).",
+                "Entries in each sized map: the allowlist's SLASH32 (distinct /32s), LONG_PREFIXES (prefixes longer than /32) and ALLOW (trie), PARTNER_HITS (partner counter slots assigned), and EXPLAINED (defer mode's explanation records, read at most once a minute).",
                 allow
                     .maps
                     .iter()
@@ -172,7 +199,7 @@ impl GateSnapshot {
             gauge_family(
                 enc,
                 "map_capacity",
-                "max_entries of each sized map, as created (maps.allow_entries, maps.max_partners).",
+                "max_entries of each sized map, as created (maps.allow_entries, maps.max_partners, maps.explained_entries).",
                 allow
                     .maps
                     .iter()
@@ -181,7 +208,7 @@ impl GateSnapshot {
             gauge_family(
                 enc,
                 "map_fill_ratio",
-                "map_entries / map_capacity: at 1 the next `partner add` that needs the map is refused.",
+                "map_entries / map_capacity: at 1 the next `partner add` that needs the map is refused; for EXPLAINED (an LRU) the least recently explained source is forgotten and gets the banner once more.",
                 allow.maps.iter().map(|m| {
                     (
                         [("map", m.map)],
@@ -209,6 +236,8 @@ pub struct GateCollector {
     /// generation, and for at most FILL_MAX_AGE (the generation does not
     /// see edits made around the controller, e.g. with bpftool).
     fill_cache: Mutex<Option<(u32, Instant, AllowFill)>>,
+    /// Counting EXPLAINED reads every record: at most once per FILL_MAX_AGE.
+    explained_cache: Mutex<Option<(Instant, (u64, u64))>>,
 }
 
 impl fmt::Debug for GateCollector {
@@ -228,6 +257,7 @@ impl GateCollector {
             interfaces: RwLock::new(interfaces),
             maps: Mutex::new(None),
             fill_cache: Mutex::new(None),
+            explained_cache: Mutex::new(None),
         }
     }
 
@@ -289,8 +319,38 @@ impl GateCollector {
                 s.partner_hits.push((name.clone(), maps.partner_hits(*id)?));
             }
         }
-        s.allow = Some(self.allow_fill(maps, cfg.allow_generation, ids.ids.len())?);
+        let mut allow = self.allow_fill(maps, cfg.allow_generation, ids.ids.len())?;
+        if let Some(x) = &maps.explain {
+            let (entries, live) = self.explained_count(maps, x)?;
+            allow.maps.push(MapFill {
+                map: mx6gate_common::map_names::EXPLAINED,
+                entries,
+                capacity: u64::from(x.explained_capacity),
+            });
+            s.explained = Some(ExplainedFill {
+                recorded: maps.counter(Counter::Explained)?,
+                entries,
+                live,
+                capacity: u64::from(x.explained_capacity),
+            });
+        }
+        s.allow = Some(allow);
         Ok(())
+    }
+
+    fn explained_count(&self, maps: &GateMaps, x: &crate::maps::ExplainMaps) -> Result<(u64, u64)> {
+        let mut cache = self
+            .explained_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((at, n)) = &*cache {
+            if at.elapsed() < FILL_MAX_AGE {
+                return Ok(*n);
+            }
+        }
+        let n = x.count(&maps.read_defer()?, crate::explain::monotonic_now_ns())?;
+        *cache = Some((Instant::now(), n));
+        Ok(n)
     }
 
     fn allow_fill(&self, maps: &GateMaps, generation: u32, partners: usize) -> Result<AllowFill> {
@@ -451,6 +511,12 @@ mod tests {
                 },
             ],
             sk_lookup_attached: true,
+            explained: Some(ExplainedFill {
+                recorded: 12,
+                entries: 9,
+                live: 5,
+                capacity: 1024,
+            }),
         }
     }
 
@@ -503,6 +569,9 @@ mod tests {
             "mx6gate_map_fill_ratio{map=\"SLASH32\"} 0.125\n",
             // A zero capacity does not divide by zero.
             "mx6gate_map_fill_ratio{map=\"PARTNER_HITS\"} 0.0\n",
+            "# TYPE mx6gate_explained_sources_total counter\n",
+            "mx6gate_explained_sources_total 12\n",
+            "mx6gate_explained_sources_in_window 5\n",
         ] {
             assert!(t.contains(line), "missing {line:?} in\n{t}");
         }

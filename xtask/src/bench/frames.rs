@@ -35,6 +35,9 @@ pub struct Class {
     /// Also run through the plain-LPM-trie stand-in (untagged, no
     /// extension headers).
     pub trie: bool,
+    /// Defer mode: the class's sources are explained within the window
+    /// (the bench records them in EXPLAINED first), so XDP resets them.
+    pub explained: bool,
     pub src: Src,
     tags: &'static [u16],
     exts: &'static [Ext],
@@ -76,6 +79,7 @@ const fn class(
         xdpfilter_same,
         cold,
         trie,
+        explained: false,
         src,
         tags,
         exts,
@@ -151,19 +155,39 @@ pub fn classes() -> Vec<Class> {
             NO_EXTS,
             Kind::Syn,
         ),
+        // Defer mode with escalation on (the default): the source's
+        // explanation record is looked up (EXPLAINED, an LRU hash, holding
+        // EXPLAINED_FILL records), a miss for these…
         class(
             "defer",
-            "SYN :25 stranger, defer",
+            "SYN :25 stranger, defer, not explained (EXPLAINED miss)",
             Defer,
             true,
             false,
-            false,
+            true,
             false,
             Src::Far,
             NO_TAGS,
             NO_EXTS,
             Kind::Syn,
         ),
+        // … a hit for these, and the reset (XDP_TX) as in reset mode.
+        Class {
+            explained: true,
+            ..class(
+                "explained",
+                "SYN :25 stranger explained, defer → RST (EXPLAINED hit, XDP_TX)",
+                Defer,
+                true,
+                false,
+                false,
+                false,
+                Src::Far,
+                NO_TAGS,
+                NO_EXTS,
+                Kind::Syn,
+            )
+        },
         class(
             "reset",
             "SYN :25 stranger, reset (RST via XDP_TX)",
@@ -288,9 +312,16 @@ impl Class {
             return PASS;
         }
         match self.mode {
+            Mode::Defer if self.explained => TX,
             Mode::Monitor | Mode::Defer => PASS,
             Mode::Reset => TX,
             Mode::Drop => DROP,
         }
+    }
+
+    /// Whether a run turns the frame into a RST in place (so a repeated
+    /// run would time a non-SYN).
+    pub fn rewrites(&self) -> bool {
+        self.expected_gate() == 3
     }
 }

@@ -107,7 +107,37 @@ impl BenchGate {
         g.maps
             .write_config(&GateConfig::new(mode, &[25]))
             .context("writing CONFIG")?;
+        // Defer mode as it ships: escalation on ([defer] defaults).
+        g.maps
+            .write_defer(&g.cfg.defer.kernel())
+            .context("writing DEFER")?;
         Ok((g, took))
+    }
+
+    /// Record `sources` as explained now (their /64s, the default
+    /// granularity), by a connection from port 1 (so a bench SYN, from
+    /// another port, is a repeat, not the explained connection's
+    /// retransmit).
+    pub fn explain(&mut self, sources: &[u128]) -> Result<()> {
+        let x = self.maps.read_defer()?;
+        let now = mx6gate::explain::monotonic_now_ns();
+        let maps = self
+            .maps
+            .explain
+            .as_mut()
+            .ok_or_else(|| anyhow!("the gate has no EXPLAINED map"))?;
+        let rec = mx6gate_common::explain::Explained {
+            at_ns: now,
+            sport: 1,
+            dport: 25,
+            _pad: 0,
+        };
+        for s in sources {
+            maps.explained
+                .insert(x.key(&s.to_be_bytes()), rec, 0)
+                .context("writing EXPLAINED")?;
+        }
+        Ok(())
     }
 
     /// The sync every command and the daemon run

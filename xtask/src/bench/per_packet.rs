@@ -126,6 +126,11 @@ pub fn input_restored(s: &mut Subjects<'_>, t: &Table) -> Result<bool> {
     Ok(count(s)? - before >= 100)
 }
 
+/// Records in EXPLAINED while the defer classes run (random /64s, besides
+/// the explained class's own sources): half the default capacity, so the
+/// lookups walk a map as a busy gateway's would be.
+pub const EXPLAINED_FILL: usize = 32768;
+
 /// Mean of per-call kernel timings, dropping calls over 20 µs (an
 /// interrupt landed in the timed window; a program run here takes < 5 µs).
 fn per_call(fd: BorrowedFd<'_>, frames: &[&[u8]]) -> Result<f64> {
@@ -212,6 +217,24 @@ pub fn measure(
                 .transpose()
         })
         .collect::<Result<_>>()?;
+    // Defer mode's explanation records: a background of random sources,
+    // and the explained class's hot source (it runs hot per call only).
+    let background: Vec<u128> = (0..EXPLAINED_FILL)
+        .map(|_| (0x2000u128 << 112) | (rng.next_u128() >> 3))
+        .filter(|a| !table.contains(*a))
+        .collect();
+    s.gate
+        .explain(&background)
+        .context("recording the background explanations")?;
+    for (i, c) in cls.iter().enumerate() {
+        if c.explained {
+            let off = c.src_offset() as usize;
+            let src = u128::from_be_bytes(hot[i][off..off + 16].try_into()?);
+            s.gate
+                .explain(&[src])
+                .with_context(|| format!("recording class {:?}'s source as explained", c.key))?;
+        }
+    }
     for (i, c) in cls.iter().enumerate() {
         verify(s, c, &hot[i], cold[i].as_ref())
             .with_context(|| format!("verifying verdicts at {n} prefixes"))?;
@@ -223,7 +246,7 @@ pub fn measure(
         for (i, c) in cls.iter().enumerate() {
             s.gate.set_mode(c.mode)?;
             // A run that rewrites the frame cannot be repeated in one call.
-            let per_call_hot = c.mode == Mode::Reset && !restored;
+            let per_call_hot = c.rewrites() && !restored;
             for p in Prog::ALL {
                 if !s.applies(c, p) {
                     continue;
