@@ -26,8 +26,7 @@ pub struct XdpPass {
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<OwnedFd> {
     let call = |attr: &mut [u8; 128]| {
-        let fd =
-            unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }

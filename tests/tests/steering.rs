@@ -374,10 +374,20 @@ fn local_connections_pass_with_either_lo_test() {
     let loopback = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
     let own = IpAddr::V6(mx6gate_tests::GW_V6);
     let port25 = |a: IpAddr| SocketAddr::new(a, 25);
-    for env in [
+    // A stranger of its own per round (another /64 of STRANGER_NET): defer
+    // mode resets a source's repeats after the banner (explain-then-reset).
+    let strangers: [std::net::Ipv6Addr; 2] = [STRANGER_SRC, "2001:db8:2:1::25".parse().unwrap()];
+    mx6gate_tests::add_addr(
+        &topo.sender,
+        &topo.sender_if,
+        &format!("{}/128", strangers[1]),
+    )
+    .unwrap();
+    let rounds = [
         &[][..],
         &[("MX6GATE_DISABLE_FEATURES", "sk_lookup_ifindex")][..],
-    ] {
+    ];
+    for (env, stranger) in rounds.into_iter().zip(strangers) {
         gate.start_with_env(env).unwrap();
         let log = gate.log();
         let by_ifindex = log.contains("sk_lookup_ifindex=true");
@@ -400,7 +410,7 @@ fn local_connections_pass_with_either_lo_test() {
                 "{how}: local {src} -> {dst} reaches the MTA: {b:?}"
             );
         }
-        let b = banner(&topo.sender, IpAddr::V6(STRANGER_SRC), port25(own));
+        let b = banner(&topo.sender, IpAddr::V6(stranger), port25(own));
         assert!(
             b.starts_with("421"),
             "{how}: a stranger is still deferred: {b:?}"

@@ -356,7 +356,10 @@ mod tests {
                     deb-src http://mirror.example/debian bookworm main\n";
         assert_eq!(
             one_line_entries(list),
-            [("http://mirror.example/debian".to_string(), "bookworm".to_string())]
+            [(
+                "http://mirror.example/debian".to_string(),
+                "bookworm".to_string()
+            )]
         );
     }
 }
