@@ -51,7 +51,8 @@ mkdir -p /root/dev/pts /root/dev/shm
 mount -t devpts devpts /root/dev/pts
 mount -t tmpfs tmpfs /root/dev/shm
 mount -t tmpfs -o mode=0755 tmpfs /root/run
-mount -t tmpfs -o mode=1777 tmpfs /root/tmp
+# /tmp stays the overlay's (the host's, read-only, under the guest's
+# writes): the checkout and its build may live there (CI's clone can).
 mount -t bpf bpf /root/sys/fs/bpf
 mount -t cgroup2 cgroup2 /root/sys/fs/cgroup
 mount -t debugfs debugfs /root/sys/kernel/debug 2>/dev/null
