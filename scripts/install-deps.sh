@@ -10,13 +10,16 @@ export DEBIAN_FRONTEND=noninteractive
 # IO::Socket::INET6 for IPv6 (a Recommends that --no-install-recommends
 # would leave out): libio-socket-inet6-perl. knot: the authoritative DNS
 # server the SPF suites run in namespaces (tests/src/authdns.rs).
+# prometheus: the server and promtool, for the shipped rules' unit tests and
+# the suite that runs Prometheus in the namespace lab; lintian checks the
+# package.
 # The kernel matrix (`cargo xtask test --kernel`, xtask/src/vm/): qemu
 # (TCG), a static busybox and cpio for the guest's initramfs, kmod's
 # depmod for the unpacked kernels' modules, xz-utils and zstd for their
 # compressed modules, Debian's archive keys (older releases included) for
 # the private apt that fetches the kernels.
 pkgs=(iproute2 ethtool postfix swaks libio-socket-inet6-perl dnsmasq-base nftables xdp-tools bpftool procps psmisc
-  systemd dpkg-dev binutils util-linux knot
+  systemd dpkg-dev binutils util-linux knot prometheus lintian
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd debian-archive-keyring)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -28,17 +31,19 @@ if ((${#missing[@]})); then
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  # The knot package enables a system knotd on port 53; the tests run
-  # their own in namespaces, so switch the system one off again (container
-  # images' policy-rc.d usually kept it from starting at all).
-  if [[ " ${missing[*]} " == *" knot "* ]]; then
+  # The knot package enables a system knotd on port 53, the prometheus
+  # package a system Prometheus on port 9090; the tests run their own in
+  # namespaces, so switch the system ones off again (container images'
+  # policy-rc.d usually kept them from starting at all).
+  for svc in knot prometheus; do
+    [[ " ${missing[*]} " == *" $svc "* ]] || continue
     if [[ -d /run/systemd/system ]]; then
-      systemctl disable --now knot.service || true
+      systemctl disable --now "$svc.service" || true
     else
-      invoke-rc.d knot stop >/dev/null 2>&1 || true
-      update-rc.d knot disable >/dev/null 2>&1 || true
+      invoke-rc.d "$svc" stop >/dev/null 2>&1 || true
+      update-rc.d "$svc" disable >/dev/null 2>&1 || true
     fi
-  fi
+  done
 fi
 
 # sendmail for the real-sender suite, unpacked into a cache, never

@@ -21,6 +21,8 @@
 //! * [`packets`] — frame builders for the XDP differential tests.
 //! * [`systemd::SystemdInstance`] — a real systemd as PID 1 of its own
 //!   PID namespace, for tests of the packaged unit.
+//! * [`prometheus::Prometheus`] — a real Prometheus server in a namespace
+//!   (1 s scrape and rule intervals), queried over its HTTP API.
 //! * [`gate`] — the real `mx6gate` binary driven in a test namespace;
 //!   [`xdp_pass`] — a minimal XDP_PASS program for a veth peer.
 //!
@@ -36,6 +38,7 @@ pub mod netns;
 pub mod packets;
 pub mod postfix;
 pub mod privilege;
+pub mod prometheus;
 pub mod sendmail;
 pub mod swaks;
 pub mod systemd;
@@ -47,7 +50,7 @@ pub use cleanup::{cleanup_all, cleanup_stale, own_namespaces, own_prefix, run_di
 pub use icmp::ping;
 pub use netns::{add_addr, add_route, set_gro, veth_pair, Netns};
 pub use postfix::{Postfix, PostfixInstance, Role};
-pub use privilege::{ensure_bpffs, require_root};
+pub use privilege::{ensure_bpffs, require_programs, require_root};
 pub use swaks::{swaks, swaks_with, SwaksOptions, SwaksResult};
 pub use tcp::{connect_from, read_banner, read_reply, Accepted, ConnectOutcome, Listener};
 pub use topology::*;

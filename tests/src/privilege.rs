@@ -41,6 +41,31 @@ pub fn require_root() -> bool {
     }
 }
 
+/// For tests that need programs from Debian packages (scripts/install-deps.sh
+/// installs them): true when all of `progs` are on PATH. When one is not,
+/// the same rule as [`require_root`]: a failure under
+/// `MX6GATE_REQUIRE_PRIV=1`, else `SKIP: …` and false.
+pub fn require_programs(progs: &[&str]) -> bool {
+    let missing: Vec<&str> = progs
+        .iter()
+        .copied()
+        .filter(|p| !cmd::have_program(p))
+        .collect();
+    let problem = (!missing.is_empty()).then(|| {
+        format!(
+            "{} not found on PATH (scripts/install-deps.sh installs it)",
+            missing.join(", ")
+        )
+    });
+    let require = std::env::var(REQUIRE_PRIV_ENV)
+        .map(|v| v == "1")
+        .unwrap_or(false);
+    match verdict(problem.as_deref(), require) {
+        Ok(run) => run,
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
 /// The decision of [`require_root`], separated so it can be unit-tested
 /// without changing privileges: `Ok(true)` run, `Ok(false)` skip (after
 /// printing SKIP), `Err(message)` must fail.

@@ -206,8 +206,13 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
     for f in [
         "/lib/systemd/system/mx6gate.service",
         "/etc/mx6gate/partners.d",
-        "/usr/share/man/man1/mx6gate.1.gz",
-        "/usr/share/man/man1/mx6gate-run.1.gz",
+        "/usr/share/man/man8/mx6gate.8.gz",
+        "/usr/share/man/man8/mx6gate-run.8.gz",
+        "/usr/share/man/man8/mx6gate-partner-add.8.gz",
+        "/usr/share/man/man5/mx6gate.toml.5.gz",
+        "/usr/share/mx6gate/prometheus/mx6gate.rules.yml",
+        "/usr/share/mx6gate/grafana/mx6gate.json",
+        "/usr/share/doc/mx6gate/examples/mx6gate.toml",
         "/usr/share/bash-completion/completions/mx6gate",
         "/usr/share/zsh/vendor-completions/_mx6gate",
         "/usr/share/fish/vendor_completions.d/mx6gate.fish",
@@ -395,7 +400,8 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
         "/var/lib/mx6gate",
         "/usr/bin/mx6gate",
         "/lib/systemd/system/mx6gate.service",
-        "/usr/share/man/man1/mx6gate.1.gz",
+        "/usr/share/man/man8/mx6gate.8.gz",
+        "/usr/share/mx6gate",
     ] {
         assert!(!Path::new(p).exists(), "{p} left after purge");
     }

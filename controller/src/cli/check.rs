@@ -1,11 +1,13 @@
 //! `mx6gate check ADDR`: which partner and prefix match, and what the gate
-//! would do with an SMTP connection from ADDR right now.
+//! would do with an SMTP connection from ADDR right now. `--json` prints
+//! the same as one object (schema `mx6gate.check/1`, see json.rs).
 use std::{net::IpAddr, path::Path};
 
 use anyhow::{bail, Result};
 use mx6gate_common::Mode;
+use serde::Serialize;
 
-use super::Ctx;
+use super::{json, Ctx};
 use crate::{
     config::Config,
     explain::{self, Standing},
@@ -14,75 +16,201 @@ use crate::{
     sync,
 };
 
-pub fn run(config: &Path, addr: &str) -> Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// An IPv6 (or IPv4) source address.
+    pub addr: String,
+    /// Print the answer as JSON (schema "mx6gate.check/1").
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The answer, whichever way it is printed.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub address: String,
+    /// "ipv6", or "ipv4" (never gated).
+    pub family: &'static str,
+    /// The mode in force (null for IPv4).
+    pub mode: Option<&'static str>,
+    /// The partner prefix that holds the address, if any (expired or not).
+    pub partner: Option<PartnerMatch>,
+    /// What the next connection from the address to a protected port
+    /// meets: "allowed", "monitored", "deferred" (the responder's banner),
+    /// "escalated" (defer mode, source explained within the window: a
+    /// reset), "reset", "dropped", or "not_gated" (IPv4).
+    pub verdict: &'static str,
+    /// Defer mode, non-partner: the source's explanation within the
+    /// window, or null (none, or another mode).
+    pub explained: Option<Explanation>,
+    pub ports: Vec<u16>,
+    /// Whether a gate is loaded (otherwise nothing is enforced now).
+    pub gate_loaded: bool,
+    /// Whether the loaded allowlist agrees with the store on this address
+    /// (null when no gate is loaded, or for IPv4).
+    pub maps_agree: Option<bool>,
+    /// The verdict line of the text output (defer mode says more).
+    #[serde(skip)]
+    pub verdict_text: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    /// The /64 (or /128, `explain_by`) the record is kept for.
+    pub prefix: String,
+    pub ago_seconds: u64,
+    /// Left of the window.
+    pub left_seconds: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PartnerMatch {
+    pub name: String,
+    pub prefix: String,
+    /// false once its expiry date has passed: treated as a stranger.
+    pub active: bool,
+    pub expires: Option<String>,
+}
+
+pub fn run(config: &Path, args: Args) -> Result<()> {
     let ctx = Ctx::load(config)?;
+    let outcome = check(&ctx, &args.addr)?;
+    if args.json {
+        return json::print(json::CHECK, &outcome);
+    }
+    print!("{}", render(&outcome));
+    Ok(())
+}
+
+pub fn check(ctx: &Ctx, addr: &str) -> Result<Outcome> {
     let ip: IpAddr = match addr.parse() {
         Ok(ip) => ip,
         Err(_) => bail!("{addr:?} is not an IP address"),
     };
+    let ports = ctx.cfg.ports.clone();
     let IpAddr::V6(ip6) = ip else {
-        println!("{ip}: IPv4 is never gated; connections pass to the MTA");
-        return Ok(());
+        return Ok(Outcome {
+            address: ip.to_string(),
+            family: "ipv4",
+            mode: None,
+            partner: None,
+            verdict: "not_gated",
+            explained: None,
+            ports,
+            gate_loaded: crate::gate::PinLayout::new(&ctx.cfg.pin_path).is_loaded(),
+            maps_agree: None,
+            verdict_text: None,
+        });
     };
     let mode = sync::effective_mode(&ctx.cfg, &ctx.state)?;
     let store = Store::load(&ctx.cfg.partners_dir)?;
     let maps = GateMaps::open_if_loaded(&ctx.cfg.pin_path)?;
-    let today = today_utc();
-    let matched = store.lookup(ip6);
-    let allowed = match matched {
-        Some((p, net)) if p.is_active(today) => {
-            println!("{ip6}: partner {} via {net}", p.name);
-            true
-        }
-        Some((p, net)) => {
-            println!(
-                "{ip6}: partner {} via {net}, but it expired on {}: treated as a stranger",
-                p.name,
-                p.expires.map(|d| d.to_string()).unwrap_or_default()
-            );
-            false
-        }
-        None => {
-            println!("{ip6}: not in any partner prefix");
-            false
-        }
-    };
-    let ports: Vec<String> = ctx.cfg.ports.iter().map(u16::to_string).collect();
-    let ports = ports.join(", ");
+    let partner = store.lookup(ip6).map(|(p, net)| PartnerMatch {
+        name: p.name.clone(),
+        prefix: net.to_string(),
+        active: p.is_active(today_utc()),
+        expires: p.expires.map(|d| d.to_string()),
+    });
+    let allowed = partner.as_ref().is_some_and(|p| p.active);
+    let (mut verdict_text, mut explained) = (None, None);
     let verdict = if allowed {
-        format!("allowed: connections to port(s) {ports} reach the MTA in every mode")
+        "allowed"
     } else {
         match mode {
-            Mode::Monitor => "mode monitor: passes to the MTA, counted as \"monitored\" (would be turned away once enforcing)".to_string(),
-            Mode::Defer => defer_verdict(&ctx.cfg, maps.as_ref(), ip6, &ports)?,
-            Mode::Reset => format!("mode reset: SYNs to port(s) {ports} are answered with a TCP RST (connection refused), the sender retries over IPv4"),
-            Mode::Drop => format!("mode drop: SYNs to port(s) {ports} are dropped; the sender waits for its TCP timeout, then retries over IPv4"),
+            Mode::Monitor => "monitored",
+            Mode::Defer => {
+                let d = defer_verdict(&ctx.cfg, maps.as_ref(), ip6, &ports)?;
+                verdict_text = Some(d.text);
+                explained = d.explained;
+                if d.escalates {
+                    "escalated"
+                } else {
+                    "deferred"
+                }
+            }
+            Mode::Reset => "reset",
+            Mode::Drop => "dropped",
         }
     };
-    println!("  {verdict}");
-    match maps {
-        None => println!("  (no gate loaded: nothing is enforced right now)"),
-        Some(m) => {
-            let in_map = crate::allowlist::lookup(&m, ip6)?.is_some();
-            if in_map != allowed {
-                println!(
-                    "  WARNING: the loaded ALLOW map says {}; it is out of sync with the store",
-                    if in_map { "allowed" } else { "not allowed" }
-                );
-            }
-        }
+    let maps_agree = match &maps {
+        None => None,
+        Some(m) => Some(crate::allowlist::lookup(m, ip6)?.is_some() == allowed),
+    };
+    Ok(Outcome {
+        address: ip6.to_string(),
+        family: "ipv6",
+        mode: Some(mode.as_str()),
+        partner,
+        verdict,
+        explained,
+        ports,
+        gate_loaded: maps.is_some(),
+        maps_agree,
+        verdict_text,
+    })
+}
+
+/// The text `mx6gate check` prints.
+pub fn render(o: &Outcome) -> String {
+    if o.family == "ipv4" {
+        return format!(
+            "{}: IPv4 is never gated; connections pass to the MTA\n",
+            o.address
+        );
     }
-    Ok(())
+    let mut out = match &o.partner {
+        Some(p) if p.active => format!("{}: partner {} via {}\n", o.address, p.name, p.prefix),
+        Some(p) => format!(
+            "{}: partner {} via {}, but it expired on {}: treated as a stranger\n",
+            o.address,
+            p.name,
+            p.prefix,
+            p.expires.as_deref().unwrap_or_default()
+        ),
+        None => format!("{}: not in any partner prefix\n", o.address),
+    };
+    let ports: Vec<String> = o.ports.iter().map(u16::to_string).collect();
+    let ports = ports.join(", ");
+    let verdict = match o.verdict {
+        _ if o.verdict_text.is_some() => o.verdict_text.clone().unwrap_or_default(),
+        "allowed" => format!("allowed: connections to port(s) {ports} reach the MTA in every mode"),
+        "monitored" => "mode monitor: passes to the MTA, counted as \"monitored\" (would be turned away once enforcing)".to_string(),
+        "deferred" => format!("mode defer: connections to port(s) {ports} get the responder's 4xx banner, the sender retries over IPv4"),
+        "reset" => format!("mode reset: SYNs to port(s) {ports} are answered with a TCP RST (connection refused), the sender retries over IPv4"),
+        _ => format!("mode drop: SYNs to port(s) {ports} are dropped; the sender waits for its TCP timeout, then retries over IPv4"),
+    };
+    out.push_str(&format!("  {verdict}\n"));
+    match o.maps_agree {
+        None => out.push_str("  (no gate loaded: nothing is enforced right now)\n"),
+        Some(true) => {}
+        Some(false) => out.push_str(&format!(
+            "  WARNING: the loaded ALLOW map says {}; it is out of sync with the store\n",
+            if o.verdict == "allowed" {
+                "not allowed"
+            } else {
+                "allowed"
+            }
+        )),
+    }
+    out
 }
 
 /// Defer mode for a non-partner: the banner, or the reset if its source
 /// was explained within the window (what the loaded gate holds for it).
+struct DeferVerdict {
+    text: String,
+    escalates: bool,
+    explained: Option<Explanation>,
+}
+
 fn defer_verdict(
     cfg: &Config,
     maps: Option<&GateMaps>,
     ip6: std::net::Ipv6Addr,
-    ports: &str,
-) -> Result<String> {
+    ports: &[u16],
+) -> Result<DeferVerdict> {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let ports = ports.join(", ");
     let settings = &cfg.defer;
     let window = explain::human(settings.explain_window);
     let banner = format!("connections to port(s) {ports} get the responder's 4xx banner, the sender retries over IPv4");
@@ -110,38 +238,117 @@ fn defer_verdict(
     let net = ipnet::Ipv6Net::new(ip6, by)
         .map(|n| n.trunc().to_string())
         .unwrap_or_else(|_| ip6.to_string());
-    Ok(
-        match explain::standing(&x, rec.as_ref(), explain::monotonic_now_ns()) {
-            Standing::Off => format!("mode defer: {banner}"),
-            Standing::Unexplained { expired_ago } => {
-                let before = match expired_ago {
-                    Some(d) => format!(
-                        " (its last explanation's window ended {} ago)",
-                        explain::ago(d)
-                    ),
-                    None => String::new(),
-                };
-                format!(
+    let (mut escalated, mut explained) = (false, None);
+    let text = match explain::standing(&x, rec.as_ref(), explain::monotonic_now_ns()) {
+        Standing::Off => format!("mode defer: {banner}"),
+        Standing::Unexplained { expired_ago } => {
+            let before = match expired_ago {
+                Some(d) => format!(
+                    " (its last explanation's window ended {} ago)",
+                    explain::ago(d)
+                ),
+                None => String::new(),
+            };
+            format!(
                 "mode defer: {net} is not explained{before}: the next connection gets the banner and explains it; {then}"
             )
-            }
-            Standing::Explained {
-                ago,
-                left,
-                sport,
-                escalates,
-            } => {
-                let now = if escalates {
-                    "new connections get a TCP RST (connection refused) and the sender retries over IPv4 at once".to_string()
-                } else {
-                    "new connections get the banner again (repeat = \"defer\")".to_string()
-                };
-                format!(
+        }
+        Standing::Explained {
+            ago,
+            left,
+            sport,
+            escalates,
+        } => {
+            escalated = escalates;
+            explained = Some(Explanation {
+                prefix: net.clone(),
+                ago_seconds: ago.as_secs(),
+                left_seconds: left.as_secs(),
+            });
+            let now = if escalates {
+                "new connections get a TCP RST (connection refused) and the sender retries over IPv4 at once".to_string()
+            } else {
+                "new connections get the banner again (repeat = \"defer\")".to_string()
+            };
+            format!(
                 "mode defer: {net} was explained {} ago (the banner went to its port {sport}); for the {} left of the window {now}",
                 explain::ago(ago),
                 explain::ago(left)
             )
-            }
-        },
-    )
+        }
+    };
+    Ok(DeferVerdict {
+        text,
+        escalates: escalated,
+        explained,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(partner: Option<PartnerMatch>, verdict: &'static str) -> Outcome {
+        Outcome {
+            address: "2001:db8:1::25".into(),
+            family: "ipv6",
+            mode: Some("defer"),
+            partner,
+            verdict,
+            explained: None,
+            ports: vec![25],
+            gate_loaded: true,
+            maps_agree: Some(true),
+            verdict_text: None,
+        }
+    }
+
+    /// The documented shape (README, "Machine-readable output"): a change
+    /// here is a change of mx6gate.check/1.
+    #[test]
+    fn json_shape_v1() {
+        let p = PartnerMatch {
+            name: "example-isp".into(),
+            prefix: "2001:db8:1::/48".into(),
+            active: true,
+            expires: None,
+        };
+        let t = json::to_string(json::CHECK, &outcome(Some(p), "allowed")).unwrap();
+        let mut keys = json::tests::keys(&t);
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "address",
+                "explained",
+                "family",
+                "gate_loaded",
+                "maps_agree",
+                "mode",
+                "partner",
+                "ports",
+                "schema",
+                "verdict"
+            ]
+        );
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["schema"], "mx6gate.check/1");
+        let mut pk: Vec<&String> = v["partner"].as_object().unwrap().keys().collect();
+        pk.sort();
+        assert_eq!(pk, ["active", "expires", "name", "prefix"]);
+        // No partner: null, not a missing key.
+        let t = json::to_string(json::CHECK, &outcome(None, "deferred")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert!(v["partner"].is_null() && v.get("partner").is_some());
+    }
+
+    #[test]
+    fn text_as_before() {
+        let mut o = outcome(None, "deferred");
+        o.maps_agree = Some(false);
+        assert_eq!(
+            render(&o),
+            "2001:db8:1::25: not in any partner prefix\n  mode defer: connections to port(s) 25 get the responder's 4xx banner, the sender retries over IPv4\n  WARNING: the loaded ALLOW map says allowed; it is out of sync with the store\n"
+        );
+    }
 }

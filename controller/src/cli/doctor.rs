@@ -4,7 +4,9 @@ use std::{path::Path, process::ExitCode};
 
 use anyhow::Result;
 
-use super::Ctx;
+use serde::Serialize;
+
+use super::{json, Ctx};
 use crate::{
     doctor::{self, mx, Finding},
     sync,
@@ -16,9 +18,18 @@ pub struct Args {
     /// the system resolver (repeatable).
     #[arg(long = "domain", value_name = "DOMAIN")]
     pub domains: Vec<String>,
-    /// Print the findings as JSON (one object with a `findings` array).
+    /// Print the findings as JSON (schema "mx6gate.doctor/1": the exit
+    /// status and a `findings` array).
     #[arg(long)]
     pub json: bool,
+}
+
+/// The `--json` body (mx6gate.doctor/1).
+#[derive(Serialize)]
+struct DoctorJson<'a> {
+    /// The exit status: 0 all good, 1 warnings, 2 failures.
+    exit: u8,
+    findings: &'a [Finding],
 }
 
 /// Exit status 0: nothing needs attention; 1: warnings; 2: failures.
@@ -49,11 +60,13 @@ pub fn run(config: &Path, args: Args) -> Result<ExitCode> {
         }
     }
     if args.json {
-        let v = serde_json::json!({
-            "exit": doctor::exit_code(&findings),
-            "findings": findings,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        json::print(
+            json::DOCTOR,
+            &DoctorJson {
+                exit: doctor::exit_code(&findings),
+                findings: &findings,
+            },
+        )?;
     } else {
         print!("{}", doctor::render(&findings));
     }
@@ -81,6 +94,34 @@ fn validate_domain(d: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The documented shape: a change here is a change of mx6gate.doctor/1.
+    #[test]
+    fn json_shape_v1() {
+        let findings = vec![
+            Finding::new("mode", doctor::Severity::Ok, "monitor"),
+            Finding::new("kernel", doctor::Severity::Warn, "old"),
+        ];
+        let t = json::to_string(
+            json::DOCTOR,
+            &DoctorJson {
+                exit: doctor::exit_code(&findings),
+                findings: &findings,
+            },
+        )
+        .unwrap();
+        assert_eq!(json::tests::keys(&t), ["exit", "findings", "schema"]);
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["schema"], "mx6gate.doctor/1");
+        assert_eq!(v["exit"], 1);
+        let mut keys: Vec<&String> = v["findings"][0].as_object().unwrap().keys().collect();
+        keys.sort();
+        // detail and fix are left out when empty.
+        assert_eq!(keys, ["check", "severity", "summary"]);
+        assert_eq!(v["findings"][1]["severity"], "warn");
+    }
+
     #[test]
     fn domains() {
         for ok in [

@@ -5,6 +5,7 @@ mod assets;
 mod check;
 mod detach;
 mod doctor;
+mod json;
 mod mode;
 mod partner;
 mod run;
@@ -79,10 +80,7 @@ pub enum Cmd {
     /// who is being turned away, or in monitor mode who would be.
     Top(top::Args),
     /// Say what the gate would do with an SMTP connection from ADDR.
-    Check {
-        /// An IPv6 (or IPv4) source address.
-        addr: String,
-    },
+    Check(check::Args),
     /// Remove the gate: detach XDP, unpin programs and maps, stop the daemon.
     Detach,
     /// Check that turning IPv6 away loses no mail: kernel, gate, MTA
@@ -122,7 +120,7 @@ pub fn main() -> std::process::ExitCode {
         Cmd::Mode { mode } => mode::run(&cli.config, mode.into()),
         Cmd::Status => status::run(&cli.config),
         Cmd::Top(args) => top::run(&cli.config, args),
-        Cmd::Check { addr } => check::run(&cli.config, &addr),
+        Cmd::Check(args) => check::run(&cli.config, args),
         Cmd::Detach => detach::run(&cli.config),
         Cmd::Doctor(args) => match doctor::run(&cli.config, args) {
             Ok(code) => return code,

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Result};
 use ipnet::Ipv6Net;
 use serde::Serialize;
 
-use super::Ctx;
+use super::{json, Ctx};
 use crate::{
     control::{self, Answer, Query},
     report::{TopQuery, TopReport, TopRow},
@@ -41,7 +41,7 @@ pub struct Args {
     /// Only prefixes with at least this many reports in the window.
     #[arg(long, default_value_t = 1)]
     pub min_count: u64,
-    /// Print the answer as JSON.
+    /// Print the answer as JSON (schema "mx6gate.top/1").
     #[arg(long)]
     pub json: bool,
 }
@@ -113,14 +113,13 @@ pub fn run(config: &Path, args: Args) -> Result<()> {
         suggest(&report, config_arg.as_deref())
     });
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&JsonOut {
+        return json::print(
+            json::TOP,
+            &JsonOut {
                 report: &report,
                 suggestions,
-            })?
+            },
         );
-        return Ok(());
     }
     print_table(&report, args.resolve);
     if let Some(s) = suggestions {
@@ -354,6 +353,85 @@ pub fn reverse_dns(addr: Ipv6Addr) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Stats;
+
+    /// The documented shape: a change here is a change of mx6gate.top/1.
+    #[test]
+    fn json_shape_v1() {
+        let report = TopReport {
+            by: 48,
+            window_minutes: 10,
+            now: 1_800_000_000,
+            rows: vec![TopRow {
+                prefix: "2001:db8:2::/48".into(),
+                count: 5,
+                total: 7,
+                first_seen: 1_799_999_000,
+                last_seen: 1_799_999_990,
+                last_source: "2001:db8:2::25".into(),
+                actions: vec!["monitor".into()],
+                programs: vec!["sk_lookup".into()],
+                ptr: None,
+                now_partner: None,
+            }],
+            stats: Stats {
+                since: 1_799_990_000,
+                events: 7,
+                repeats: 0,
+                malformed: 0,
+                evicted: 0,
+                tracked_48: 1,
+                tracked_64: 1,
+                reports_sent: 7,
+                reports_suppressed: 0,
+            },
+        };
+        let t = json::to_string(
+            json::TOP,
+            &JsonOut {
+                report: &report,
+                suggestions: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            json::tests::keys(&t),
+            ["by", "now", "rows", "schema", "stats", "window_minutes"]
+        );
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["schema"], "mx6gate.top/1");
+        let mut row: Vec<&String> = v["rows"][0].as_object().unwrap().keys().collect();
+        row.sort();
+        assert_eq!(
+            row,
+            [
+                "actions",
+                "count",
+                "first_seen",
+                "last_seen",
+                "last_source",
+                "prefix",
+                "programs",
+                "total"
+            ]
+        );
+        let mut stats: Vec<&String> = v["stats"].as_object().unwrap().keys().collect();
+        stats.sort();
+        assert_eq!(
+            stats,
+            [
+                "events",
+                "evicted",
+                "malformed",
+                "repeats",
+                "reports_sent",
+                "reports_suppressed",
+                "since",
+                "tracked_48",
+                "tracked_64"
+            ]
+        );
+    }
 
     #[test]
     fn windows_parse() {
