@@ -83,11 +83,17 @@ const CORE: &[&str] = &[
     "doctor",
 ];
 
-/// Left out of the guests: they test the benchmark harness (xtask), not
-/// the gate, run cargo themselves, and measure — none of which says
-/// anything about a kernel, and under emulation they would take most of
-/// the run. The host run keeps them.
-const HOST_ONLY: &[&str] = &["bench_smoke", "bench_responder_smoke"];
+/// Left out of the guests, kept in the host run: the two benchmark-harness
+/// smoke tests (they test xtask, run cargo themselves and measure), the
+/// package's lint (lintian, man pages) and the Prometheus rules' unit
+/// tests (promtool on synthetic series): none of them touches the kernel,
+/// and under emulation they would take much of the run.
+const HOST_ONLY: &[&str] = &[
+    "bench_smoke",
+    "bench_responder_smoke",
+    "package_lint",
+    "prometheus_rules",
+];
 
 pub struct Options {
     pub kernels: String,
