@@ -13,8 +13,14 @@ export DEBIAN_FRONTEND=noninteractive
 # prometheus: the server and promtool, for the shipped rules' unit tests and
 # the suite that runs Prometheus in the namespace lab; lintian checks the
 # package.
+# The kernel matrix (`cargo xtask test --kernel`, xtask/src/vm/): qemu
+# (TCG), a static busybox and cpio for the guest's initramfs, kmod's
+# depmod for the unpacked kernels' modules, xz-utils and zstd for their
+# compressed modules, Debian's archive keys (older releases included) for
+# the private apt that fetches the kernels.
 pkgs=(iproute2 ethtool postfix swaks libio-socket-inet6-perl dnsmasq-base nftables xdp-tools bpftool procps psmisc
-  systemd dpkg-dev binutils util-linux knot prometheus lintian)
+  systemd dpkg-dev binutils util-linux knot prometheus lintian
+  qemu-system-x86 busybox-static cpio kmod xz-utils zstd debian-archive-keyring)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

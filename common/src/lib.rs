@@ -56,6 +56,22 @@ pub mod map_names {
     ];
 }
 
+/// Load-time constants in the eBPF object (`.rodata`), set by the
+/// controller from what it probed in the running kernel before loading
+/// (aya's `EbpfLoader::override_global`). Each is a `u8`, 0 or 1; the
+/// object's own value is the one that works on the oldest supported kernel.
+/// The map holding them is frozen read-only, so the verifier knows each
+/// value and never visits the branch not taken: a kernel that lacks a
+/// newer helper or context field never sees the code that uses it.
+pub mod load_consts {
+    /// 1: read the clock with bpf_ktime_get_coarse_ns (Linux 5.11);
+    /// 0: bpf_ktime_get_ns (every kernel).
+    pub const COARSE_CLOCK: &str = "MX6GATE_COARSE_CLOCK";
+    /// 1: sk_lookup also tells connections over lo by `ingress_ifindex`
+    /// (Linux 5.17); 0: only by their addresses (source = destination).
+    pub const SK_LOOKUP_IFINDEX: &str = "MX6GATE_SK_LOOKUP_IFINDEX";
+}
+
 /// Name of the XDP program in the object (its function name).
 pub const XDP_PROGRAM: &str = "mx6gate_xdp";
 /// Name of the sk_lookup program in the object.

@@ -37,7 +37,10 @@ use mx6gate_common::{map_names, SK_LOOKUP_PROGRAM, XDP_PROGRAM};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::config::{Config, XdpAttach};
+use crate::{
+    config::{Config, XdpAttach},
+    kernel,
+};
 
 /// The eBPF object, built by `cargo xtask build` and embedded at compile time.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("MX6GATE_BPF_OBJ"));
@@ -200,6 +203,8 @@ pub struct Gate {
     /// The kernel ids of the maps this gate uses, to tell our pins from
     /// someone else's.
     map_ids: BTreeMap<&'static str, u32>,
+    /// The kernel's optional features this load chose.
+    pub features: kernel::Optional,
 }
 
 /// What [`Gate::check_pins`] found.
@@ -222,6 +227,16 @@ impl Gate {
     /// Load the embedded object against the pins under `cfg.pin_path`,
     /// creating what is missing and adopting what is there. Does not attach.
     pub fn load(cfg: &Config) -> Result<Gate> {
+        // A kernel below the floor is told so in plain words, before
+        // anything is created, rather than by a verifier log.
+        kernel::check_requirements()?;
+        Gate::load_with(cfg, kernel::Optional::probe())
+    }
+
+    /// [`Gate::load`] with the optional features given rather than probed
+    /// (the bench compares the variants on one kernel). Features the
+    /// kernel lacks make the verifier refuse the load.
+    pub fn load_with(cfg: &Config, features: kernel::Optional) -> Result<Gate> {
         let layout = PinLayout::new(&cfg.pin_path);
         ensure_bpffs(&layout.root)?;
         for d in [layout.maps(), layout.progs(), layout.links()] {
@@ -241,33 +256,7 @@ impl Gate {
             .collect();
         let paths: Vec<(&str, PathBuf)> =
             map_names::ALL.iter().map(|n| (*n, layout.map(n))).collect();
-        let mut loader = EbpfLoader::new();
-        for (name, path) in &paths {
-            loader.map_pin_path(name, path.as_path());
-        }
-        loader
-            .map_max_entries(map_names::ALLOW, cfg.maps.allow_entries)
-            .map_max_entries(map_names::SLASH32, cfg.maps.allow_entries)
-            .map_max_entries(map_names::LONG_PREFIXES, cfg.maps.allow_entries)
-            .map_max_entries(map_names::PARTNER_HITS, cfg.maps.max_partners)
-            .map_max_entries(map_names::EXPLAINED, cfg.maps.explained_entries);
-        let loaded = loader
-            .load(BPF_OBJECT)
-            .context("loading the eBPF object")
-            .and_then(|mut ebpf| {
-                let prog: &mut Xdp = ebpf
-                    .program_mut(XDP_PROGRAM)
-                    .ok_or_else(|| anyhow!("the eBPF object has no program {XDP_PROGRAM}"))?
-                    .try_into()?;
-                prog.load().context("loading the XDP program (verifier)")?;
-                let sk: &mut SkLookup = ebpf
-                    .program_mut(SK_LOOKUP_PROGRAM)
-                    .ok_or_else(|| anyhow!("the eBPF object has no program {SK_LOOKUP_PROGRAM}"))?
-                    .try_into()?;
-                sk.load()
-                    .context("loading the sk_lookup program (verifier)")?;
-                Ok(ebpf)
-            });
+        let loaded = load_programs(cfg, &features, &paths);
         let ebpf = match loaded {
             Ok(ebpf) => ebpf,
             Err(e) => {
@@ -302,6 +291,7 @@ impl Gate {
             xdp_links: BTreeMap::new(),
             sk_link: None,
             map_ids,
+            features,
         })
     }
 
@@ -403,6 +393,16 @@ impl Gate {
             pinned.push(path.clone());
         }
         Ok(pinned)
+    }
+
+    /// Whether this kernel's verifier accepts both programs as `load`
+    /// would load them here, without pinning or attaching anything (the
+    /// maps are made for the check and gone with it). For `doctor`.
+    pub fn verify(cfg: &Config) -> Result<kernel::Optional> {
+        kernel::check_requirements()?;
+        let features = kernel::Optional::probe();
+        load_programs(cfg, &features, &[])?;
+        Ok(features)
     }
 
     fn xdp(&mut self) -> Result<&mut Xdp> {
@@ -594,6 +594,42 @@ fn repin_link(link: FdLink, path: &Path) -> Result<FdLink> {
         .pin(path)
         .with_context(|| format!("pinning {}", path.display()))?
         .into())
+}
+
+/// The object with `features`' load-time constants, its maps at `pins`
+/// (name → pin path; none: unpinned), both programs through the verifier.
+fn load_programs(
+    cfg: &Config,
+    features: &kernel::Optional,
+    pins: &[(&str, PathBuf)],
+) -> Result<Ebpf> {
+    let consts = features.load_consts();
+    let mut loader = EbpfLoader::new();
+    for (name, path) in pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    for (name, value) in &consts {
+        loader.override_global(name, value, true);
+    }
+    loader
+        .map_max_entries(map_names::ALLOW, cfg.maps.allow_entries)
+        .map_max_entries(map_names::SLASH32, cfg.maps.allow_entries)
+        .map_max_entries(map_names::LONG_PREFIXES, cfg.maps.allow_entries)
+        .map_max_entries(map_names::PARTNER_HITS, cfg.maps.max_partners)
+        .map_max_entries(map_names::EXPLAINED, cfg.maps.explained_entries);
+    let mut ebpf = loader.load(BPF_OBJECT).context("loading the eBPF object")?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(XDP_PROGRAM)
+        .ok_or_else(|| anyhow!("the eBPF object has no program {XDP_PROGRAM}"))?
+        .try_into()?;
+    prog.load().context("loading the XDP program (verifier)")?;
+    let sk: &mut SkLookup = ebpf
+        .program_mut(SK_LOOKUP_PROGRAM)
+        .ok_or_else(|| anyhow!("the eBPF object has no program {SK_LOOKUP_PROGRAM}"))?
+        .try_into()?;
+    sk.load()
+        .context("loading the sk_lookup program (verifier)")?;
+    Ok(ebpf)
 }
 
 /// Key and value sizes of each map as this build defines them. Pinned

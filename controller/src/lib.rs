@@ -19,6 +19,8 @@
 //! - `doctor` — the checks behind `mx6gate doctor`
 //! - `explain` — defer mode's explain-then-reset: `[defer]`, its records
 //! - `iface`  — the host's interface addresses
+//! - `kernel` — what the running kernel offers (probed): the floor, and
+//!   the load-time choices for newer kernels
 //! - `spf`    — partners by domain: SPF expansion and refresh safety
 pub mod allowlist;
 pub mod batch;
@@ -32,6 +34,7 @@ pub mod fsutil;
 pub mod gate;
 pub mod health;
 pub mod iface;
+pub mod kernel;
 pub mod logging;
 pub mod maps;
 pub mod metrics;

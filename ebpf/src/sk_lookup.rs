@@ -23,11 +23,28 @@ const AF_INET6: u32 = 10;
 /// lo is ifindex 1 in every network namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
 
+/// 1 when the kernel's sk_lookup context has `ingress_ifindex` (Linux
+/// 5.17), set by the controller after probing
+/// (`mx6gate_common::load_consts::SK_LOOKUP_IFINDEX`). Frozen read-only at
+/// load, so on older kernels the verifier never visits the read of that
+/// field, which it would refuse. 0 here: the object as built works
+/// everywhere.
+#[no_mangle]
+static MX6GATE_SK_LOOKUP_IFINDEX: u8 = 0;
+
 /// Context fields must be read with 32-bit loads (the verifier rejects
 /// wider ones); volatile keeps LLVM from merging them.
 #[inline(always)]
 fn field(p: *const u32) -> u32 {
     unsafe { core::ptr::read_volatile(p) }
+}
+
+/// An IPv6 address from the context as its four 32-bit words (each in
+/// network byte order).
+#[inline(always)]
+fn ip6_words(a: *const [u32; 4]) -> [u32; 4] {
+    let w = a as *const u32;
+    unsafe { [field(w), field(w.add(1)), field(w.add(2)), field(w.add(3))] }
 }
 
 #[sk_lookup]
@@ -40,10 +57,34 @@ pub fn mx6gate_sk_lookup(ctx: SkLookupContext) -> u32 {
             return sk_action::SK_PASS;
         }
     }
-    // Connections from the gateway itself (over lo) are the operator's own,
-    // never a remote MTA's: local submission and health checks stay as they are.
-    let ifindex = unsafe { field(&raw const (*l).ingress_ifindex) };
-    if ifindex == LOOPBACK_IFINDEX {
+    let remote = ip6_words(unsafe { &raw const (*l).remote_ip6 });
+    // Connections from the gateway itself are the operator's own, never a
+    // remote MTA's: local submission and health checks stay as they are.
+    // Two tests, either enough:
+    // - the source is the destination: what the kernel picks for a local
+    //   connection to one of its own addresses (::1 included), and what no
+    //   remote peer can use to complete a handshake;
+    // - it came over lo: a local client reaching an address configured on
+    //   lo from another of its addresses. Only kernels whose sk_lookup
+    //   context has the interface (5.17) say so; elsewhere such a client
+    //   is gated like a remote one. (A connection to an address on any
+    //   other interface reports that interface, even from the host itself:
+    //   hence the first test on every kernel.)
+    let local = ip6_words(unsafe { &raw const (*l).local_ip6 });
+    // 0 in reports where the interface is unknown.
+    let ifindex = if unsafe { core::ptr::read_volatile(&raw const MX6GATE_SK_LOOKUP_IFINDEX) } != 0
+    {
+        unsafe { field(&raw const (*l).ingress_ifindex) }
+    } else {
+        0
+    };
+    // Word by word: a slice compare could become a memcmp call.
+    if ifindex == LOOPBACK_IFINDEX
+        || (remote[0] == local[0]
+            && remote[1] == local[1]
+            && remote[2] == local[2]
+            && remote[3] == local[3])
+    {
         return sk_action::SK_PASS;
     }
     let Some(cfg) = config() else {
@@ -53,12 +94,10 @@ pub fn mx6gate_sk_lookup(ctx: SkLookupContext) -> u32 {
     if !cfg.protects(port) {
         return sk_action::SK_PASS;
     }
-    // remote_ip6 holds the address in network byte order, word by word.
     let mut src = [0u8; 16];
     let mut i = 0;
     while i < 4 {
-        let w = unsafe { field(&raw const (*l).remote_ip6[i]) };
-        src[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        src[i * 4..i * 4 + 4].copy_from_slice(&remote[i].to_ne_bytes());
         i += 1;
     }
     // remote_port is a __be16 followed by zero padding; the 32-bit load

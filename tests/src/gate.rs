@@ -177,24 +177,36 @@ impl GateUnderTest {
 
     /// Start `mx6gate run` and wait until its XDP link is pinned.
     pub fn start(&mut self) -> Result<()> {
-        self.start_and_wait_for("gate running")
+        self.start_with_env(&[])
     }
 
-    /// Start `mx6gate run` and wait (≤ 15 s) until its log says `marker`,
-    /// or until it exits: then the error carries its log.
+    /// [`GateUnderTest::start`] with extra environment for the daemon
+    /// (e.g. `MX6GATE_DISABLE_FEATURES` to run the older kernels' paths).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        self.start_and_wait_for_with_env("gate running", env)
+    }
+
+    /// Start `mx6gate run` and wait until its log says `marker`, or until
+    /// it exits: then the error carries its log.
     pub fn start_and_wait_for(&mut self, marker: &str) -> Result<()> {
+        self.start_and_wait_for_with_env(marker, &[])
+    }
+
+    fn start_and_wait_for_with_env(&mut self, marker: &str, env: &[(&str, &str)]) -> Result<()> {
         if self.daemon.is_some() {
             bail!("daemon already running");
         }
         let log = std::fs::File::create(self.dir.path().join("daemon.log"))?;
         let child = self
             .command(&["run"])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("spawning mx6gate run")?;
         self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Generous: under emulation (the kernel matrix) a start takes seconds.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if self.log().contains(marker) {
                 return Ok(());
@@ -205,7 +217,7 @@ impl GateUnderTest {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("mx6gate run did not come up in 15 s:\n{}", self.log())
+        bail!("mx6gate run did not say {marker:?} in 60 s:\n{}", self.log())
     }
 
     pub fn log(&self) -> String {

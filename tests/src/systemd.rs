@@ -86,7 +86,7 @@ impl SystemdInstance {
     }
 
     /// Boot an instance with extra units (`(file name, contents)`) in its
-    /// /run/systemd/system, and wait (≤ 30 s) until it is up.
+    /// /run/systemd/system, and wait (≤ 180 s) until it is up.
     pub fn boot(units: &[(&str, &str)]) -> Result<SystemdInstance> {
         let stage = tempfile::Builder::new()
             .prefix("mx6gate-systemd")
@@ -132,7 +132,11 @@ impl SystemdInstance {
             cgroup,
             _stage: stage,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: under emulation (the kernel matrix) systemd alone takes
+        // tens of seconds to reach its target.
+        let limit = Duration::from_secs(180);
+        let deadline = Instant::now() + limit;
+        let mut last_state = String::from("(no answer yet)");
         loop {
             if inst.pid == 0 {
                 inst.pid = inst.find_pid().unwrap_or(0);
@@ -143,13 +147,21 @@ impl SystemdInstance {
                     if state == "running" || state == "degraded" {
                         return Ok(inst);
                     }
+                    last_state = format!("{state} {}", String::from_utf8_lossy(&out.stderr).trim());
                 }
             }
             if let Some(st) = inst.launcher.as_mut().unwrap().try_wait()? {
                 bail!("systemd exited during boot ({st}): {}", inst.console());
             }
             if Instant::now() > deadline {
-                bail!("systemd did not come up in 30 s: {}", inst.console());
+                let jobs = inst
+                    .try_run(&["systemctl", "list-jobs", "--no-pager"])
+                    .map(|o| cmd::describe_output(&o))
+                    .unwrap_or_default();
+                bail!(
+                    "systemd did not come up in {limit:?} (is-system-running: {last_state}; jobs: {jobs}): {}",
+                    inst.console()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -180,12 +192,13 @@ impl SystemdInstance {
         c
     }
 
-    /// Run `argv` inside (60 s limit); its output whatever the status.
+    /// Run `argv` inside (180 s limit: `dpkg -i` under emulation takes
+    /// a minute); its output whatever the status.
     pub fn try_run(&self, argv: &[&str]) -> Result<Output> {
         cmd::output_with_timeout(
             self.command(argv),
             &format!("[systemd {}] {}", self.pid, cmd::describe(argv)),
-            Duration::from_secs(60),
+            Duration::from_secs(180),
         )
     }
 

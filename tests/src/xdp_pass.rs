@@ -25,11 +25,30 @@ pub struct XdpPass {
 }
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<OwnedFd> {
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+    let call = |attr: &mut [u8; 128]| {
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len() as u32) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    };
+    match call(attr) {
+        // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK, per user:
+        // 64 KiB by default on 5.10, soon spent by the gates other tests
+        // run as root. Raise it as aya does for the controller, and retry.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            let unlimited = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: a valid rlimit for setrlimit to read.
+            if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+                return Err(e);
+            }
+            call(attr)
+        }
+        r => r,
     }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn put(attr: &mut [u8; 128], off: usize, v: &[u8]) {

@@ -212,6 +212,7 @@ fn doctor_checks_the_running_gate_the_mta_and_ipv4() {
     let (m, code) = findings(&out);
     for ok in [
         "kernel",
+        "programs",
         "bpffs",
         "gate",
         "daemon",
@@ -222,6 +223,8 @@ fn doctor_checks_the_running_gate_the_mta_and_ipv4() {
     ] {
         assert_eq!(severity(&m, ok), "ok", "{ok}: {m:#?}");
     }
+    // What the kernel's newer features are, said whichever way it goes.
+    assert_eq!(severity(&m, "kernel:features"), "info");
     let attach = format!("attach:{}", t.gw_if);
     assert_eq!(severity(&m, &attach), "ok");
     assert!(m[&attach].1.contains("native"), "{m:#?}");

@@ -207,10 +207,20 @@ fn counters_move_with_real_traffic() {
             (&decision("xdp", "partner_allowed"), 2.0),
             (&decision("xdp", "monitored"), 3.0),
             (&decision("xdp", "deferred"), 0.0),
-            (&decision("sk_lookup", "allowed"), 2.0),
-            (&decision("sk_lookup", "monitored"), 3.0),
         ],
     );
+    // sk_lookup counts lookups, not SYNs (it sees no TCP flags): a stray
+    // segment of a connection already closed is looked up again. On a
+    // slow machine (the kernel matrix under emulation) the 2 partner
+    // connections made 3. One per connection at most, never fewer.
+    for (action, conns) in [("allowed", 2.0), ("monitored", 3.0)] {
+        let k = decision("sk_lookup", action);
+        let moved = get(&m1, &k) - get(&m0, &k);
+        assert!(
+            (conns..=2.0 * conns).contains(&moved),
+            "{k} moved by {moved} for {conns} connections"
+        );
+    }
     assert!(
         get(&m1, &decision("xdp", "passed_other")) > get(&m0, &decision("xdp", "passed_other"))
     );

@@ -342,6 +342,96 @@ fn defer_mode_hands_strangers_the_banner() {
     assert!(gate.ok(&["status"]).unwrap().contains("responder:   up"));
 }
 
+/// Connections from the gateway itself are the operator's, never gated:
+/// those whose source is their destination (a local client's default,
+/// ::1 included) on every kernel, and, where the kernel's sk_lookup context
+/// has the interface (5.17), those that come over lo to an address there.
+/// Both ways run here: the second start asks the daemon for the older
+/// kernels' way (MX6GATE_DISABLE_FEATURES), which on a newer kernel swaps
+/// the other program variant in under the same link.
+#[test]
+fn local_connections_pass_with_either_lo_test() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::new().unwrap();
+    let _mta = Listener::start(&topo.gw, "[::]:25".parse().unwrap()).unwrap();
+    // A service address on lo (as an anycast MX address would be).
+    let on_lo: std::net::Ipv6Addr = "2001:db8:100::25".parse().unwrap();
+    mx6gate_tests::add_addr(&topo.gw, "lo", &format!("{on_lo}/128")).unwrap();
+    let mut gate = GateUnderTest::new(
+        &topo.gw,
+        &topo.gw_if,
+        "defer",
+        "[responder]\nlisten = \"[::1]:2527\"\nhostname = \"mx.example.test\"\n",
+    )
+    .unwrap();
+    let banner = |ns: &Netns, src: IpAddr, dst: SocketAddr| {
+        let s = connect_from(ns, src, dst, Duration::from_secs(10))
+            .expect_connected(&format!("{src} -> {dst}"));
+        mx6gate_tests::read_banner(&s, Duration::from_secs(10)).unwrap()
+    };
+    let loopback = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    let own = IpAddr::V6(mx6gate_tests::GW_V6);
+    let port25 = |a: IpAddr| SocketAddr::new(a, 25);
+    // A stranger of its own per round (another /64 of STRANGER_NET): defer
+    // mode resets a source's repeats after the banner (explain-then-reset).
+    let strangers: [std::net::Ipv6Addr; 2] = [STRANGER_SRC, "2001:db8:2:1::25".parse().unwrap()];
+    mx6gate_tests::add_addr(
+        &topo.sender,
+        &topo.sender_if,
+        &format!("{}/128", strangers[1]),
+    )
+    .unwrap();
+    let rounds = [
+        &[][..],
+        &[("MX6GATE_DISABLE_FEATURES", "sk_lookup_ifindex")][..],
+    ];
+    for (env, stranger) in rounds.into_iter().zip(strangers) {
+        gate.start_with_env(env).unwrap();
+        let log = gate.log();
+        let by_ifindex = log.contains("sk_lookup_ifindex=true");
+        assert!(
+            by_ifindex || log.contains("sk_lookup_ifindex=false"),
+            "the daemon says which lo test it loaded: {log}"
+        );
+        if !env.is_empty() {
+            assert!(!by_ifindex, "the older way was asked for: {log}");
+        }
+        let how = if by_ifindex {
+            "with ingress_ifindex"
+        } else {
+            "by address only"
+        };
+        for (src, dst) in [(loopback, port25(loopback)), (own, port25(own))] {
+            let b = banner(&topo.gw, src, dst);
+            assert!(
+                b.starts_with("220"),
+                "{how}: local {src} -> {dst} reaches the MTA: {b:?}"
+            );
+        }
+        let b = banner(&topo.sender, IpAddr::V6(stranger), port25(own));
+        assert!(
+            b.starts_with("421"),
+            "{how}: a stranger is still deferred: {b:?}"
+        );
+        // What only the interface tells: from another of the host's
+        // addresses to one on lo. Gated, it meets the banner or, once
+        // explained (an earlier round), the reset.
+        let dst = port25(IpAddr::V6(on_lo));
+        let got = match connect_from(&topo.gw, own, dst, Duration::from_secs(10)) {
+            mx6gate_tests::ConnectOutcome::Refused => "refused".to_string(),
+            o => {
+                let s = o.expect_connected(&format!("{own} -> {dst}"));
+                mx6gate_tests::read_banner(&s, Duration::from_secs(10)).unwrap()
+            }
+        };
+        let passed = got.starts_with("220");
+        assert_eq!(passed, by_ifindex, "{how}: local {own} -> {on_lo}: {got:?}");
+        gate.stop().unwrap();
+    }
+}
+
 #[test]
 fn defer_mode_responder_down_can_refuse() {
     if !require_root() {

@@ -4,6 +4,7 @@ mod bench_responder;
 mod build_ebpf;
 mod deb;
 mod lab;
+mod vm;
 
 use std::{path::PathBuf, process::Command};
 
@@ -32,11 +33,31 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
-    /// Run every test suite, privileged ones included (needs root).
+    /// Run every test suite, privileged ones included (needs root); with
+    /// --kernel, the privileged suites on Debian's stock kernels under qemu.
     Test {
-        /// Extra arguments for `cargo test`.
+        /// Boot Debian's stock kernel of this series (5.10, 6.1, 6.12, a
+        /// comma-separated list, or all) and run the privileged suites in
+        /// it: the full set on 6.1, the core set elsewhere.
+        #[arg(long, value_name = "VERSION")]
+        kernel: Option<String>,
+        /// With --kernel: run this suite (repeatable) instead of the
+        /// kernel's set.
+        #[arg(long, requires = "kernel")]
+        suite: Vec<String>,
+        /// Extra arguments for `cargo test`; with --kernel, for each test
+        /// binary (a test name filter, --test-threads N …).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Run one command in a guest booted with Debian's stock kernel of this
+    /// series (as `test --kernel` boots it), for looking into a failure.
+    Vm {
+        /// 5.10, 6.1 or 6.12.
+        kernel: String,
+        /// The command and its arguments (after `--`).
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
     },
     /// Benchmarks (needs root): per-packet cost, wire drop rate, control
     /// plane, memory; writes bench/RESULTS.md and bench/per-packet.svg.
@@ -64,17 +85,34 @@ fn main() -> Result<()> {
             println!("Debian package: {}", deb.display());
         }
         Cmd::Lab { keep } => lab::lab(keep)?,
-        Cmd::Test { args } => {
+        Cmd::Test {
+            kernel,
+            suite,
+            args,
+        } => {
             // The package builds the binary too; the deb_package suite
             // installs exactly this file.
             let deb = deb::build()?;
             let bin = workspace_root().join("target/release/mx6gate");
+            if let Some(kernels) = kernel {
+                return vm::test(&vm::Options {
+                    kernels,
+                    suites: suite,
+                    test_args: args,
+                    bin,
+                    deb,
+                });
+            }
             run(Command::new("cargo")
                 .args(["test", "--workspace", "--release"])
                 .args(&args)
                 .env("MX6GATE_BIN", bin)
                 .env("MX6GATE_DEB", deb)
                 .env("MX6GATE_REQUIRE_PRIV", "1"))?;
+        }
+        Cmd::Vm { kernel, command } => {
+            let rc = vm::exec(&kernel, &command)?;
+            std::process::exit(rc);
         }
         Cmd::Bench(args) => bench::main(args)?,
         Cmd::BenchResponder { quick } => bench_responder::main(quick)?,

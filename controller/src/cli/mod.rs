@@ -146,6 +146,8 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("mx6gate: error: {e:#}");
             if e.downcast_ref::<run::ConfigRefused>().is_some() {
                 std::process::ExitCode::from(run::EXIT_CONFIG)
+            } else if e.downcast_ref::<crate::kernel::BelowFloor>().is_some() {
+                std::process::ExitCode::from(run::EXIT_KERNEL)
             } else {
                 std::process::ExitCode::from(1)
             }

@@ -21,6 +21,11 @@ pub struct Args {
 /// a loop.
 pub const EXIT_CONFIG: u8 = 78;
 
+/// EX_UNAVAILABLE from sysexits.h: the kernel lacks a feature the gate
+/// needs (`kernel::BelowFloor`). Also in the unit's
+/// RestartPreventExitStatus=: no restart gives the kernel what it lacks.
+pub const EXIT_KERNEL: u8 = 69;
+
 /// Marks the error `run` exits with [`EXIT_CONFIG`] for.
 #[derive(Debug)]
 pub struct ConfigRefused;

@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use mx6gate_common::Mode;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -97,6 +97,10 @@ fn start_store(cfg: &Config, mode: Mode, kept_prefixes: usize) -> Result<StartSt
 }
 
 pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) -> Result<()> {
+    // First of all: SIGHUP's default action ends the process, so a reload
+    // asked for as soon as the daemon says it is up (`systemctl start` then
+    // `reload`; a slow machine widens the gap) must find the handler there.
+    let signals = Signals::install()?;
     // Everything that can be refused is checked before the pinned gate,
     // the saved mode or the maps change (invariant 5).
     let cfg = load_config(config_path, &ifaces)?;
@@ -104,7 +108,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         warn!("{w}");
     }
     let state = StateDir::new(&cfg.state_dir);
-    let (gate, maps, pin_lock, pid_file, listener, metrics, kept) = {
+    let (gate, maps, pin_lock, pid_file, listener, metrics, kept, running) = {
         let _lock = state.lock()?;
         if let Some(pid) = state.running_daemon() {
             bail!(
@@ -185,14 +189,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
                 (0, pinned_prefixes)
             }
         };
-        info!(
-            mode = mode.as_str(),
-            adopted = gate.adopted,
-            interfaces = ?cfg.interfaces,
-            partners,
-            prefixes,
-            "gate running"
-        );
+        let running = (mode, gate.adopted, gate.features, partners, prefixes);
         {
             let health = metrics.metrics().health();
             let mut h = health.lock();
@@ -214,7 +211,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
             StartStore::Apply(_) => None,
         };
         made_pin_dir.keep();
-        (gate, maps, pin_lock, pid_file, listener, metrics, kept)
+        (gate, maps, pin_lock, pid_file, listener, metrics, kept, running)
     };
     let health = metrics.metrics().health();
     let responder_socket = listener
@@ -246,6 +243,20 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         stopping: stopping.clone(),
     }
     .spawn(requests_rx, fatal_tx)?;
+    // Logged once everything serves and the signals are handled: what
+    // waits for this line (an operator, the tests) may act at once.
+    let (mode, adopted, features, partners, prefixes) = running;
+    info!(
+        mode = mode.as_str(),
+        adopted,
+        interfaces = ?cfg.interfaces,
+        partners,
+        prefixes,
+        kernel = crate::kernel::release(),
+        coarse_clock = features.coarse_clock,
+        sk_lookup_ifindex = features.sk_lookup_ifindex,
+        "gate running"
+    );
     let mut d = Daemon {
         config_path: config_path.to_path_buf(),
         iface_override: ifaces,
@@ -259,7 +270,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         _pid_file: pid_file,
     };
     crate::notify::ready(&d.status_line());
-    let result = d.serve().await;
+    let result = d.serve(signals).await;
     stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     crate::notify::stopping();
     d.responder.stop().await;
@@ -397,11 +408,31 @@ pub fn checked_config(path: &Path, ifaces: &[String]) -> Result<Config> {
     Ok(cfg)
 }
 
+/// The signals the daemon acts on, caught from the moment they are
+/// installed (a signal that arrives before the loop polls is kept).
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 impl Daemon {
-    async fn serve(&mut self) -> Result<()> {
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+    async fn serve(&mut self, signals: Signals) -> Result<()> {
+        let Signals {
+            mut hup,
+            mut term,
+            mut int,
+        } = signals;
         loop {
             tokio::select! {
                 _ = hup.recv() => {

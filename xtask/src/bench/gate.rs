@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use aya::programs::Xdp;
+use aya::programs::{SkLookup, Xdp};
 use ipnet::Ipv6Net;
 use mx6gate::{config::Config, gate::Gate, maps::GateMaps};
-use mx6gate_common::{GateConfig, Mode, XDP_PROGRAM};
+use mx6gate_common::{GateConfig, Mode, SK_LOOKUP_PROGRAM, XDP_PROGRAM};
 
 use super::sys;
 
@@ -53,6 +53,16 @@ impl BenchGate {
     /// `mode` protecting port 25. Returns the gate and how long the load
     /// (maps created and pinned, both programs through the verifier) took.
     pub fn load(capacity: usize, mode: Mode) -> Result<(BenchGate, Duration)> {
+        BenchGate::load_with(capacity, mode, None)
+    }
+
+    /// [`BenchGate::load`] with the kernel's optional features given
+    /// (`Gate::load_with`) instead of probed.
+    pub fn load_with(
+        capacity: usize,
+        mode: Mode,
+        features: Option<mx6gate::kernel::Optional>,
+    ) -> Result<(BenchGate, Duration)> {
         let dir = tempfile::tempdir()?;
         let mut cfg = Config {
             pin_path: pin_path(""),
@@ -67,7 +77,10 @@ impl BenchGate {
         std::fs::create_dir_all(&cfg.partners_dir)?;
         cfg.maps.allow_entries = (capacity as u32).max(1024);
         let t = Instant::now();
-        let loaded = Gate::load(&cfg);
+        let loaded = match features {
+            Some(f) => Gate::load_with(&cfg, f),
+            None => Gate::load(&cfg),
+        };
         let took = t.elapsed();
         let gate = match loaded {
             Ok(g) => g,
@@ -166,6 +179,16 @@ impl BenchGate {
             .ebpf
             .program(XDP_PROGRAM)
             .ok_or_else(|| anyhow!("no program {XDP_PROGRAM}"))?
+            .try_into()?;
+        Ok(p.fd()?.as_fd())
+    }
+
+    pub fn sk_lookup_prog(&self) -> Result<BorrowedFd<'_>> {
+        let p: &SkLookup = self
+            .gate
+            .ebpf
+            .program(SK_LOOKUP_PROGRAM)
+            .ok_or_else(|| anyhow!("no program {SK_LOOKUP_PROGRAM}"))?
             .try_into()?;
         Ok(p.fd()?.as_fd())
     }

@@ -49,6 +49,8 @@ mod sys;
 #[cfg(feature = "bench")]
 mod trie;
 #[cfg(feature = "bench")]
+mod variants;
+#[cfg(feature = "bench")]
 mod wire;
 #[cfg(feature = "bench")]
 mod xdpfilter;
@@ -66,7 +68,7 @@ pub struct BenchArgs {
     /// 10,10000,100000,1000000; with --quick 10,1000).
     #[arg(long, value_delimiter = ',')]
     pub sizes: Vec<usize>,
-    /// Run only these parts: per-packet, wire, control, memory, store.
+    /// Run only these parts: per-packet, wire, control, memory, variants, store.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Internal: load a gate with this many prefixes in a fresh process and

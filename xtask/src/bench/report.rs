@@ -919,8 +919,13 @@ pub fn write(r: &Results, dir: &Path) -> Result<()> {
         let _ = writeln!(o, "{}", super::report_text::MEMORY);
         memory_table(&mut o, r);
     }
+    if let Some(v) = &r.variants {
+        let _ = writeln!(o, "\n## 5. Older kernels' ways, on this kernel\n");
+        let _ = writeln!(o, "{}\n", super::report_text::VARIANTS);
+        variants_table(&mut o, v);
+    }
     if !r.store.is_empty() {
-        let _ = writeln!(o, "\n## 5. Partner store\n");
+        let _ = writeln!(o, "\n## 6. Partner store\n");
         let _ = writeln!(o, "{}", super::report_text::STORE);
         store_table(&mut o, r);
     }
@@ -929,6 +934,32 @@ pub fn write(r: &Results, dir: &Path) -> Result<()> {
     let svg = dir.join("per-packet.svg");
     std::fs::write(&svg, plot(r, &pp)).with_context(|| format!("writing {}", svg.display()))?;
     Ok(())
+}
+
+fn variants_table(out: &mut String, v: &Result<Vec<super::variants::VariantPoint>, String>) {
+    let pts = match v {
+        Ok(p) => p,
+        Err(why) => {
+            let _ = writeln!(out, "Not measured: {why}.");
+            return;
+        }
+    };
+    let _ = writeln!(
+        out,
+        "| Case | This kernel's way | ns | 5.10's way | ns | ratio (5.10's / this) |\n|---|---|---|---|---|---|"
+    );
+    for p in pts {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            p.case,
+            p.new_way,
+            p.new,
+            p.old_way,
+            p.old,
+            rat(Some(p.old), Some(p.new))
+        );
+    }
 }
 
 /// ns/packet against allowlist size: log x, log y, one line per series.

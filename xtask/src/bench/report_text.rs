@@ -160,6 +160,18 @@ prefix → partner map (as the controller holds its partner store): its RSS \
 then; the growth after `Gate::load` and `sync::apply_allow_tracked` of that set; and \
 the peak (VmHWM, reset just before the load) — one measurement each.";
 
+pub const VARIANTS: &str = "\
+Where a kernel lacks a newer feature the gate does the same job another way, \
+chosen when it loads (`controller/src/kernel.rs` probes, load-time constants \
+select, the verifier keeps one branch). Here the same object is loaded twice \
+on this kernel, with what this kernel offers and with the baseline Debian \
+11's 5.10 runs (precise clock; the lo exemption by comparing the connection's \
+addresses instead of reading `ingress_ifindex`), and both are run through \
+BPF_PROG_TEST_RUN on the same inputs, interleaved. The sk_lookup runs have \
+no interface (the kernel's test run leaves `ingress_ifindex` 0) and no \
+socket to assign: steering itself is not in these figures. Median (min–max) \
+ns per run.";
+
 pub const STORE: &str = "\
 The partner store as the daemon reads it (`Store::load`), N prefixes in one
 partner (one file) against the same N spread over partners of 1,000 prefixes

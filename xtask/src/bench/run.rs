@@ -16,6 +16,7 @@ use super::{
     store::{self, StorePoint},
     sys,
     trie::TrieStandin,
+    variants::{self, VariantPoint},
     wire::{self, Dropper, Wire, WirePoint},
     xdpfilter::{self, XdpFilter},
     BenchArgs,
@@ -96,6 +97,10 @@ pub struct Results {
     pub wire: Vec<WirePoint>,
     pub control: Vec<ControlPoint>,
     pub memory: Vec<MemPoint>,
+    /// The older kernels' variants against this kernel's (part 5), or why
+    /// they could not be compared here.
+    pub variants: Option<Result<Vec<VariantPoint>, String>>,
+    /// The partner store's load and sync (part 6).
     pub store: Vec<StorePoint>,
     pub notes: Vec<String>,
     pub elapsed: Duration,
@@ -114,8 +119,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let start = Instant::now();
     for p in &args.only {
-        if !["per-packet", "wire", "control", "memory", "store"].contains(&p.as_str()) {
-            bail!("--only {p}: the parts are per-packet, wire, control, memory, store");
+        if !["per-packet", "wire", "control", "memory", "variants", "store"].contains(&p.as_str()) {
+            bail!("--only {p}: the parts are per-packet, wire, control, memory, variants, store");
         }
     }
     // SAFETY: no preconditions.
@@ -177,6 +182,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         wire: Vec::new(),
         control: Vec::new(),
         memory: Vec::new(),
+        variants: None,
         store: Vec::new(),
         notes: Vec::new(),
         elapsed: Duration::ZERO,
@@ -300,6 +306,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let pts = per_packet::measure(n, &table, &mut subj, &settings, res.restored.unwrap())
                 .with_context(|| format!("per-packet at {n} prefixes"))?;
             res.per_packet.extend(pts);
+        }
+
+        if args.wants("variants") && res.variants.is_none() {
+            eprintln!(
+                "bench:   kernel variants ({:.0} s in)",
+                start.elapsed().as_secs_f64()
+            );
+            check_stats(&mut res)?;
+            res.variants = Some(
+                variants::measure(settings.runs, settings.repeat, &table)
+                    .map_err(|e| format!("{e:#}")),
+            );
         }
 
         if args.wants("wire") {

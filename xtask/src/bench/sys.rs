@@ -115,6 +115,21 @@ pub fn test_run(
     })
 }
 
+/// BPF_PROG_TEST_RUN of a program that takes a context and no packet
+/// (sk_lookup: `ctx` is a struct bpf_sk_lookup), `repeat` times.
+pub fn test_run_ctx(prog: BorrowedFd<'_>, ctx: &[u8], repeat: u32) -> Result<Run> {
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(32, repeat)
+        .u32(40, ctx.len() as u32)
+        .u64(48, ctx.as_ptr() as u64);
+    bpf(BPF_PROG_TEST_RUN, &mut a).context("BPF_PROG_TEST_RUN (context)")?;
+    Ok(Run {
+        retval: a.get_u32(4),
+        ns: a.get_u32(36),
+    })
+}
+
 /// BPF_PROG_TEST_RUN in live-frames mode: the program runs `repeat` times on
 /// real xdp_frames built from `data`, and what it redirects is really sent.
 /// Runs in the calling thread's network namespace.
