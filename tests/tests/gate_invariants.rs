@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aya::maps::{lpm_trie::LpmTrie, Array, Map, MapData};
 use ipnet::Ipv6Net;
-use mx6gate_tests::gate::{mx6gate_bin, GateUnderTest};
+use mx6gate_tests::gate::{lookups_fit, mx6gate_bin, GateUnderTest};
 use mx6gate_tests::tcp::command;
 use mx6gate_tests::*;
 
@@ -471,11 +471,10 @@ fn inv2_partner_reaches_mta_in_every_mode() {
             assert_eq!(d("xdp.dropped"), 0, "{ctx}");
         }
         // sk_lookup sees the connections XDP let through.
-        assert_eq!(d("sk.allowed"), 1, "{ctx}");
-        assert_eq!(d("sk.monitored"), monitored, "{ctx}");
-        assert_eq!(
-            d("sk.deferred") + d("sk.responder_down_passed"),
-            deferred,
+        assert!(lookups_fit(d("sk.allowed"), 1), "{ctx}");
+        assert!(lookups_fit(d("sk.monitored"), monitored), "{ctx}");
+        assert!(
+            lookups_fit(d("sk.deferred") + d("sk.responder_down_passed"), deferred),
             "{ctx}"
         );
         assert_eq!(d("sk.refused"), 0, "{ctx}");

@@ -9,8 +9,10 @@ use std::{
 
 use mx6gate_common::proto::*;
 use mx6gate_tests::{
-    connect_from, gate::GateUnderTest, packets::*, require_root, Listener, Netns, Topology,
-    PARTNER_NET, PARTNER_SRC, STRANGER_SRC,
+    connect_from,
+    gate::{lookups_fit, GateUnderTest},
+    packets::*,
+    require_root, Listener, Netns, Topology, PARTNER_NET, PARTNER_SRC, STRANGER_SRC,
 };
 
 /// "section.name" → value, from `mx6gate status`.
@@ -334,11 +336,9 @@ fn defer_mode_hands_strangers_the_banner() {
         "IPv4 untouched"
     );
     let c = counters(&gate);
-    assert_eq!(
-        (c["sk.deferred"], c["sk.allowed"], c["xdp.deferred"]),
-        (1, 1, 1),
-        "{c:?}"
-    );
+    assert_eq!(c["xdp.deferred"], 1, "{c:?}");
+    assert!(lookups_fit(c["sk.deferred"], 1), "{c:?}");
+    assert!(lookups_fit(c["sk.allowed"], 1), "{c:?}");
     assert!(gate.ok(&["status"]).unwrap().contains("responder:   up"));
 }
 
