@@ -131,16 +131,9 @@ pub fn check_requirements() -> anyhow::Result<()> {
 
 /// The error for a kernel below the floor, in plain words (`run` exits
 /// with its own status for it: restarting will not help).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct BelowFloor(pub String);
-
-impl std::fmt::Display for BelowFloor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BelowFloor {}
 
 /// Newer ways of doing a job, chosen at load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,30 +15,32 @@
 //! - `pinlock` — one owner per pinned gate (flock on the pin directory)
 //! - `metrics` — the Prometheus endpoint
 //! - `notify` — systemd readiness (sd_notify) for `run`
-//! - `cli`    — one module per verb
 //! - `doctor` — the checks behind `mx6gate doctor`
 //! - `explain` — defer mode's explain-then-reset: `[defer]`, its records
 //! - `iface`  — the host's interface addresses
 //! - `kernel` — what the running kernel offers (probed): the floor, and
 //!   the load-time choices for newer kernels
 //! - `spf`    — partners by domain: SPF expansion and refresh safety
+// The library reports through `tracing` and its return values; only the
+// binary (src/bin/mx6gate) prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod allowlist;
-pub mod batch;
-pub mod cli;
+pub(crate) mod batch;
 pub mod config;
+pub mod context;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
 pub mod explain;
 pub mod fsutil;
 pub mod gate;
-pub mod health;
+pub(crate) mod health;
 pub mod iface;
 pub mod kernel;
-pub mod logging;
 pub mod maps;
-pub mod metrics;
-pub mod notify;
+pub(crate) mod metrics;
+pub(crate) mod notify;
 pub mod pinlock;
 pub mod report;
 pub mod responder;

@@ -27,7 +27,6 @@
 //! through hash sets and one ordered index, never by scanning lists.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    fmt,
     io::ErrorKind,
     net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
@@ -144,21 +143,14 @@ pub enum RefusedKind {
 
 /// Why the store was not read whole. The message names the directory or
 /// the file, the partner and the item.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct StoreRefused {
     pub kind: RefusedKind,
     /// The file at fault (None for the directory itself).
     pub file: Option<PathBuf>,
     pub message: String,
 }
-
-impl fmt::Display for StoreRefused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for StoreRefused {}
 
 impl StoreRefused {
     /// The refusal inside `e`, if it is one.

@@ -12,6 +12,7 @@
 //!
 //! One daemon per pinned gate: it holds the pin directory's lock
 //! (`pinlock`) from start to exit.
+mod reports;
 mod worker;
 
 use std::{
@@ -219,7 +220,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         .context("duplicating the responder socket")?;
     let responder = RunningResponder::start(&cfg.responder, listener, &metrics)?;
     // Who is being turned away: read the kernel's reports, answer `top`.
-    let _reports = crate::report::start_in_daemon(&cfg.pin_path, &state);
+    let _reports = reports::start(&cfg.pin_path, &state);
     let (requests, requests_rx) = mpsc::channel();
     let (fatal_tx, fatal) = tokio::sync::mpsc::unbounded_channel();
     let store_seen = Fingerprint::of(&cfg.partners_dir);

@@ -13,7 +13,7 @@ use mx6gate_common::{Counter, Mode};
 
 use super::{Finding, Severity};
 use crate::{
-    cli::Ctx,
+    context::Ctx,
     gate::{AttachRecord, Gate, PinLayout},
     iface, kernel,
     maps::GateMaps,

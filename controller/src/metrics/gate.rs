@@ -8,7 +8,7 @@
 //! kernel.
 use std::{
     fmt,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Mutex, RwLock},
     time::{Duration, Instant},
 };
@@ -263,10 +263,6 @@ impl GateCollector {
 
     pub fn set_interfaces(&self, interfaces: Vec<String>) {
         *self.interfaces.write().unwrap_or_else(|e| e.into_inner()) = interfaces;
-    }
-
-    pub fn pin_path(&self) -> PathBuf {
-        self.layout.root.clone()
     }
 
     /// Read everything; what cannot be read is left out and logged.

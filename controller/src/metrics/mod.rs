@@ -168,11 +168,6 @@ impl Exporter {
         &self.metrics
     }
 
-    /// Where the endpoint listens, if it does.
-    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.server.as_ref().map(|s| s.local_addr())
-    }
-
     /// First half of a reload: bind the new address if it changed, so a
     /// busy address fails the reload before anything is applied.
     pub fn prepare_reload(&self, cfg: &MetricsConfig) -> Result<Rebind> {

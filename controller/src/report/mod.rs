@@ -300,28 +300,6 @@ impl Service {
     }
 }
 
-/// The daemon's part: the service and the control socket `top` asks.
-/// The gate works without either, so a failure is logged, not fatal.
-pub fn start_in_daemon(
-    pin_path: &Path,
-    state: &crate::state::StateDir,
-) -> Option<(Service, crate::control::Server)> {
-    let started = Service::start(pin_path).and_then(|s| {
-        let server = crate::control::spawn(state, s.handle.clone())?;
-        Ok((s, server))
-    });
-    match started {
-        Ok(s) => Some(s),
-        Err(e) => {
-            error!(
-                error = format!("{e:#}"),
-                "non-partner SYN reports unavailable (`mx6gate top` will not answer); the gate is unaffected"
-            );
-            None
-        }
-    }
-}
-
 impl Drop for Service {
     fn drop(&mut self) {
         for t in &self.tasks {

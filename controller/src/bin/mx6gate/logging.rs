@@ -5,7 +5,13 @@
 //! field for whatever parses the lines).
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::cli::LogFormat;
+use clap::ValueEnum;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 pub fn init(format: LogFormat, daemon: bool) {
     // One-shot commands print their own results; only warnings go to the log.

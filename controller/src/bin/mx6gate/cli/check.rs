@@ -8,7 +8,7 @@ use mx6gate_common::Mode;
 use serde::Serialize;
 
 use super::{json, Ctx};
-use crate::{
+use mx6gate::{
     config::Config,
     explain::{self, Standing},
     maps::GateMaps,
@@ -105,7 +105,7 @@ pub fn check(ctx: &Ctx, addr: &str) -> Result<Outcome> {
                 verdict: "not_gated",
                 explained: None,
                 ports,
-                gate_loaded: crate::gate::PinLayout::new(&ctx.cfg.pin_path).is_loaded(),
+                gate_loaded: mx6gate::gate::PinLayout::new(&ctx.cfg.pin_path).is_loaded(),
                 maps_agree: None,
                 verdict_text: None,
                 store_refused: Vec::new(),
@@ -147,7 +147,7 @@ pub fn check(ctx: &Ctx, addr: &str) -> Result<Outcome> {
     };
     let maps_agree = match &maps {
         None => None,
-        Some(m) => Some(crate::allowlist::lookup(m, ip6)?.is_some() == allowed),
+        Some(m) => Some(mx6gate::allowlist::lookup(m, ip6)?.is_some() == allowed),
     };
     Ok(Outcome {
         address: ip6.to_string(),

@@ -13,12 +13,13 @@ mod status;
 mod sync;
 mod top;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{config::Config, state::StateDir};
+pub use mx6gate::context::Ctx;
+
+use crate::logging::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,19 +29,13 @@ use crate::{config::Config, state::StateDir};
 )]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    #[arg(long, global = true, default_value = mx6gate::config::DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
     /// Log format for `run` (and warnings of other commands).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub cmd: Cmd,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -96,25 +91,6 @@ pub enum Cmd {
     GenerateAssets { dir: PathBuf },
 }
 
-/// What every verb needs: the validated config and its state dir.
-pub struct Ctx {
-    pub config_path: PathBuf,
-    pub cfg: Config,
-    pub state: StateDir,
-}
-
-impl Ctx {
-    pub fn load(path: &Path) -> Result<Ctx> {
-        let cfg = Config::load(path)?;
-        let state = StateDir::new(&cfg.state_dir);
-        Ok(Ctx {
-            config_path: path.to_path_buf(),
-            cfg,
-            state,
-        })
-    }
-}
-
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.cmd, Cmd::Run(_)) {
@@ -146,7 +122,7 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("mx6gate: error: {e:#}");
             if e.downcast_ref::<run::ConfigRefused>().is_some() {
                 std::process::ExitCode::from(run::EXIT_CONFIG)
-            } else if e.downcast_ref::<crate::kernel::BelowFloor>().is_some() {
+            } else if e.downcast_ref::<mx6gate::kernel::BelowFloor>().is_some() {
                 std::process::ExitCode::from(run::EXIT_KERNEL)
             } else {
                 std::process::ExitCode::from(1)

@@ -4,7 +4,7 @@ use std::{path::Path, time::Duration};
 use anyhow::{bail, Result};
 
 use super::Ctx;
-use crate::{gate, pinlock};
+use mx6gate::{gate, pinlock};
 
 pub fn run(config: &Path) -> Result<()> {
     let ctx = Ctx::load(config)?;

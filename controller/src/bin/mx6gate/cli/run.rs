@@ -27,26 +27,21 @@ pub const EXIT_CONFIG: u8 = 78;
 pub const EXIT_KERNEL: u8 = 69;
 
 /// Marks the error `run` exits with [`EXIT_CONFIG`] for.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("refusing to start")]
 pub struct ConfigRefused;
-
-impl std::fmt::Display for ConfigRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("refusing to start")
-    }
-}
 
 pub fn run(config: &Path, args: Args) -> Result<()> {
     // Checked up front so a bad config gets its own exit status; the daemon
     // checks it again under its lock.
     // A missing interface exits 1 instead: it may come up late, so systemd
     // retries.
-    crate::daemon::checked_config(config, &args.ifaces).map_err(|e| e.context(ConfigRefused))?;
+    mx6gate::daemon::checked_config(config, &args.ifaces).map_err(|e| e.context(ConfigRefused))?;
     warn_without_ipv4(config, &args.ifaces);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(crate::daemon::run(
+    rt.block_on(mx6gate::daemon::run(
         config,
         args.ifaces,
         args.mode.map(Into::into),
@@ -57,7 +52,7 @@ pub fn run(config: &Path, args: Args) -> Result<()> {
 /// at start (the daemon validates the config itself; a bad one is its error
 /// to report, not this warning's).
 fn warn_without_ipv4(config: &Path, ifaces: &[String]) {
-    let Ok(cfg) = crate::config::Config::load(config) else {
+    let Ok(cfg) = mx6gate::config::Config::load(config) else {
         return;
     };
     let ifaces = if ifaces.is_empty() {
@@ -69,15 +64,15 @@ fn warn_without_ipv4(config: &Path, ifaces: &[String]) {
     // warning that it has no IPv4 would only bury it.
     let present: Vec<String> = ifaces
         .iter()
-        .filter(|i| crate::gate::ifindex(i).is_some())
+        .filter(|i| mx6gate::gate::ifindex(i).is_some())
         .cloned()
         .collect();
     if present.len() < ifaces.len() {
         return;
     }
-    if let Ok(addrs) = crate::iface::ipv4_addresses() {
+    if let Ok(addrs) = mx6gate::iface::ipv4_addresses() {
         if let Some(w) =
-            crate::iface::stranding_warning(&crate::iface::without_ipv4(&present, &addrs))
+            mx6gate::iface::stranding_warning(&mx6gate::iface::without_ipv4(&present, &addrs))
         {
             tracing::warn!("{w}");
         }

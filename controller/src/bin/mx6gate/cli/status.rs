@@ -10,7 +10,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use ipnet::Ipv6Net;
 
 use super::Ctx;
-use crate::{
+use mx6gate::{
     gate::{AttachRecord, PinLayout},
     maps::GateMaps,
     pinlock,
@@ -76,10 +76,10 @@ pub fn run(config: &Path) -> Result<()> {
     let ports: Vec<String> = cfg.ports.iter().map(u16::to_string).collect();
     println!("ports:       {}", ports.join(", "));
     let down = match cfg.responder.down_policy {
-        crate::config::DownPolicy::Pass => {
+        mx6gate::config::DownPolicy::Pass => {
             "defer-mode connections pass to the MTA (down_policy = pass)"
         }
-        crate::config::DownPolicy::Refuse => {
+        mx6gate::config::DownPolicy::Refuse => {
             "defer-mode connections are refused (down_policy = refuse)"
         }
     };
@@ -87,7 +87,7 @@ pub fn run(config: &Path) -> Result<()> {
     println!(
         "defer:       explain once per /{} for {}, then {} (explain_by, explain_window, repeat)",
         d.explain_by,
-        crate::explain::human(d.explain_window),
+        mx6gate::explain::human(d.explain_window),
         match d.repeat {
             mx6gate_common::explain::Repeat::Reset => "reset (connection refused)",
             mx6gate_common::explain::Repeat::Defer => "the banner again (repeat = \"defer\")",
@@ -152,9 +152,9 @@ pub fn run(config: &Path) -> Result<()> {
             .filter(|i| !cfg.interfaces.contains(i))
             .cloned(),
     );
-    if let Ok(addrs) = crate::iface::ipv4_addresses() {
+    if let Ok(addrs) = mx6gate::iface::ipv4_addresses() {
         if let Some(w) =
-            crate::iface::stranding_warning(&crate::iface::without_ipv4(&protected, &addrs))
+            mx6gate::iface::stranding_warning(&mx6gate::iface::without_ipv4(&protected, &addrs))
         {
             println!("WARNING:     {w}");
         }
@@ -198,7 +198,7 @@ pub fn run(config: &Path) -> Result<()> {
     }
     println!();
     if let Some(maps) = &maps {
-        let in_map: BTreeSet<Ipv6Net> = crate::allowlist::entries(maps)?.into_keys().collect();
+        let in_map: BTreeSet<Ipv6Net> = mx6gate::allowlist::entries(maps)?.into_keys().collect();
         let vacant = refused.is_empty() && store.files == 0 && !in_map.is_empty();
         let advice = if !refused.is_empty() {
             String::new()
@@ -243,7 +243,7 @@ pub fn run(config: &Path) -> Result<()> {
         }
         match &maps.explain {
             Some(x) => {
-                let (all, live) = x.count(&maps.read_defer()?, crate::explain::monotonic_now_ns())?;
+                let (all, live) = x.count(&maps.read_defer()?, mx6gate::explain::monotonic_now_ns())?;
                 println!(
                     "explained sources: {live} within the window now ({all} in the map, capacity {}); recorded since load: {}",
                     x.explained_capacity,

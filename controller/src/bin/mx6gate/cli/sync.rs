@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::{partner::describe, Ctx};
-use crate::{
+use mx6gate::{
     fsutil,
     maps::GateMaps,
     pinlock,

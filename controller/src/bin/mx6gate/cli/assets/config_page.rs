@@ -17,7 +17,7 @@ use anyhow::{bail, Result};
 
 use super::roff::{bold, escape, literal};
 
-pub const EXAMPLE: &str = include_str!("../../../mx6gate.example.toml");
+pub const EXAMPLE: &str = include_str!("../../../../../mx6gate.example.toml");
 
 #[derive(Debug, PartialEq)]
 pub enum Block {

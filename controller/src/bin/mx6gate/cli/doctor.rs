@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{json, Ctx};
-use crate::{
+use mx6gate::{
     doctor::{self, mx, Finding},
     sync,
 };

@@ -11,7 +11,7 @@ use anyhow::Result;
 use mx6gate_common::Mode;
 
 use super::{loaded_note, partner::describe, Ctx};
-use crate::{
+use mx6gate::{
     maps::GateMaps,
     pinlock,
     store::{today_utc, Store, StoreRefused},

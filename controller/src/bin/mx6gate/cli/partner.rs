@@ -12,7 +12,7 @@ use std::{fs, path::Path};
 use anyhow::{Context, Result};
 
 use super::{loaded_note, Ctx};
-use crate::{
+use mx6gate::{
     maps::GateMaps,
     pinlock,
     store::{today_utc, Store},
@@ -142,7 +142,7 @@ fn commit(ctx: &Ctx, store: &Store, name: &str, maps: Option<&mut GateMaps>) -> 
     if let Err(e) = sync::apply_allow_tracked(maps, &ctx.state, &desired) {
         // Put the store back as it was and the map with it.
         match previous {
-            Some(bytes) => crate::fsutil::write_atomic(&file, &bytes)?,
+            Some(bytes) => mx6gate::fsutil::write_atomic(&file, &bytes)?,
             None => {
                 fs::remove_file(&file).ok();
             }

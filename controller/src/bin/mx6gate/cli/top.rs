@@ -11,7 +11,7 @@ use ipnet::Ipv6Net;
 use serde::Serialize;
 
 use super::{json, Ctx};
-use crate::{
+use mx6gate::{
     control::{self, Answer, Query},
     report::{TopQuery, TopReport, TopRow},
     store::{today_utc, Store},
@@ -65,7 +65,7 @@ pub fn parse_window(s: &str) -> Result<u32> {
         "h" => n.checked_mul(60).ok_or_else(bad)?,
         _ => return Err(bad()),
     };
-    if minutes == 0 || minutes > crate::report::aggregate::RETAIN_MINUTES {
+    if minutes == 0 || minutes > mx6gate::report::aggregate::RETAIN_MINUTES {
         bail!("--window {s:?}: must be 1m to 24h (what the daemon keeps)");
     }
     Ok(minutes)
@@ -115,7 +115,7 @@ pub fn run(config: &Path, args: Args) -> Result<()> {
         }
     }
     let suggestions = args.suggest.then(|| {
-        let config_arg = (ctx.config_path != Path::new(crate::config::DEFAULT_CONFIG_PATH))
+        let config_arg = (ctx.config_path != Path::new(mx6gate::config::DEFAULT_CONFIG_PATH))
             .then(|| ctx.config_path.display().to_string());
         suggest(&report, config_arg.as_deref())
     });
@@ -300,8 +300,8 @@ pub fn name_from_ptr(ptr: &str) -> Option<String> {
     };
     let name: String = labels[n - take..].join(".");
     let name = name.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
-    let name: String = name.chars().take(crate::store::MAX_NAME_LEN).collect();
-    crate::store::validate_name(&name).ok().map(|()| name)
+    let name: String = name.chars().take(mx6gate::store::MAX_NAME_LEN).collect();
+    mx6gate::store::validate_name(&name).ok().map(|()| name)
 }
 
 /// "2001:db8:2::/48" → "net-2001-db8-2-48": the prefix's hextets.
@@ -360,7 +360,7 @@ pub fn reverse_dns(addr: Ipv6Addr) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Stats;
+    use mx6gate::report::Stats;
 
     /// The documented shape: a change here is a change of mx6gate.top/1.
     #[test]
@@ -481,7 +481,7 @@ mod tests {
             "net-2001-db8-4-5-64"
         );
         for n in ["net-2001-db8-2-48", "example.net"] {
-            crate::store::validate_name(n).unwrap();
+            mx6gate::store::validate_name(n).unwrap();
         }
     }
 

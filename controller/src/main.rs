@@ -1,3 +1,0 @@
-fn main() -> std::process::ExitCode {
-    mx6gate::cli::main()
-}
