@@ -7,7 +7,7 @@
 //! - `config` — the TOML config, validated whole
 //! - `store`  — the partner store (partners_dir/*.toml)
 //! - `state`  — runtime state: mode override, partner ids, the lock
-//! - `sync`   — store and config → maps
+//! - `reconcile` — store and config → maps (what `mx6gate sync` runs)
 //! - `report` — non-partner SYN reports from the kernel, aggregated
 //! - `control` — the daemon's control socket (`mx6gate top` asks it)
 //! - `daemon` — `mx6gate run` (its sync worker in `daemon::worker`)
@@ -47,4 +47,4 @@ pub mod responder;
 pub mod spf;
 pub mod state;
 pub mod store;
-pub mod sync;
+pub mod reconcile;

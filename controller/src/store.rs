@@ -137,7 +137,7 @@ pub enum RefusedKind {
     /// A file in it is bad (syntax, an invalid item, a conflict).
     BadFile,
     /// It holds no partner file while the allowlist holds prefixes
-    /// (`sync::refuse_vacant`).
+    /// (`reconcile::refuse_vacant`).
     Vacant,
 }
 

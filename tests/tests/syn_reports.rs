@@ -113,7 +113,7 @@ fn kernel_rate_limit_reports_up_to_the_budget_and_counts_the_rest() {
     }
     let mut l = load();
     let partners = partner_prefixes();
-    mx6gate::sync::apply_allow(&mut l.maps, &partners.iter().copied().collect()).unwrap();
+    mx6gate::reconcile::apply_allow(&mut l.maps, &partners.iter().copied().collect()).unwrap();
     // Outside every prefix of partner_prefixes().
     let stranger = v6("2001:db8:7::25");
     let syn = tcp_frame(&[], stranger, &[], &Tcp::syn(25));

@@ -142,7 +142,7 @@ impl Harness {
         let gate = Gate::load(&cfg).expect("load the object; the verifier accepts both programs");
         let mut maps = GateMaps::open(&cfg.pin_path).unwrap();
         let partners: Vec<(Ipv6Net, u32)> = partner_prefixes();
-        mx6gate::sync::apply_allow(&mut maps, &partners.iter().copied().collect()).unwrap();
+        mx6gate::reconcile::apply_allow(&mut maps, &partners.iter().copied().collect()).unwrap();
         // Every record state needs the clock to be OLDEST_NS past boot.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while mx6gate::explain::monotonic_now_ns() < OLDEST_NS + SEC {
@@ -580,14 +580,14 @@ fn allowlist_layout_matches_reference_across_updates() {
             let n = step.get();
             step.set(n + 1);
             if n % 5 == 4 {
-                mx6gate::sync::apply_allow(&mut h.maps, &set)
+                mx6gate::reconcile::apply_allow(&mut h.maps, &set)
             } else {
-                mx6gate::sync::apply_allow_tracked(&mut h.maps, &state, &set)
+                mx6gate::reconcile::apply_allow_tracked(&mut h.maps, &state, &set)
             }
             .map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
             if n % 5 == 4 {
                 // The full path left the snapshot stale: drop it.
-                std::fs::remove_file(mx6gate::sync::snapshot_path(&state)).ok();
+                std::fs::remove_file(mx6gate::reconcile::snapshot_path(&state)).ok();
             }
             h.partners = set.iter().map(|(n, id)| (*n, *id)).collect();
             let probes = sources.into_iter().chain(

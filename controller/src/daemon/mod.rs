@@ -36,7 +36,7 @@ use crate::{
     responder::{self, Responder},
     state::StateDir,
     store::{today_utc, RefusedKind, Store, StoreRefused},
-    sync,
+    reconcile,
 };
 
 pub use worker::{Fingerprint, RESYNC, STORE_POLL};
@@ -126,7 +126,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         let pid_file = PidFile::create(&state)?;
         let start_mode = match mode {
             Some(m) => m,
-            None => sync::effective_mode(&cfg, &state)?,
+            None => reconcile::effective_mode(&cfg, &state)?,
         };
         let pinned_prefixes = if PinLayout::new(&cfg.pin_path).is_loaded() {
             GateMaps::open(&cfg.pin_path)
@@ -163,7 +163,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
             );
         }
         let desired = match &store {
-            StartStore::Apply(s) => Some(sync::desired_allow(s, &state, &mut maps, today_utc())?),
+            StartStore::Apply(s) => Some(reconcile::desired_allow(s, &state, &mut maps, today_utc())?),
             StartStore::Keep(_) => None,
         };
         if let Some(m) = mode {
@@ -171,9 +171,9 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         }
         // Policy first, then attach: a fresh link starts with the right
         // mode and allowlist.
-        let mode = sync::sync_config(&cfg, &state, &mut maps)?;
+        let mode = reconcile::sync_config(&cfg, &state, &mut maps)?;
         if let Some(desired) = &desired {
-            sync::apply_allow_tracked(&mut maps, &state, desired)?;
+            reconcile::apply_allow_tracked(&mut maps, &state, desired)?;
         }
         gate.attach(&cfg.interfaces, cfg.xdp_mode, &state.path)?;
         gate.attach_sk_lookup()?;

@@ -30,7 +30,7 @@ use crate::{
     pinlock::PinLock,
     state::StateDir,
     store::{today_utc, Store, StoreRefused},
-    sync,
+    reconcile,
 };
 
 /// How often the worker looks at the store directory and the pins; edits
@@ -340,7 +340,7 @@ impl Worker {
         // `mx6gate mode` writes the map itself; this only repairs drift. Not
         // the store's business: a failure here keeps the mode in force and
         // is said on its own, whatever the store does.
-        match sync::sync_config(&self.cfg, &self.state, &mut self.maps) {
+        match reconcile::sync_config(&self.cfg, &self.state, &mut self.maps) {
             Ok(_) => {
                 if self.config_error.take().is_some() {
                     info!("mode and ports applied again");
@@ -358,7 +358,7 @@ impl Worker {
             }
         }
         let store = Store::load(&self.cfg.partners_dir)?;
-        sync::reconcile(&store, &self.state, &mut self.maps, today_utc(), false)?;
+        reconcile::reconcile(&store, &self.state, &mut self.maps, today_utc(), false)?;
         let mut h = self.health.lock();
         h.store_refused = None;
         h.partners = store.partners.len();
@@ -384,7 +384,7 @@ impl Worker {
                 self.maps.register_responder(&l)?;
                 self.responder_socket = l;
             }
-            sync::sync_config(&cfg, &self.state, &mut self.maps)?;
+            reconcile::sync_config(&cfg, &self.state, &mut self.maps)?;
             if cfg.interfaces != self.cfg.interfaces || cfg.xdp_mode != self.cfg.xdp_mode {
                 self.gate
                     .attach(&cfg.interfaces, cfg.xdp_mode, &self.state.path)?;
@@ -406,7 +406,7 @@ impl Worker {
 /// "mode defer; 3 partners, 12 prefixes; on eth0" (or why the store is
 /// refused).
 pub fn status_line(cfg: &Config, state: &StateDir, health: &SharedHealth) -> String {
-    let mode = sync::effective_mode(cfg, state)
+    let mode = reconcile::effective_mode(cfg, state)
         .map(|m| m.as_str())
         .unwrap_or("unknown");
     let h = health.get();

@@ -1,8 +1,8 @@
 //! Part 3: the control plane. Loading N prefixes into a freshly loaded gate
-//! (the product's sync, `sync::apply_allow_tracked`, into empty maps), then
+//! (the product's sync, `reconcile::apply_allow_tracked`, into empty maps), then
 //! 1% changes (1% of the prefixes removed, as many new ones added, one sync
 //! each), then the same changes undone through the full read-back path
-//! (`sync::apply_allow`), which leaves the gate holding the initial set
+//! (`reconcile::apply_allow`), which leaves the gate holding the initial set
 //! again; the same set and changes through `nft -f` into an nftables
 //! interval set in a namespace. Wall-clock times, each repeated.
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! The product under test, loaded only through its own userspace API
-//! (`Gate::load`, `GateMaps`, `sync::apply_allow_tracked` /
-//! `sync::apply_allow`) under a private pin path,
+//! (`Gate::load`, `GateMaps`, `reconcile::apply_allow_tracked` /
+//! `reconcile::apply_allow`) under a private pin path,
 //! never attached by it, and removed (`gate::detach`) when dropped — also on
 //! error or panic. The bench never writes the allowlist maps itself, so
 //! whatever layout the product uses is what gets measured.
@@ -141,24 +141,24 @@ impl BenchGate {
     }
 
     /// The sync every command and the daemon run
-    /// (`sync::apply_allow_tracked`: a diff against the state dir's snapshot
+    /// (`reconcile::apply_allow_tracked`: a diff against the state dir's snapshot
     /// of the last update, or a full apply when there is none); returns its
     /// wall time.
     pub fn apply(&mut self, desired: &BTreeMap<Ipv6Net, u32>) -> Result<Duration> {
         let state = mx6gate::state::StateDir::new(&self.cfg.state_dir);
         let t = Instant::now();
-        mx6gate::sync::apply_allow_tracked(&mut self.maps, &state, desired)
-            .context("sync::apply_allow_tracked")?;
+        mx6gate::reconcile::apply_allow_tracked(&mut self.maps, &state, desired)
+            .context("reconcile::apply_allow_tracked")?;
         Ok(t.elapsed())
     }
 
-    /// The full path (`sync::apply_allow`: the maps read back whole and
+    /// The full path (`reconcile::apply_allow`: the maps read back whole and
     /// diffed), what a sync falls back to after a crash or when the
     /// snapshot does not describe the maps. Leaves the snapshot stale: do
     /// not call `apply` after it.
     pub fn apply_full(&mut self, desired: &BTreeMap<Ipv6Net, u32>) -> Result<Duration> {
         let t = Instant::now();
-        mx6gate::sync::apply_allow(&mut self.maps, desired).context("sync::apply_allow")?;
+        mx6gate::reconcile::apply_allow(&mut self.maps, desired).context("reconcile::apply_allow")?;
         Ok(t.elapsed())
     }
 

@@ -76,7 +76,7 @@ pub fn per_packet(repeat: u32, calls: usize, cold: usize, restored: Option<bool>
   2001:db8::/32 for the wire test (never used as per-packet sources); part \
   3's changes are undone before this part, so it is that initial set. Loaded \
   into the gate only through the product's own API (`Gate::load`, \
-  `sync::apply_allow_tracked` / `sync::apply_allow`), so whatever layout the \
+  `reconcile::apply_allow_tracked` / `reconcile::apply_allow`), so whatever layout the \
   product uses is what is measured."
     )
 }
@@ -122,7 +122,7 @@ pub const CONTROL: &str = "\
 Times are wall clock in this process, repeated; prefixes/s is N divided by \
 the median. **Gate::load**: a cold start — maps created and pinned, both \
 programs through the verifier. **sync (cold)**: the product's sync as every \
-command and the daemon run it (`mx6gate::sync::apply_allow_tracked`, with a \
+command and the daemon run it (`mx6gate::reconcile::apply_allow_tracked`, with a \
 fresh state directory: no snapshot yet, so the full apply, then the snapshot \
 written) of all N prefixes into those empty maps; **cold start** is the two, \
 run by run, and what prefixes/s and the comparison with nftables use. **1% \
@@ -130,7 +130,7 @@ change**: N/100 prefixes removed and as many new ones added; **sync**: one \
 `apply_allow_tracked` on the loaded gate (a diff against the state \
 directory's snapshot of the last update), five successive changes; **full \
 read-back**: the same five changes undone, newest first, each with \
-`sync::apply_allow`, which reads the maps back whole and diffs against them \
+`reconcile::apply_allow`, which reads the maps back whole and diffs against them \
 (what a sync falls back to after a crash or when the snapshot does not \
 describe the maps); the gate then holds the initial set again. **nft -f**: the same set into an \
 nftables interval set (`table netdev … { set partners { type ipv6_addr; flags \
@@ -157,7 +157,7 @@ host's Slab + Percpu + VmallocUsed across one `nft -f` load, approximate \
 userspace side, measured in a fresh process (this binary, run again with a \
 hidden `--rss-probe N`) that generates the N prefixes and holds them as a \
 prefix → partner map (as the controller holds its partner store): its RSS \
-then; the growth after `Gate::load` and `sync::apply_allow_tracked` of that set; and \
+then; the growth after `Gate::load` and `reconcile::apply_allow_tracked` of that set; and \
 the peak (VmHWM, reset just before the load) — one measurement each.";
 
 pub const VARIANTS: &str = "\

@@ -4,7 +4,7 @@
 //! 1 says loading is linear in the prefixes whatever their grouping (it
 //! was quadratic in one partner's size: 50k in one partner 1.1 s, over 50
 //! partners 0.07 s). Then the daemon's work on each: the first sync into
-//! a fresh gate's empty maps (store read + `sync::reconcile`), and the
+//! a fresh gate's empty maps (store read + `reconcile::reconcile`), and the
 //! periodic resync of an unchanged store (read again, reconciled against
 //! maps that already hold it). All of it runs on the daemon's sync
 //! worker, never on the thread that serves the responder and signals.
@@ -18,7 +18,7 @@ use ipnet::Ipv6Net;
 use mx6gate::{
     state::StateDir,
     store::{today_utc, Store},
-    sync,
+    reconcile,
 };
 use mx6gate_common::Mode;
 
@@ -84,7 +84,7 @@ fn syncs(dir: &Path, n: usize, runs: usize) -> Result<(f64, Vec<f64>)> {
     let state = StateDir::new(&g.cfg.state_dir);
     let cycle = |g: &mut BenchGate| -> Result<()> {
         let store = Store::load(dir)?;
-        sync::reconcile(&store, &state, &mut g.maps, today_utc(), false)?;
+        reconcile::reconcile(&store, &state, &mut g.maps, today_utc(), false)?;
         Ok(())
     };
     let ((), first) = timed(|| cycle(&mut g)).context("the first sync")?;

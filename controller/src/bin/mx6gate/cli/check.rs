@@ -13,7 +13,7 @@ use mx6gate::{
     explain::{self, Standing},
     maps::GateMaps,
     store::{today_utc, Store},
-    sync,
+    reconcile,
 };
 
 #[derive(clap::Args, Debug)]
@@ -112,7 +112,7 @@ pub fn check(ctx: &Ctx, addr: &str) -> Result<Outcome> {
             })
         }
     };
-    let mode = sync::effective_mode(&ctx.cfg, &ctx.state)?;
+    let mode = reconcile::effective_mode(&ctx.cfg, &ctx.state)?;
     // A refused store still answers from what reads cleanly; the maps
     // (what the gate enforces) have the last word below.
     let (store, refused) = Store::load_lenient(&ctx.cfg.partners_dir);

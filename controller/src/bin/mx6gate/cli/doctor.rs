@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{json, Ctx};
 use mx6gate::{
     doctor::{self, mx, Finding},
-    sync,
+    reconcile,
 };
 
 #[derive(clap::Args, Debug)]
@@ -38,7 +38,7 @@ pub fn run(config: &Path, args: Args) -> Result<ExitCode> {
         validate_domain(d)?;
     }
     let ctx = Ctx::load(config)?;
-    let mode = sync::effective_mode(&ctx.cfg, &ctx.state)?;
+    let mode = reconcile::effective_mode(&ctx.cfg, &ctx.state)?;
     let daemon = ctx.state.running_daemon();
     let mut findings: Vec<Finding> = vec![Finding::new(
         "mode",

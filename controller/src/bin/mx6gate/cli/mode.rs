@@ -15,25 +15,25 @@ use mx6gate::{
     maps::GateMaps,
     pinlock,
     store::{today_utc, Store, StoreRefused},
-    sync,
+    reconcile,
 };
 
 pub fn run(config: &Path, mode: Mode) -> Result<()> {
     let ctx = Ctx::load(config)?;
     let _lock = ctx.state.lock()?;
     pinlock::refuse_foreign_owner(&ctx.cfg.pin_path, &ctx.state)?;
-    let before = sync::effective_mode(&ctx.cfg, &ctx.state).ok();
+    let before = reconcile::effective_mode(&ctx.cfg, &ctx.state).ok();
     let maps = GateMaps::open_if_loaded(&ctx.cfg.pin_path)?;
     ctx.state.set_mode(mode)?;
     let loaded = maps.is_some();
     let mut notes = Vec::new();
     let store = Store::load(&ctx.cfg.partners_dir);
     if let Some(mut maps) = maps {
-        sync::sync_config(&ctx.cfg, &ctx.state, &mut maps)?;
+        reconcile::sync_config(&ctx.cfg, &ctx.state, &mut maps)?;
         let reconciled = store
             .as_ref()
             .map_err(|e| anyhow::anyhow!("{e:#}"))
-            .and_then(|s| sync::reconcile(s, &ctx.state, &mut maps, today_utc(), false));
+            .and_then(|s| reconcile::reconcile(s, &ctx.state, &mut maps, today_utc(), false));
         match reconciled {
             Ok(r) if !r.is_noop() => notes.push(format!(
                 "the allowlist did not match the store and was brought in step: {}",

@@ -16,7 +16,7 @@ use mx6gate::{
     maps::GateMaps,
     pinlock,
     store::{today_utc, Store},
-    sync::{self, SyncReport},
+    reconcile::{self, SyncReport},
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -104,10 +104,10 @@ fn open_maps(ctx: &Ctx) -> Result<Option<GateMaps>> {
 }
 
 /// Bring the maps in step with `store` as it is on disk, before an edit.
-/// A store that looks vanished refuses the edit (see `sync::refuse_vacant`).
+/// A store that looks vanished refuses the edit (see `reconcile::refuse_vacant`).
 fn heal(ctx: &Ctx, store: &Store, maps: Option<&mut GateMaps>) -> Result<()> {
     let Some(maps) = maps else { return Ok(()) };
-    let report = sync::reconcile(store, &ctx.state, maps, today_utc(), false)
+    let report = reconcile::reconcile(store, &ctx.state, maps, today_utc(), false)
         .context("bringing the allowlist in step with the store before the edit")?;
     if !report.is_noop() {
         println!(
@@ -135,11 +135,11 @@ fn commit(ctx: &Ctx, store: &Store, name: &str, maps: Option<&mut GateMaps>) -> 
         return Ok(false);
     };
     // Capacity and ids are checked before anything is written.
-    let desired = sync::desired_allow(store, &ctx.state, maps, today)?;
+    let desired = reconcile::desired_allow(store, &ctx.state, maps, today)?;
     let file = store.file_of(name);
     let previous = fs::read(&file).ok();
     store.save(name)?;
-    if let Err(e) = sync::apply_allow_tracked(maps, &ctx.state, &desired) {
+    if let Err(e) = reconcile::apply_allow_tracked(maps, &ctx.state, &desired) {
         // Put the store back as it was and the map with it.
         match previous {
             Some(bytes) => mx6gate::fsutil::write_atomic(&file, &bytes)?,
@@ -148,7 +148,7 @@ fn commit(ctx: &Ctx, store: &Store, name: &str, maps: Option<&mut GateMaps>) -> 
             }
         }
         let old = Store::load_or_new(&ctx.cfg.partners_dir)?;
-        sync::reconcile(&old, &ctx.state, maps, today, true)
+        reconcile::reconcile(&old, &ctx.state, maps, today, true)
             .context("restoring the ALLOW map after a failed update")?;
         return Err(e.context("updating the ALLOW map; the store was left unchanged"));
     }

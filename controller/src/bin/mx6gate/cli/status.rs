@@ -15,7 +15,7 @@ use mx6gate::{
     maps::GateMaps,
     pinlock,
     store::{today_utc, Store},
-    sync,
+    reconcile,
 };
 
 pub fn run(config: &Path) -> Result<()> {
@@ -50,7 +50,7 @@ pub fn run(config: &Path) -> Result<()> {
             );
         }
     }
-    match sync::effective_mode(cfg, &ctx.state) {
+    match reconcile::effective_mode(cfg, &ctx.state) {
         Ok(mode) => {
             let overridden = ctx
                 .state

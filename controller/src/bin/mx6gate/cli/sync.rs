@@ -13,7 +13,7 @@ use mx6gate::{
     maps::GateMaps,
     pinlock,
     store::{today_utc, Store},
-    sync,
+    reconcile,
 };
 
 pub fn run(config: &Path) -> Result<()> {
@@ -35,8 +35,8 @@ pub fn run(config: &Path) -> Result<()> {
         );
     };
     let store = Store::load(&ctx.cfg.partners_dir).context("the allowlist is unchanged")?;
-    let mode = sync::sync_config(&ctx.cfg, &ctx.state, &mut maps)?;
-    let report = sync::reconcile(&store, &ctx.state, &mut maps, today_utc(), false)
+    let mode = reconcile::sync_config(&ctx.cfg, &ctx.state, &mut maps)?;
+    let report = reconcile::reconcile(&store, &ctx.state, &mut maps, today_utc(), false)
         .context("the allowlist is unchanged")?;
     for s in &store.skipped {
         println!("skipped: {s}");
