@@ -141,7 +141,7 @@ impl AttachRecord {
 /// one if nothing is there (minimal hosts and fresh namespaces lack it).
 pub fn ensure_bpffs(pin_path: &Path) -> Result<()> {
     let bpffs = Path::new("/sys/fs/bpf");
-    if pin_path.starts_with(bpffs) && !is_bpffs(bpffs) {
+    if pin_path.starts_with(bpffs) && !is_bpffs(bpffs).unwrap_or(false) {
         fs::create_dir_all(bpffs).ok();
         let src = std::ffi::CString::new("bpf").unwrap();
         let dst = std::ffi::CString::new("/sys/fs/bpf").unwrap();
@@ -165,7 +165,7 @@ pub fn ensure_bpffs(pin_path: &Path) -> Result<()> {
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
-    if !is_bpffs(parent) {
+    if !is_bpffs(parent).unwrap_or(false) {
         // Suggesting `mount -t bpf bpf <parent>` would mount over /tmp or
         // /: point at the standard bpffs instead.
         bail!(
@@ -179,13 +179,17 @@ pub fn ensure_bpffs(pin_path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn is_bpffs(p: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
+/// Whether `p` is on a bpf file system (where pins can live).
+pub fn is_bpffs(p: &Path) -> std::io::Result<bool> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    // SAFETY: a valid C string and a struct statfs to fill.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
 }
 
 /// A loaded gate: the object with its maps opened from (or created at) their

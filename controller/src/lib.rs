@@ -41,6 +41,7 @@ pub mod kernel;
 pub mod maps;
 pub(crate) mod metrics;
 pub(crate) mod notify;
+pub mod observe;
 pub mod pinlock;
 pub mod report;
 pub mod responder;

@@ -15,6 +15,10 @@ use crate::Netns;
 
 static GATE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The shape `mx6gate status --json` prints (README, "Machine-readable
+/// output").
+pub const STATUS_SCHEMA: &str = "mx6gate.status/1";
+
 /// The mx6gate binary: $MX6GATE_BIN, else target/release, else target/debug
 /// (`cargo xtask test` builds the release one first).
 pub fn mx6gate_bin() -> PathBuf {
@@ -183,6 +187,37 @@ impl GateUnderTest {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `mx6gate status --json`, its schema checked: the one view of the
+    /// gate that the tests read instead of parsing status text.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let text = self.ok(&["status", "--json"])?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("status --json is not JSON:\n{text}"))?;
+        if v["schema"] != STATUS_SCHEMA {
+            bail!("status --json: schema {} (want {STATUS_SCHEMA})", v["schema"]);
+        }
+        Ok(v)
+    }
+
+    /// The loaded gate's counters from [`GateUnderTest::status`], keyed by
+    /// program: `xdp.<name>` (per packet), `sk.<name>` (sk_lookup, per
+    /// connection), `report.<name>` (non-partner SYN reports). Panics when
+    /// no gate is loaded: every caller reads counters of a running gate.
+    pub fn counters(&self) -> std::collections::BTreeMap<String, u64> {
+        let v = self.status().unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        for (section, key) in [("xdp", "xdp"), ("sk", "sk_lookup"), ("report", "report")] {
+            let Some(m) = v["maps"]["counters"][key].as_object() else {
+                continue;
+            };
+            for (name, n) in m {
+                out.insert(format!("{section}.{name}"), n.as_u64().unwrap());
+            }
+        }
+        assert!(out.contains_key("xdp.dropped"), "no counters in status: {v:#}");
+        out
     }
 
     /// Start `mx6gate run` and wait until its XDP link is pinned.

@@ -29,29 +29,6 @@ fn responder(port: u16, extra: &str) -> String {
     format!("[responder]\nlisten = \"[::1]:{port}\"\nhostname = \"{GW_HOSTNAME}\"\n{extra}")
 }
 
-/// "section.name" → value, from `mx6gate status`.
-fn counters(g: &GateUnderTest) -> BTreeMap<String, u64> {
-    let out = g.ok(&["status"]).unwrap();
-    let mut section = "";
-    let mut m = BTreeMap::new();
-    for line in out.lines() {
-        if line.starts_with("XDP") {
-            section = "xdp";
-        } else if line.starts_with("sk_lookup (") {
-            section = "sk";
-        } else if !line.starts_with(' ') {
-            section = "";
-        } else if let (false, Some((k, v))) = (
-            section.is_empty(),
-            line.trim().split_once(char::is_whitespace),
-        ) {
-            if let Ok(n) = v.trim().parse() {
-                m.insert(format!("{section}.{k}"), n);
-            }
-        }
-    }
-    m
-}
 
 fn banner_from(topo: &Topology, src: Ipv6Addr, what: &str) -> String {
     let s = connect_from(&topo.sender, IpAddr::V6(src), Topology::gw_v6(25), CONNECT)
@@ -131,7 +108,7 @@ fn first_connection_gets_the_banner_then_the_reset() {
     assert!(banner_from(&topo, PARTNER_SRC, "partner again").starts_with("220"));
     assert_eq!(mta.accepted(), 2, "only the partner reached the MTA");
 
-    let c = counters(&gate);
+    let c = gate.counters();
     let want = [
         ("xdp.deferred", 2),
         ("xdp.escalated", 3),
@@ -262,7 +239,7 @@ table inet mx6t_loss {
         took >= Duration::from_millis(900),
         "the client had to retransmit its SYN (took {took:?})"
     );
-    let c = counters(&gate);
+    let c = gate.counters();
     assert_eq!(
         (c["xdp.deferred"], c["xdp.escalated"]),
         (2, 0),
@@ -302,7 +279,7 @@ fn sk_lookup_refuses_repeats_xdp_does_not_see() {
     gate.start().unwrap();
     assert!(banner_from(&topo, STRANGER_SRC, "first").starts_with("421 "));
     refused_from(&topo, STRANGER_SRC, "second");
-    let c = counters(&gate);
+    let c = gate.counters();
     assert_eq!((c["sk.escalated"], c["xdp.escalated"]), (1, 0), "{c:?}");
     assert!(lookups_fit(c["sk.deferred"], 1), "{c:?}");
 }
@@ -329,7 +306,7 @@ fn repeat_defer_gives_the_banner_every_time() {
         let b = banner_from(&topo, STRANGER_SRC, &format!("connection {i}"));
         assert!(b.starts_with("421 "), "{i}: {b:?}");
     }
-    let c = counters(&gate);
+    let c = gate.counters();
     assert_eq!((c["sk.escalated"], c["xdp.escalated"]), (0, 0), "{c:?}");
     assert!(lookups_fit(c["sk.deferred"], 3), "{c:?}");
     let check = gate.ok(&["check", &STRANGER_SRC.to_string()]).unwrap();
@@ -411,7 +388,7 @@ fn a_source_is_recorded_only_when_it_got_the_banner() {
     gate.start().unwrap();
     assert!(banner_from(&topo, STRANGER_SRC, "responder back").starts_with("421 "));
     refused_from(&topo, STRANGER_SRC, "then the reset");
-    let c = counters(&gate);
+    let c = gate.counters();
     assert_eq!(c["sk.responder_down_passed"], 2, "{c:?}");
     assert_eq!(c["xdp.escalated"], 1, "{c:?}");
     assert!(lookups_fit(c["sk.deferred"], 1), "{c:?}");

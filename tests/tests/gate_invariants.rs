@@ -158,35 +158,6 @@ fn config_mode(pin: &Path) -> u32 {
     u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Counters from `mx6gate status`, keyed by section: `xdp.<name>` (the
-/// XDP program's, per SYN) and `sk.<name>` (sk_lookup's, per connection).
-fn counters(g: &GateUnderTest) -> BTreeMap<String, u64> {
-    let s = g.ok(&["status"]).unwrap();
-    let mut out = BTreeMap::new();
-    let mut section: Option<&str> = None;
-    for line in s.lines() {
-        if !line.starts_with(' ') {
-            section = if line.starts_with("XDP") || line.starts_with("counters") {
-                Some("xdp")
-            } else if line.starts_with("sk_lookup (") {
-                Some("sk")
-            } else {
-                None
-            };
-            continue;
-        }
-        let Some(sec) = section else { continue };
-        let mut w = line.split_whitespace();
-        if let (Some(k), Some(Ok(v))) = (w.next(), w.next().map(str::parse::<u64>)) {
-            out.insert(format!("{sec}.{k}"), v);
-        }
-    }
-    assert!(
-        out.contains_key("xdp.dropped"),
-        "no counters in status:\n{s}"
-    );
-    out
-}
 
 fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, k: &str) -> u64 {
     let get = |m: &BTreeMap<String, u64>| {
@@ -383,20 +354,20 @@ fn inv1_non_smtp_traffic_untouched_in_drop_mode() {
     let _other = Listener::start(&topo.gw, any(2600)).unwrap();
     let mut gate = GateUnderTest::new(&topo.gw, &topo.gw_if, "drop", "").unwrap();
     gate.start().unwrap();
-    let c0 = counters(&gate);
+    let c0 = gate.counters();
 
     // The gate is really enforcing on this interface...
     expect_dropped(&topo, stranger(), smtp6(), "[drop] stranger :25");
     // ...and nothing else is touched.
     check_non_smtp_untouched(&topo, "drop");
-    let c1 = counters(&gate);
+    let c1 = gate.counters();
     assert!(delta(&c0, &c1, "xdp.dropped") >= 1, "{c0:?} -> {c1:?}");
     assert!(delta(&c0, &c1, "xdp.passed_other") > 0, "{c0:?} -> {c1:?}");
 
     gate.ok(&["mode", "reset"]).unwrap();
     expect_refused_fast(&topo, stranger(), smtp6(), "[reset] stranger :25");
     check_non_smtp_untouched(&topo, "reset");
-    let c2 = counters(&gate);
+    let c2 = gate.counters();
     assert_eq!(delta(&c1, &c2, "xdp.reset"), 1, "{c1:?} -> {c2:?}");
     assert_eq!(delta(&c1, &c2, "xdp.dropped"), 0, "{c1:?} -> {c2:?}");
 
@@ -429,7 +400,7 @@ fn inv2_partner_reaches_mta_in_every_mode() {
     let mut strangers_in = 0;
     for mode in ["monitor", "defer", "reset", "drop"] {
         gate.ok(&["mode", mode]).unwrap();
-        let before = counters(&gate);
+        let before = gate.counters();
         expect_connects(&topo, partner(), smtp6(), &format!("[{mode}] partner"));
         let what = format!("[{mode}] stranger");
         match mode {
@@ -452,7 +423,7 @@ fn inv2_partner_reaches_mta_in_every_mode() {
             "drop" => expect_dropped(&topo, stranger(), smtp6(), &what),
             _ => unreachable!(),
         }
-        let after = counters(&gate);
+        let after = gate.counters();
         let d = |k| delta(&before, &after, k);
         let ctx = format!("[{mode}] counters {before:?} -> {after:?}");
         assert_eq!(d("xdp.partner_allowed"), 1, "{ctx}");

@@ -2,7 +2,6 @@
 //! enforcer where XDP is not attached, and fail-open when defer mode has no
 //! responder (invariant 9). Real frames, real TCP, two namespaces.
 use std::{
-    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -15,27 +14,6 @@ use mx6gate_tests::{
     require_root, Listener, Netns, Topology, PARTNER_NET, PARTNER_SRC, STRANGER_SRC,
 };
 
-/// "section.name" → value, from `mx6gate status`.
-fn counters(g: &GateUnderTest) -> BTreeMap<String, u64> {
-    let out = g.ok(&["status"]).unwrap();
-    let mut section = "";
-    let mut m = BTreeMap::new();
-    for line in out.lines() {
-        if line.starts_with("XDP") {
-            section = "xdp";
-        } else if line.starts_with("sk_lookup (") {
-            section = "sk";
-        } else if let (true, Some((k, v))) = (
-            line.starts_with("  "),
-            line.trim().split_once(char::is_whitespace),
-        ) {
-            if let Ok(n) = v.trim().parse() {
-                m.insert(format!("{section}.{k}"), n);
-            }
-        }
-    }
-    m
-}
 
 fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
     // /sys/class/net is the host's under nsenter; ask iproute2 instead.
@@ -159,7 +137,7 @@ fn sk_lookup_backstops_syns_xdp_cannot_parse() {
     )
     .unwrap();
 
-    let before = counters(&gate);
+    let before = gate.counters();
     let flags = send_and_wait_tcp(
         &topo.sender,
         &topo.sender_if,
@@ -172,7 +150,7 @@ fn sk_lookup_backstops_syns_xdp_cannot_parse() {
         Some(TCP_SYN | TCP_ACK),
         "monitor: the MTA answers the SYN"
     );
-    let mid = counters(&gate);
+    let mid = gate.counters();
     assert_eq!(
         mid["xdp.unparsed"],
         before["xdp.unparsed"] + 1,
@@ -193,7 +171,7 @@ fn sk_lookup_backstops_syns_xdp_cannot_parse() {
         Some(TCP_RST),
         "drop: sk_lookup refuses what XDP let by; got {flags:?}"
     );
-    let after = counters(&gate);
+    let after = gate.counters();
     assert_eq!(after["xdp.unparsed"], mid["xdp.unparsed"] + 1);
     assert_eq!(after["sk.refused"], mid["sk.refused"] + 1);
 }
@@ -251,7 +229,7 @@ fn sk_lookup_enforces_where_xdp_is_not_attached() {
         "partner reaches the MTA, got {}",
         r.kind()
     );
-    let c = counters(&gate);
+    let c = gate.counters();
     assert_eq!(c["sk.refused"], 1);
     assert_eq!(c["sk.allowed"], 1);
     assert_eq!(c["xdp.dropped"], 0, "XDP never saw these");
@@ -282,7 +260,7 @@ fn defer_without_responder_fails_open() {
         banner.starts_with("220"),
         "fail open: the MTA's banner, got {banner:?}"
     );
-    let c = counters(&gate);
+    let c = gate.counters();
     assert_eq!(c["sk.responder_down_passed"], 1, "{c:?}");
     assert!(gate
         .ok(&["status"])
@@ -335,7 +313,7 @@ fn defer_mode_hands_strangers_the_banner() {
             .starts_with("220"),
         "IPv4 untouched"
     );
-    let c = counters(&gate);
+    let c = gate.counters();
     assert_eq!(c["xdp.deferred"], 1, "{c:?}");
     assert!(lookups_fit(c["sk.deferred"], 1), "{c:?}");
     assert!(lookups_fit(c["sk.allowed"], 1), "{c:?}");
@@ -461,7 +439,7 @@ fn defer_mode_responder_down_can_refuse() {
         r.kind()
     );
     assert_eq!(mta.accepted(), 0);
-    let c = counters(&gate);
+    let c = gate.counters();
     assert_eq!(c["sk.responder_down_refused"], 1, "{c:?}");
     let status = gate.ok(&["status"]).unwrap();
     assert!(

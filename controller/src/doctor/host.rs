@@ -2,7 +2,6 @@
 //! started in (the gateway's). Every failure to look is itself a finding:
 //! doctor never stops half way.
 use std::{
-    collections::BTreeSet,
     io::{BufRead, BufReader, Write},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
     path::Path,
@@ -17,10 +16,10 @@ use crate::{
     gate::{AttachRecord, Gate, PinLayout},
     iface, kernel,
     maps::GateMaps,
+    observe::attachments,
     store::{today_utc, RefusedKind, Store, StoreRefused},
 };
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// The "kernel" finding from the probed requirements: below the floor in
 /// plain words (what is missing, what that means, what to run instead).
 fn kernel_finding(rel: &str, reqs: &[kernel::Requirement]) -> Finding {
@@ -100,22 +99,15 @@ pub fn run_all(ctx: &Ctx, mode: Mode, daemon: Option<i32>) -> Vec<Finding> {
     out
 }
 
-/// The configured interfaces and any the gate is attached to.
+/// The configured interfaces and any the gate is attached to, by name.
 fn protected_interfaces(ctx: &Ctx) -> Vec<String> {
-    let mut set: BTreeSet<String> = ctx.cfg.interfaces.iter().cloned().collect();
-    set.extend(PinLayout::new(&ctx.cfg.pin_path).attached_interfaces());
-    set.into_iter().collect()
-}
-
-fn is_bpffs(p: &Path) -> std::io::Result<bool> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid C string and a struct statfs fills.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+    let layout = PinLayout::new(&ctx.cfg.pin_path);
+    let mut names: Vec<String> = attachments(&layout, &ctx.state.path, &ctx.cfg.interfaces)
+        .into_iter()
+        .map(|a| a.interface)
+        .collect();
+    names.sort();
+    names
 }
 
 /// The kernel's features, probed (not read off the version), and whether
@@ -166,7 +158,7 @@ fn kernel(ctx: &Ctx) -> Vec<Finding> {
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
-    out.push(match is_bpffs(probe) {
+    out.push(match crate::gate::is_bpffs(probe) {
         Ok(true) => Finding::new(
             "bpffs",
             Severity::Ok,
@@ -341,14 +333,7 @@ fn responder(
         ));
         return;
     }
-    let down = match r.down_policy {
-        crate::config::DownPolicy::Pass => {
-            "deferred senders reach the MTA instead (down_policy = pass): the gate fails open"
-        }
-        crate::config::DownPolicy::Refuse => {
-            "deferred senders are refused (down_policy = refuse) and retry later or elsewhere"
-        }
-    };
+    let down = r.down_policy.consequence();
     let greeting = daemon
         .ok_or_else(|| "the daemon is not running".to_string())
         .and_then(|_| read_greeting(SocketAddr::V6(r.listen)));

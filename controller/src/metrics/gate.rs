@@ -20,7 +20,8 @@ use tracing::warn;
 
 use super::{counter, counter_family, gauge, gauge_family};
 use crate::{
-    gate::{AttachRecord, PinLayout},
+    gate::PinLayout,
+    observe::{attachments, Attachment},
     maps::GateMaps,
     state::StateDir,
 };
@@ -58,16 +59,6 @@ pub struct AllowFill {
     pub maps: Vec<MapFill>,
 }
 
-/// One XDP attachment: pinned link or only configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct XdpAttachment {
-    pub interface: String,
-    /// "native", "generic", "unknown" (adopted from an older record), or
-    /// "none" when configured but not attached.
-    pub xdp_mode: String,
-    pub attached: bool,
-}
-
 /// Everything the collector reads in one scrape.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GateSnapshot {
@@ -82,7 +73,7 @@ pub struct GateSnapshot {
     pub mode: Option<Mode>,
     /// What defer mode does while no responder socket is registered.
     pub down_refuse: Option<bool>,
-    pub xdp: Vec<XdpAttachment>,
+    pub xdp: Vec<Attachment>,
     pub sk_lookup_attached: bool,
     /// Defer mode's explanation records; None for a gate pinned before them.
     pub explained: Option<ExplainedFill>,
@@ -370,29 +361,9 @@ impl GateCollector {
         Ok(fill)
     }
 
-    fn attachments(&self) -> Vec<XdpAttachment> {
-        let record = AttachRecord::load(&self.state.path);
-        let attached = self.layout.attached_interfaces();
-        let mut out: Vec<XdpAttachment> = attached
-            .iter()
-            .map(|iface| XdpAttachment {
-                interface: iface.clone(),
-                xdp_mode: record
-                    .interfaces
-                    .get(iface)
-                    .map_or_else(|| "unknown".to_string(), |r| r.mode.clone()),
-                attached: true,
-            })
-            .collect();
+    fn attachments(&self) -> Vec<Attachment> {
         let configured = self.interfaces.read().unwrap_or_else(|e| e.into_inner());
-        for iface in configured.iter().filter(|i| !attached.contains(i)) {
-            out.push(XdpAttachment {
-                interface: iface.clone(),
-                xdp_mode: "none".into(),
-                attached: false,
-            });
-        }
-        out
+        attachments(&self.layout, &self.state.path, &configured)
     }
 }
 
@@ -495,12 +466,12 @@ mod tests {
             mode: Some(Mode::Defer),
             down_refuse: Some(false),
             xdp: vec![
-                XdpAttachment {
+                Attachment {
                     interface: "eth0".into(),
                     xdp_mode: "native".into(),
                     attached: true,
                 },
-                XdpAttachment {
+                Attachment {
                     interface: "eth1".into(),
                     xdp_mode: "none".into(),
                     attached: false,
@@ -589,7 +560,7 @@ mod tests {
     #[test]
     fn unloaded_gate_shows_only_that() {
         let t = text(GateSnapshot {
-            xdp: vec![XdpAttachment {
+            xdp: vec![Attachment {
                 interface: "eth0".into(),
                 xdp_mode: "none".into(),
                 attached: false,

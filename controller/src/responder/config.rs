@@ -85,6 +85,19 @@ impl DownPolicy {
     pub fn parse(s: &str) -> Option<DownPolicy> {
         DownPolicy::ALL.into_iter().find(|m| m.as_str() == s)
     }
+
+    /// What a sender meets while the responder is down, in the words
+    /// `status` and `doctor` both use.
+    pub const fn consequence(self) -> &'static str {
+        match self {
+            DownPolicy::Pass => {
+                "deferred senders reach the MTA instead (down_policy = pass): the gate fails open"
+            }
+            DownPolicy::Refuse => {
+                "deferred senders are refused (down_policy = refuse) and retry later or elsewhere"
+            }
+        }
+    }
 }
 
 /// The `[responder]` table, validated. Durations are held as [`Duration`]s

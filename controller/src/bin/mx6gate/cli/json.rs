@@ -13,6 +13,10 @@ pub const CHECK: &str = "mx6gate.check/1";
 pub const DOCTOR: &str = "mx6gate.doctor/1";
 /// `mx6gate top --json`.
 pub const TOP: &str = "mx6gate.top/1";
+/// `mx6gate status --json`.
+pub const STATUS: &str = "mx6gate.status/1";
+/// `mx6gate partner list --json`.
+pub const PARTNERS: &str = "mx6gate.partners/1";
 
 #[derive(Serialize)]
 struct Versioned<'a, T: Serialize> {

@@ -71,7 +71,7 @@ pub enum Cmd {
         mode: ModeArg,
     },
     /// Show the gate: attachment, mode, counters, allowlist, store health.
-    Status,
+    Status(status::Args),
     /// Make the gate's maps match the partner store and the mode now (what
     /// every changing command and the daemon do); heals a mismatch.
     Sync,
@@ -105,7 +105,7 @@ pub fn main() -> std::process::ExitCode {
         Cmd::Run(args) => run::run(&cli.config, args),
         Cmd::Partner(cmd) => partner::run(&cli.config, cmd),
         Cmd::Mode { mode } => mode::run(&cli.config, mode.into()),
-        Cmd::Status => status::run(&cli.config),
+        Cmd::Status(args) => status::run(&cli.config, args),
         Cmd::Sync => sync::run(&cli.config),
         Cmd::Top(args) => top::run(&cli.config, args),
         Cmd::Check(args) => check::run(&cli.config, args),

@@ -11,9 +11,10 @@ use std::{fs, path::Path};
 
 use anyhow::{Context, Result};
 
-use super::{loaded_note, Ctx};
+use super::{json, loaded_note, Ctx};
 use mx6gate::{
     maps::GateMaps,
+    observe::PartnersView,
     pinlock,
     store::{today_utc, Store},
     reconcile::{self, SyncReport},
@@ -42,13 +43,17 @@ pub enum Cmd {
     /// Remove a partner, or some of its prefixes.
     Remove { name: String, prefixes: Vec<String> },
     /// List partners with their prefixes and hit counts.
-    List,
+    List {
+        /// Print the store as JSON (schema "mx6gate.partners/1").
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(config: &Path, cmd: Cmd) -> Result<()> {
     let ctx = Ctx::load(config)?;
     match cmd {
-        Cmd::List => list(&ctx),
+        Cmd::List { json } => list(&ctx, json),
         Cmd::Add {
             name,
             prefixes,
@@ -155,46 +160,44 @@ fn commit(ctx: &Ctx, store: &Store, name: &str, maps: Option<&mut GateMaps>) -> 
     Ok(true)
 }
 
-fn list(ctx: &Ctx) -> Result<()> {
+fn list(ctx: &Ctx, as_json: bool) -> Result<()> {
     // Diagnosis keeps working with a bad file: what reads cleanly is
     // listed, each refused file is named with its reason.
-    let (store, refused) = Store::load_lenient(&ctx.cfg.partners_dir);
-    let maps = GateMaps::open_if_loaded(&ctx.cfg.pin_path)?;
-    let ids = ctx.state.load_ids().unwrap_or_default();
-    let today = today_utc();
-    for r in &refused {
+    let v = PartnersView::observe(ctx)?;
+    if as_json {
+        return json::print(json::PARTNERS, &v);
+    }
+    for r in &v.refused {
         println!("REFUSED: {r}");
     }
-    if !refused.is_empty() {
+    if !v.refused.is_empty() {
         println!(
             "(the store is refused as a whole: the gate keeps its last good allowlist; below, what the readable files hold)"
         );
     }
-    for s in &store.skipped {
+    for s in &v.skipped {
         println!("skipped: {s}");
     }
-    if store.partners.is_empty() {
-        println!("no partners in {}", ctx.cfg.partners_dir.display());
+    if v.partners.is_empty() {
+        println!("no partners in {}", v.partners_dir.display());
         return Ok(());
     }
     println!(
         "{:<24} {:>10}  {:<12} {:<44} NOTE",
         "PARTNER", "HITS", "EXPIRES", "PREFIXES"
     );
-    for p in store.partners.values() {
-        let hits = match (&maps, ids.get(&p.name)) {
-            (Some(m), Some(id)) => m
-                .partner_hits(id)
-                .map(|h| h.to_string())
-                .unwrap_or("?".into()),
-            _ => "-".into(),
+    for p in &v.partners {
+        let hits = match (p.hits, p.hits_unreadable) {
+            (Some(h), _) => h.to_string(),
+            (None, true) => "?".into(),
+            (None, false) => "-".into(),
         };
         let expires = match p.expires {
-            Some(d) if !p.is_active(today) => format!("{d} EXPIRED"),
+            Some(d) if !p.active => format!("{d} EXPIRED"),
             Some(d) => d.to_string(),
             None => "never".into(),
         };
-        let prefixes: Vec<String> = p.prefixes.iter().map(|n| n.to_string()).collect();
+        let prefixes: Vec<String> = p.prefixes.iter().map(|n| n.prefix.to_string()).collect();
         println!(
             "{:<24} {:>10}  {:<12} {:<44} {}",
             p.name,
@@ -204,7 +207,7 @@ fn list(ctx: &Ctx) -> Result<()> {
             p.note.as_deref().unwrap_or("")
         );
     }
-    if maps.is_none() {
+    if !v.gate_loaded {
         println!("(no gate loaded: hit counts appear once `mx6gate run` has loaded it)");
     }
     Ok(())

@@ -1,263 +1,213 @@
-//! `mx6gate status`
-//!
-//! Diagnosis keeps working whatever is broken: a refused partner store, a
-//! garbled mode file or a missing pin is reported on its line, and the
-//! maps and counters are still shown.
-use std::{collections::BTreeSet, path::Path};
+//! `mx6gate status [--json]`: renders the library's one view of the gate
+//! ([`GateView`]) as text, or as `mx6gate.status/1`.
+use std::path::Path;
 
 use anyhow::Result;
-use aya::programs::links::{FdLink, PinnedLink};
-use ipnet::Ipv6Net;
+use mx6gate::observe::GateView;
 
-use super::Ctx;
-use mx6gate::{
-    gate::{AttachRecord, PinLayout},
-    maps::GateMaps,
-    pinlock,
-    store::{today_utc, Store},
-    reconcile,
-};
+use super::{json, Ctx};
 
-pub fn run(config: &Path) -> Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Print the gate's state as JSON (schema "mx6gate.status/1").
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(config: &Path, args: Args) -> Result<()> {
     let ctx = Ctx::load(config)?;
-    let cfg = &ctx.cfg;
-    let layout = PinLayout::new(&cfg.pin_path);
-    println!("config:      {}", ctx.config_path.display());
-    for w in cfg.warnings() {
-        println!("WARNING:     {w}");
+    let view = GateView::observe(&ctx)?;
+    if args.json {
+        return json::print(json::STATUS, &view);
     }
-    let maps = GateMaps::open_if_loaded(&cfg.pin_path)?;
-    let running = ctx.state.running_daemon();
-    let daemon = match (running, &maps) {
-        (Some(pid), _) => format!("running (pid {pid})"),
-        (None, Some(_)) => "not running (the pinned gate keeps enforcing without it)".into(),
-        (None, None) => "not running".into(),
-    };
-    match &maps {
-        Some(_) => println!("gate:        loaded, pinned at {}", cfg.pin_path.display()),
-        None => println!(
-            "gate:        not loaded (nothing pinned at {})",
-            cfg.pin_path.display()
+    print!("{}", text(&view));
+    Ok(())
+}
+
+/// The text `mx6gate status` prints (tests and operators grep its lines).
+fn text(v: &GateView) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    macro_rules! line {
+        ($($t:tt)*) => { writeln!(o, $($t)*).expect("writing to a String") };
+    }
+    line!("config:      {}", v.config.display());
+    for w in &v.warnings {
+        line!("WARNING:     {w}");
+    }
+    if v.loaded {
+        line!("gate:        loaded, pinned at {}", v.pin_path.display());
+    } else {
+        line!("gate:        not loaded (nothing pinned at {})", v.pin_path.display());
+    }
+    match (v.daemon_pid, v.loaded) {
+        (Some(pid), _) => line!("daemon:      running (pid {pid})"),
+        (None, true) => line!("daemon:      not running (the pinned gate keeps enforcing without it)"),
+        (None, false) => line!("daemon:      not running"),
+    }
+    if let Some(owner) = &v.foreign_owner {
+        line!(
+            "WARNING:     the gate is owned by another mx6gate daemon{} (another config or state dir): its store, not {}, decides the allowlist",
+            owner.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+            v.store.partners_dir.display()
+        );
+    }
+    match (&v.mode.effective, &v.mode.error) {
+        (Some(mode), _) => line!(
+            "mode:        {mode}{}",
+            if v.mode.overridden {
+                format!(
+                    " (set by `mx6gate mode`; the config file says {})",
+                    v.mode.config
+                )
+            } else {
+                String::new()
+            }
         ),
+        (None, e) => line!("mode:        UNREADABLE: {}", e.as_deref().unwrap_or("")),
     }
-    println!("daemon:      {daemon}");
-    if let Ok(Some(h)) = pinlock::holder(&cfg.pin_path) {
-        if running.is_none() || h.pid.is_some_and(|p| Some(p) != running) {
-            println!(
-                "WARNING:     the gate is owned by another mx6gate daemon{} (another config or state dir): its store, not {}, decides the allowlist",
-                h.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-                cfg.partners_dir.display()
-            );
-        }
-    }
-    match reconcile::effective_mode(cfg, &ctx.state) {
-        Ok(mode) => {
-            let overridden = ctx
-                .state
-                .mode_override()
-                .ok()
-                .flatten()
-                .is_some_and(|m| m != cfg.mode);
-            println!(
-                "mode:        {}{}",
-                mode.as_str(),
-                if overridden {
-                    format!(
-                        " (set by `mx6gate mode`; the config file says {})",
-                        cfg.mode.as_str()
-                    )
-                } else {
-                    String::new()
-                }
-            );
-        }
-        Err(e) => println!("mode:        UNREADABLE: {e:#}"),
-    }
-    let ports: Vec<String> = cfg.ports.iter().map(u16::to_string).collect();
-    println!("ports:       {}", ports.join(", "));
-    let down = match cfg.responder.down_policy {
-        mx6gate::config::DownPolicy::Pass => {
-            "defer-mode connections pass to the MTA (down_policy = pass)"
-        }
-        mx6gate::config::DownPolicy::Refuse => {
-            "defer-mode connections are refused (down_policy = refuse)"
-        }
-    };
-    let d = &cfg.defer;
-    println!(
+    let ports: Vec<String> = v.ports.iter().map(u16::to_string).collect();
+    line!("ports:       {}", ports.join(", "));
+    line!(
         "defer:       explain once per /{} for {}, then {} (explain_by, explain_window, repeat)",
-        d.explain_by,
-        mx6gate::explain::human(d.explain_window),
-        match d.repeat {
-            mx6gate_common::explain::Repeat::Reset => "reset (connection refused)",
-            mx6gate_common::explain::Repeat::Defer => "the banner again (repeat = \"defer\")",
+        v.defer.explain_by,
+        mx6gate::explain::human(std::time::Duration::from_secs(v.defer.explain_window_seconds)),
+        match v.defer.repeat {
+            "defer" => "the banner again (repeat = \"defer\")",
+            _ => "reset (connection refused)",
         }
     );
-    match running {
-        Some(_) => println!(
+    let r = &v.responder;
+    if r.up {
+        line!(
             "responder:   up in the daemon, listening on {} ({} {} …, greeting {})",
-            cfg.responder.listen,
-            cfg.responder.code,
-            cfg.responder.enhanced_code,
-            cfg.responder.greeting.as_str()
-        ),
-        None => println!("responder:   DOWN (no daemon): {down}"),
+            r.listen,
+            r.code,
+            r.enhanced_code,
+            r.greeting
+        );
+    } else {
+        let down = mx6gate::config::DownPolicy::parse(r.down_policy)
+            .expect("a policy the view took from the config")
+            .consequence();
+        line!("responder:   DOWN (no daemon): {down}");
     }
-    match (running, cfg.metrics.listen) {
-        (Some(_), Some(addr)) => println!("metrics:     http://{addr}/metrics"),
-        (Some(_), None) => println!("metrics:     disabled ([metrics] listen = false)"),
+    match (v.daemon_pid, v.metrics) {
+        (Some(_), Some(addr)) => line!("metrics:     http://{addr}/metrics"),
+        (Some(_), None) => line!("metrics:     disabled ([metrics] listen = false)"),
         (None, _) => {}
     }
 
-    let record = AttachRecord::load(&ctx.state.path);
-    let attached = layout.attached_interfaces();
-    if attached.is_empty() && cfg.interfaces.is_empty() {
-        println!("interfaces:  none attached");
+    if v.interfaces.is_empty() {
+        line!("interfaces:  none attached");
     }
-    for iface in &attached {
-        let how = record
-            .interfaces
-            .get(iface)
-            .map(|r| r.mode.as_str())
-            .unwrap_or("unknown");
-        let ids = PinnedLink::from_pin(layout.xdp_link(iface))
-            .map(FdLink::from)
-            .and_then(|l| l.info())
-            .map(|i| format!("link {} prog {}", i.id(), i.program_id()))
-            .unwrap_or_else(|e| format!("link unreadable: {e}"));
+    for i in v.interfaces.iter().filter(|i| i.attachment.attached) {
+        let how = &i.attachment.xdp_mode;
+        let ids = match (&i.link, &i.link_error) {
+            (Some(l), _) => format!("link {} prog {}", l.link, l.prog),
+            (None, e) => format!("link unreadable: {}", e.as_deref().unwrap_or("")),
+        };
         let warn = if how == "generic" {
             "  (generic XDP: slower, runs after the skb is built)"
         } else {
             ""
         };
-        println!("interface:   {iface:<12} xdp {how:<8} {ids}{warn}");
+        line!("interface:   {:<12} xdp {how:<8} {ids}{warn}", i.attachment.interface);
     }
-    let sk = match PinnedLink::from_pin(layout.sk_lookup_link())
-        .map(FdLink::from)
-        .and_then(|l| l.info())
-    {
-        Ok(i) => format!("attached (link {} prog {})", i.id(), i.program_id()),
-        Err(_) => "not attached".into(),
-    };
-    println!("sk_lookup:   {sk}");
-    for iface in &cfg.interfaces {
-        if !attached.contains(iface) {
-            println!("interface:   {iface:<12} configured but NOT attached");
-        }
+    match &v.sk_lookup.link {
+        Some(l) => line!("sk_lookup:   attached (link {} prog {})", l.link, l.prog),
+        None => line!("sk_lookup:   not attached"),
     }
-    let mut protected = cfg.interfaces.clone();
-    protected.extend(
-        attached
-            .iter()
-            .filter(|i| !cfg.interfaces.contains(i))
-            .cloned(),
-    );
-    if let Ok(addrs) = mx6gate::iface::ipv4_addresses() {
-        if let Some(w) =
-            mx6gate::iface::stranding_warning(&mx6gate::iface::without_ipv4(&protected, &addrs))
-        {
-            println!("WARNING:     {w}");
-        }
+    for i in v.interfaces.iter().filter(|i| !i.attachment.attached) {
+        line!("interface:   {:<12} configured but NOT attached", i.attachment.interface);
+    }
+    if let Some(w) = &v.stranding_warning {
+        line!("WARNING:     {w}");
     }
 
-    let (store, refused) = Store::load_lenient(&cfg.partners_dir);
-    let today = today_utc();
-    for r in &refused {
-        println!("store:       REFUSED: {r}");
+    let s = &v.store;
+    for r in &s.refused {
+        line!("store:       REFUSED: {r}");
     }
-    if !refused.is_empty() {
-        println!(
+    if !s.refused.is_empty() {
+        line!(
             "             the gate keeps its last good allowlist; fix the store and the daemon applies it within a second (no daemon: `mx6gate sync`)"
         );
     }
-    for s in &store.skipped {
-        println!("store:       {s}");
+    for sk in &s.skipped {
+        line!("store:       {sk}");
     }
-    let active = store
-        .partners
-        .values()
-        .filter(|p| p.is_active(today))
-        .count();
-    let expired = store.partners.len() - active;
-    let wanted: BTreeSet<Ipv6Net> = store
-        .active_prefixes(today)
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    print!(
-        "allowlist:   {active} partner(s), {} prefix(es){}",
-        wanted.len(),
-        if refused.is_empty() {
+    write!(
+        o,
+        "allowlist:   {} partner(s), {} prefix(es){}",
+        s.partners_active,
+        s.prefixes,
+        if s.refused.is_empty() {
             ""
         } else {
             " in the readable files"
         }
+    )
+    .expect("writing to a String");
+    if s.partners_expired > 0 {
+        write!(o, " ({} expired partner(s) not allowed)", s.partners_expired)
+            .expect("writing to a String");
+    }
+    line!();
+    let Some(m) = &v.maps else {
+        return o;
+    };
+    let advice = if m.vacant {
+        format!(
+            "  the store holds no file: kept as a vanished store, not read as \"no partners\" (to mean none: `touch {}/none.toml`)",
+            s.partners_dir.display()
+        )
+    } else if m.mismatch {
+        format!(
+            "  MISMATCH with the store ({} missing, {} not in the store): `mx6gate sync` brings them in step",
+            m.missing, m.extra
+        )
+    } else {
+        String::new()
+    };
+    line!(
+        "allowlist maps: {} prefixes, capacity {} ({:.1}% full){advice}",
+        m.prefixes,
+        m.capacity,
+        100.0 * m.prefixes as f64 / m.capacity.max(1) as f64,
     );
-    if expired > 0 {
-        print!(" ({expired} expired partner(s) not allowed)");
-    }
-    println!();
-    if let Some(maps) = &maps {
-        let in_map: BTreeSet<Ipv6Net> = mx6gate::allowlist::entries(maps)?.into_keys().collect();
-        let vacant = refused.is_empty() && store.files == 0 && !in_map.is_empty();
-        let advice = if !refused.is_empty() {
-            String::new()
-        } else if vacant {
-            format!(
-                "  the store holds no file: kept as a vanished store, not read as \"no partners\" (to mean none: `touch {}/none.toml`)",
-                cfg.partners_dir.display()
-            )
-        } else if in_map != wanted {
-            let missing = wanted.difference(&in_map).count();
-            let extra = in_map.difference(&wanted).count();
-            format!(
-                "  MISMATCH with the store ({missing} missing, {extra} not in the store): `mx6gate sync` brings them in step"
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "allowlist maps: {} prefixes, capacity {} ({:.1}% full){advice}",
-            in_map.len(),
-            maps.allow_capacity,
-            100.0 * in_map.len() as f64 / maps.allow_capacity.max(1) as f64,
+    if let Some(p) = &m.pending_sizes {
+        line!(
+            "map sizes:   PENDING: the config asks for allow_entries {}, max_partners {}; the loaded maps keep {}, {} until `mx6gate detach` and a restart",
+            p.allow_entries,
+            p.max_partners,
+            m.capacity,
+            m.partner_capacity
         );
-        if maps.allow_capacity != cfg.maps.allow_entries
-            || maps.partner_capacity != cfg.maps.max_partners
-        {
-            println!(
-                "map sizes:   PENDING: the config asks for allow_entries {}, max_partners {}; the loaded maps keep {}, {} until `mx6gate detach` and a restart",
-                cfg.maps.allow_entries,
-                cfg.maps.max_partners,
-                maps.allow_capacity,
-                maps.partner_capacity
-            );
-        }
-        println!("XDP (SYN packets, since load):");
-        for (c, n) in maps.counters()? {
-            println!("  {:<24} {n}", c.as_str());
-        }
-        println!("sk_lookup (connections, since load):");
-        for (c, n) in maps.sk_counters()? {
-            println!("  {:<24} {n}", c.as_str());
-        }
-        match &maps.explain {
-            Some(x) => {
-                let (all, live) = x.count(&maps.read_defer()?, mx6gate::explain::monotonic_now_ns())?;
-                println!(
-                    "explained sources: {live} within the window now ({all} in the map, capacity {}); recorded since load: {}",
-                    x.explained_capacity,
-                    maps.counter(mx6gate_common::Counter::Explained)?
-                );
-            }
-            None => println!(
-                "explained sources: not tracked: the gate was pinned by an older mx6gate (the daemon's next start upgrades it)"
-            ),
-        }
-        println!("non-partner SYN reports to the daemon (`mx6gate top`), since load:");
-        for (c, n) in maps.report_counters()? {
-            println!("  {:<24} {n}", c.as_str());
-        }
     }
-    Ok(())
+    line!("XDP (SYN packets, since load):");
+    for (c, n) in &m.counters.xdp.0 {
+        line!("  {c:<24} {n}");
+    }
+    line!("sk_lookup (connections, since load):");
+    for (c, n) in &m.counters.sk_lookup.0 {
+        line!("  {c:<24} {n}");
+    }
+    match &m.explained {
+        Some(x) => line!(
+            "explained sources: {} within the window now ({} in the map, capacity {}); recorded since load: {}",
+            x.live,
+            x.entries,
+            x.capacity,
+            x.recorded
+        ),
+        None => line!(
+            "explained sources: not tracked: the gate was pinned by an older mx6gate (the daemon's next start upgrades it)"
+        ),
+    }
+    line!("non-partner SYN reports to the daemon (`mx6gate top`), since load:");
+    for (c, n) in &m.counters.report.0 {
+        line!("  {c:<24} {n}");
+    }
+    o
 }
