@@ -6,7 +6,7 @@ use std::{net::IpAddr, time::Duration};
 
 use mx6gate_tests::{
     connect_from, gate::GateUnderTest, require_root, xdp_pass, Listener, Topology, PARTNER_NET,
-    STRANGER_SRC,
+    PARTNER_SRC, STRANGER_SRC,
 };
 use serde_json::Value;
 
@@ -195,5 +195,107 @@ fn check_doctor_and_top_print_their_versioned_shapes() {
     assert_eq!(row["prefix"], "2001:db8:2::/48", "{v}");
     assert!(row["count"].as_u64().unwrap() >= 1);
     assert_eq!(v["suggestions"][0]["prefix"], "2001:db8:2::/48", "{v}");
+    g.stop().unwrap();
+}
+
+/// `status --json` and `partner list --json`: their schemas, their
+/// top-level fields (README, "Machine-readable output"), and agreement
+/// with the text each verb prints.
+#[test]
+fn status_and_partner_list_print_their_versioned_shapes() {
+    if !require_root() {
+        return;
+    }
+    let topo = Topology::new().unwrap();
+    let _mta = Listener::start(&topo.gw, "[::]:25".parse().unwrap()).unwrap();
+    let mut g = GateUnderTest::new(&topo.gw, &topo.gw_if, "drop", "").unwrap();
+    g.ok(&["partner", "add", "example-isp", PARTNER_NET, "--note", "n"])
+        .unwrap();
+
+    // No gate yet: status still answers, with the maps null.
+    let v = json(&g, &["status", "--json"]);
+    assert_eq!(v["schema"], "mx6gate.status/1", "{v}");
+    assert_eq!(
+        keys(&v),
+        [
+            "config",
+            "daemon_pid",
+            "defer",
+            "foreign_owner",
+            "interfaces",
+            "loaded",
+            "maps",
+            "metrics",
+            "mode",
+            "pin_path",
+            "ports",
+            "responder",
+            "schema",
+            "sk_lookup",
+            "store",
+            "stranding_warning",
+            "warnings"
+        ]
+    );
+    assert_eq!(v["loaded"], false, "{v}");
+    assert!(v["maps"].is_null(), "{v}");
+    assert!(v["daemon_pid"].is_null(), "{v}");
+    assert_eq!(v["interfaces"][0]["interface"], topo.gw_if.as_str(), "{v}");
+    assert_eq!(v["interfaces"][0]["attached"], false, "{v}");
+    assert_eq!(v["interfaces"][0]["xdp_mode"], "none", "{v}");
+    let p = json(&g, &["partner", "list", "--json"]);
+    assert_eq!(p["schema"], "mx6gate.partners/1", "{p}");
+    assert_eq!(
+        keys(&p),
+        ["gate_loaded", "partners", "partners_dir", "refused", "schema", "skipped"]
+    );
+    assert_eq!(p["gate_loaded"], false);
+    assert_eq!(p["partners"][0]["name"], "example-isp", "{p}");
+    assert_eq!(p["partners"][0]["prefixes"][0]["prefix"], PARTNER_NET, "{p}");
+    assert_eq!(p["partners"][0]["note"], "n");
+    assert_eq!(p["partners"][0]["active"], true);
+    assert!(p["partners"][0]["hits"].is_null(), "{p}");
+
+    g.start().unwrap();
+    // A stranger dropped, a partner let in: the counters and hits say so.
+    let o = connect_from(
+        &topo.sender,
+        IpAddr::V6(STRANGER_SRC),
+        Topology::gw_v6(25),
+        Duration::from_secs(2),
+    );
+    assert!(!o.is_connected(), "drop mode: {o}");
+    connect_from(
+        &topo.sender,
+        IpAddr::V6(PARTNER_SRC),
+        Topology::gw_v6(25),
+        Duration::from_secs(5),
+    )
+    .expect_connected("partner in drop mode");
+    let v = json(&g, &["status", "--json"]);
+    assert_eq!(v["loaded"], true, "{v}");
+    assert_eq!(v["mode"]["effective"], "drop", "{v}");
+    assert!(v["daemon_pid"].as_i64().is_some(), "{v}");
+    assert_eq!(v["interfaces"][0]["attached"], true, "{v}");
+    assert!(v["interfaces"][0]["link"]["link"].as_u64().is_some(), "{v}");
+    assert_eq!(v["sk_lookup"]["attached"], true, "{v}");
+    assert_eq!(v["store"]["partners_active"], 1, "{v}");
+    assert_eq!(v["maps"]["prefixes"], 1, "{v}");
+    assert_eq!(v["maps"]["mismatch"], false, "{v}");
+    let xdp = &v["maps"]["counters"]["xdp"];
+    assert!(xdp["dropped"].as_u64().unwrap() >= 1, "{v}");
+    assert!(xdp["partner_allowed"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["maps"]["counters"]["sk_lookup"].is_object(), "{v}");
+    assert!(v["maps"]["counters"]["report"].is_object(), "{v}");
+    // The text shows the same counters.
+    let text = g.ok(&["status"]).unwrap();
+    let dropped = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("dropped "))
+        .unwrap_or_else(|| panic!("no dropped line: {text}"));
+    assert_eq!(dropped.trim().parse::<u64>().ok(), xdp["dropped"].as_u64(), "{text}");
+    let p = json(&g, &["partner", "list", "--json"]);
+    assert_eq!(p["gate_loaded"], true);
+    assert!(p["partners"][0]["hits"].as_u64().unwrap() >= 1, "{p}");
     g.stop().unwrap();
 }
