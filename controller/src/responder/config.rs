@@ -483,4 +483,267 @@ mod tests {
             d
         );
     }
+
+    // The `[responder]` table read as part of a whole config file, as the
+    // daemon reads it: defaults, every key, and each refusal's message.
+    fn parse(text: &str) -> Result<crate::config::Config> {
+        crate::config::Config::from_str(
+            text,
+            std::path::Path::new("/etc/mx6gate"),
+            "/etc/x.toml",
+        )
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn responder_defaults() {
+        let r = parse("").unwrap().responder;
+        assert_eq!(r.listen.to_string(), "[::1]:10421");
+        assert_eq!(r.code, 421);
+        assert_eq!(r.enhanced_code, "4.7.0");
+        assert!(r.text.contains("%A") && r.text.contains("%H"), "{}", r.text);
+        assert_eq!(r.hostname, crate::responder::config::system_hostname());
+        assert_eq!(r.greeting, GreetingMode::Close);
+        assert_eq!(
+            (r.max_connections, r.max_per_source, r.max_commands),
+            (1024, 16, 20)
+        );
+        assert_eq!(r.idle_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(r.session_timeout, std::time::Duration::from_secs(30));
+        assert!(r.tarpit.is_zero());
+        assert_eq!(r.report_interval, std::time::Duration::from_secs(60));
+        assert_eq!(r.down_policy, DownPolicy::Pass);
+        // An empty table is the same as none.
+        assert_eq!(parse("[responder]\n").unwrap().responder, r);
+    }
+
+    #[test]
+    fn responder_full_table() {
+        let r = parse(
+            r#"
+            [responder]
+            listen = "[2001:db8::25]:2626"
+            code = 451
+            enhanced_code = "4.7.1"
+            text = "%H says: %A, 100%% IPv4 please"
+            hostname = "mx1.example.test"
+            greeting = "converse"
+            max_connections = 5000
+            max_per_source = 4
+            max_commands = 5
+            idle_timeout_secs = 3
+            session_timeout_secs = 9
+            tarpit_ms = 250
+            report_interval_secs = 300
+            down_policy = "refuse"
+            "#,
+        )
+        .unwrap()
+        .responder;
+        assert_eq!(r.listen.to_string(), "[2001:db8::25]:2626");
+        assert_eq!((r.code, r.enhanced_code.as_str()), (451, "4.7.1"));
+        assert_eq!(r.text, "%H says: %A, 100%% IPv4 please");
+        assert_eq!(r.hostname, "mx1.example.test");
+        assert_eq!(r.greeting, GreetingMode::Converse);
+        assert_eq!(
+            (r.max_connections, r.max_per_source, r.max_commands),
+            (5000, 4, 5)
+        );
+        assert_eq!(r.idle_timeout.as_secs(), 3);
+        assert_eq!(r.session_timeout.as_secs(), 9);
+        assert_eq!(r.tarpit.as_millis(), 250);
+        assert_eq!(r.report_interval.as_secs(), 300);
+        assert_eq!(r.down_policy, DownPolicy::Refuse);
+    }
+
+    fn rerr(table: &str) -> String {
+        err(&format!("[responder]\n{table}\n"))
+    }
+
+    #[test]
+    fn responder_refuses_5xx_with_the_exim_reason() {
+        for code in [500, 550, 554, 599] {
+            let e = rerr(&format!("code = {code}"));
+            assert!(
+                e.starts_with(&format!("/etc/x.toml: responder.code: {code} ")),
+                "{e}"
+            );
+            assert!(e.contains("Exim") && e.contains("bounce"), "{e}");
+            assert!(e.contains("retrying over IPv4"), "{e}");
+        }
+        // Other non-4xx codes: refused, naming the value.
+        for code in [0, 220, 250, 399, 600, 999, 70000, -1] {
+            let e = rerr(&format!("code = {code}"));
+            assert!(
+                e.starts_with(&format!("/etc/x.toml: responder.code: {code} ")),
+                "{e}"
+            );
+        }
+        // The second digit of a reply code is 0 to 5 (RFC 5321 4.2).
+        assert!(rerr("code = 460").contains("responder.code: 460 is not a valid SMTP reply code"));
+        // 4xx codes are fine (450 with converse or close).
+        for code in [400, 421, 450, 451, 452, 454, 459] {
+            assert_eq!(
+                parse(&format!("[responder]\ncode = {code}\n"))
+                    .unwrap()
+                    .responder
+                    .code,
+                code
+            );
+        }
+    }
+
+    #[test]
+    fn responder_refuses_ipv4_listen() {
+        let e = rerr("listen = \"127.0.0.1:2525\"");
+        assert!(
+            e.starts_with("/etc/x.toml: responder.listen: \"127.0.0.1:2525\" is an IPv4 address"),
+            "{e}"
+        );
+        assert!(e.contains("EAFNOSUPPORT"), "{e}");
+        let e = rerr("listen = \"[::ffff:127.0.0.1]:2525\"");
+        assert!(
+            e.contains("responder.listen: \"[::ffff:127.0.0.1]:2525\" is an IPv4-mapped"),
+            "{e}"
+        );
+        for bad in ["::1", "[::1]", "localhost:2525", "", "[::1]:70000"] {
+            let e = rerr(&format!("listen = {bad:?}"));
+            assert!(
+                e.contains(&format!(
+                    "responder.listen: {bad:?} is not a socket address"
+                )),
+                "{e}"
+            );
+        }
+        assert!(parse("[responder]\nlisten = \"[::]:2525\"\n").is_ok());
+    }
+
+    #[test]
+    fn responder_refuses_converse_with_421() {
+        let e = rerr("greeting = \"converse\"");
+        assert!(
+            e.starts_with(
+                "/etc/x.toml: responder.greeting: \"converse\" cannot be used with code 421"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("RFC 5321 3.8"), "{e}");
+        let e = rerr("greeting = \"converse\"\ncode = 421");
+        assert!(e.contains("responder.greeting"), "{e}");
+        assert!(parse("[responder]\ngreeting = \"converse\"\ncode = 450\n").is_ok());
+        assert_eq!(
+            rerr("greeting = \"talk\""),
+            "/etc/x.toml: responder.greeting: \"talk\" is not one of close, converse"
+        );
+        assert_eq!(
+            rerr("down_policy = \"open\""),
+            "/etc/x.toml: responder.down_policy: \"open\" is not one of pass, refuse"
+        );
+    }
+
+    #[test]
+    fn responder_refuses_bad_enhanced_codes() {
+        for bad in [
+            "4.7", "4.7.0.0", "47.0", "4.x.0", "4.1000.0", "4.7.1000", "", "4.7.0 ",
+        ] {
+            let e = rerr(&format!("enhanced_code = {bad:?}"));
+            assert!(
+                e.starts_with(&format!(
+                    "/etc/x.toml: responder.enhanced_code: {bad:?} is not an RFC 3463"
+                )),
+                "{e}"
+            );
+        }
+        for bad in ["5.7.0", "2.0.0"] {
+            let e = rerr(&format!("enhanced_code = {bad:?}"));
+            assert!(
+                e.contains(&format!(
+                    "responder.enhanced_code: {bad:?} does not match code 421"
+                )),
+                "{e}"
+            );
+        }
+        assert!(parse("[responder]\nenhanced_code = \"4.3.2\"\n").is_ok());
+    }
+
+    #[test]
+    fn responder_refuses_bad_text() {
+        let e = rerr("text = \"from %X\"");
+        assert!(
+            e.starts_with(
+                "/etc/x.toml: responder.text: \"from %X\" uses \"%X\", which is not a known escape"
+            ),
+            "{e}"
+        );
+        assert!(rerr("text = \"100%\"").contains("ends with a lone %"));
+        assert!(rerr("text = \"a\\r\\nb\"").contains("contains CR or LF"));
+        assert!(rerr("text = \"a\\nb\"").contains("contains CR or LF"));
+        assert!(rerr("text = \"café\"").contains("only printable ASCII"));
+        assert!(rerr("text = \"a\\u0000b\"").contains("only printable ASCII"));
+        assert!(rerr("text = \"a\\tb\"").contains("only printable ASCII"));
+        assert!(rerr("text = \"\"").contains("responder.text: \"\" must not be empty"));
+        // Escapes that are fine.
+        assert!(parse("[responder]\ntext = \"%% %A %H\"\n").is_ok());
+    }
+
+    #[test]
+    fn responder_refuses_too_long_text() {
+        // 3 + 1 + 5 + 1 + text + 2 <= 512: 500 literal octets fit.
+        let ok = "x".repeat(500);
+        assert!(parse(&format!("[responder]\ntext = {ok:?}\n")).is_ok());
+        let e = rerr(&format!("text = {:?}", "x".repeat(501)));
+        assert!(
+            e.contains("responder.text: ") && e.contains("513 octets"),
+            "{e}"
+        );
+        assert!(e.contains("RFC 5321 4.5.3.1.5"), "{e}");
+        // %A counts as the longest address (45), %H as the host name.
+        let t = format!("%A{}", "x".repeat(500 - 45));
+        assert!(parse(&format!("[responder]\ntext = {t:?}\n")).is_ok());
+        let t = format!("%A{}", "x".repeat(501 - 45));
+        assert!(rerr(&format!("text = {t:?}")).contains("513 octets"));
+        let t = format!("%H{}", "x".repeat(491));
+        let e = rerr(&format!("hostname = \"mx.example.test\"\ntext = {t:?}"));
+        assert!(
+            e.contains("responder.text: ") && e.contains("518 octets"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn responder_refuses_bad_hostnames_and_ranges() {
+        assert!(rerr("hostname = \"mx example\"")
+            .contains("responder.hostname: \"mx example\" is not a valid host name"));
+        assert!(rerr("hostname = \"\"")
+            .contains("responder.hostname: \"\" is not a valid host name: it is empty"));
+        for (key, bad, range) in [
+            ("max_connections", "0", "1..=1000000"),
+            ("max_per_source", "0", "1..=1000000"),
+            ("max_commands", "0", "1..=1000"),
+            ("max_commands", "1001", "1..=1000"),
+            ("idle_timeout_secs", "0", "1..=3600"),
+            ("session_timeout_secs", "-3", "1..=3600"),
+            ("tarpit_ms", "-1", "0..=10000"),
+            ("tarpit_ms", "10001", "0..=10000"),
+            ("report_interval_secs", "0", "1..=86400"),
+        ] {
+            assert_eq!(
+                rerr(&format!("{key} = {bad}")),
+                format!("/etc/x.toml: responder.{key}: {bad} is out of range ({range})")
+            );
+        }
+        let e = rerr("idle_timeout_secs = 60\nsession_timeout_secs = 30");
+        assert!(
+            e.contains("responder.idle_timeout_secs: 60 is longer than session_timeout_secs (30)"),
+            "{e}"
+        );
+        let e = rerr("max_connections = \"many\"");
+        assert!(
+            e.starts_with("/etc/x.toml: ") && e.contains("line 2"),
+            "{e}"
+        );
+    }
 }
