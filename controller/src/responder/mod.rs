@@ -8,6 +8,8 @@
 //! - `smtp`   — the protocol: reply text, fixed replies, command answers
 //! - `limits` — total and per-source (/64) connection caps
 //! - `report` — counters and the aggregated per-source log
+//! - `listener` — the listening socket and its fd budget
+//! - `session` — one served connection (the accept loop is here)
 //!
 //! Bounds (invariant 8): every connection passes the caps before it gets a
 //! task; over a cap it gets a short 421 and is closed at once, so the
@@ -50,6 +52,12 @@ pub use report::{IntervalReport, ResponderStats, SourceEntry, StatsSnapshot};
 use limits::{source_prefix, Limiter, Refusal, Slot};
 use smtp::{Answer, FixedReplies, MAX_COMMAND_LINE};
 
+mod listener;
+mod session;
+
+pub use self::listener::{bind_listener, raise_nofile_limit};
+use self::{listener::*, session::*};
+
 /// Listen backlog (the kernel caps it at net.core.somaxconn).
 pub const LISTEN_BACKLOG: i32 = 4096;
 /// After the last reply, how long input is read and discarded before the
@@ -70,61 +78,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// File descriptors kept for everything but the responder's connections.
 const FD_RESERVE: u64 = 64;
-
-/// Create the responder's listening socket: IPv6 only, SO_REUSEADDR,
-/// backlog [`LISTEN_BACKLOG`], non-blocking (ready for tokio). Its fd is
-/// what goes into the SOCKMAP.
-pub fn bind_listener(cfg: &ResponderConfig) -> Result<std::net::TcpListener> {
-    let addr = SocketAddr::V6(cfg.listen);
-    let ctx = |what: &str| format!("responder: cannot listen on {addr}: {what}");
-    let sock = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))
-        .with_context(|| ctx("socket"))?;
-    sock.set_only_v6(true)
-        .with_context(|| ctx("setting IPV6_V6ONLY"))?;
-    sock.set_reuse_address(true)
-        .with_context(|| ctx("setting SO_REUSEADDR"))?;
-    sock.bind(&addr.into()).with_context(|| ctx("bind"))?;
-    sock.listen(LISTEN_BACKLOG).with_context(|| ctx("listen"))?;
-    sock.set_nonblocking(true)
-        .with_context(|| ctx("setting O_NONBLOCK"))?;
-    Ok(sock.into())
-}
-
-fn nofile_limit() -> io::Result<libc::rlimit> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the valid struct given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r)
-}
-
-/// Raise the soft RLIMIT_NOFILE to the hard limit (or to fs.nr_open if the
-/// hard limit is unlimited): thousands of idle connections need as many
-/// descriptors. Returns the soft limit in force afterwards.
-pub fn raise_nofile_limit() -> Result<u64> {
-    let mut r = nofile_limit().context("getrlimit(RLIMIT_NOFILE)")?;
-    let mut target = r.rlim_max;
-    if target == libc::RLIM_INFINITY {
-        target = std::fs::read_to_string("/proc/sys/fs/nr_open")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(1 << 20);
-    }
-    if r.rlim_cur >= target {
-        return Ok(r.rlim_cur);
-    }
-    r.rlim_cur = target;
-    // SAFETY: setrlimit reads one valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
-        return Err(io::Error::last_os_error())
-            .with_context(|| format!("setrlimit(RLIMIT_NOFILE) to {target}"));
-    }
-    Ok(target)
-}
 
 struct Shared {
     cfg: ResponderConfig,
@@ -156,19 +109,6 @@ impl Drop for ActiveGuard {
         self.stats.active.fetch_sub(1, Relaxed);
     }
 }
-
-/// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// We close: after the greeting (close mode), QUIT, too many commands,
-    /// a line too long.
-    Close,
-    IdleTimeout,
-    SessionTimeout,
-    /// The client closed or reset the connection.
-    PeerGone,
-}
-
 impl Responder {
     /// A responder for `cfg`. The config is expected to be validated
     /// ([`ResponderConfig::validate`]); an unvalidated one still gives
@@ -343,19 +283,6 @@ fn is_resource_error(e: &io::Error) -> bool {
     )
 }
 
-fn warn_if_nofile_low(max_connections: u32) {
-    let Ok(r) = nofile_limit() else { return };
-    let need = u64::from(max_connections) + FD_RESERVE;
-    if r.rlim_cur != libc::RLIM_INFINITY && r.rlim_cur < need {
-        warn!(
-            nofile = r.rlim_cur,
-            needed = need,
-            "responder: RLIMIT_NOFILE is below max_connections plus a reserve; connections \
-             past it cannot be accepted (raise the limit or lower responder.max_connections)"
-        );
-    }
-}
-
 /// Over a cap: the short 421 and close, without a task and without
 /// waiting. The reply fits any fresh socket's send buffer; input already
 /// received is read first so that the close sends a FIN, not a reset.
@@ -370,231 +297,6 @@ fn refuse_now(stream: &TcpStream, line: &[u8]) {
         }
     }
     let _ = sock.shutdown(Shutdown::Write);
-}
-
-/// One served connection: its session, cut short by a shutdown.
-async fn connection(
-    stream: TcpStream,
-    peer: Ipv6Addr,
-    guard: ActiveGuard,
-    sh: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    tokio::select! {
-        () = session(stream, peer, &sh) => {}
-        _ = stop.wait_for(|stopping| *stopping) => {}
-    }
-    drop(guard);
-}
-
-async fn session(mut stream: TcpStream, peer: Ipv6Addr, sh: &Shared) {
-    let cfg = &sh.cfg;
-    let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + cfg.session_timeout;
-    let text = smtp::expand_text(&cfg.text, peer, &cfg.hostname);
-    let greeting = smtp::reply_line(cfg.code, &cfg.enhanced_code, &text);
-    let mut buf = [0u8; MAX_COMMAND_LINE];
-    let mut greeted = false;
-    let end = timeout_at(
-        deadline,
-        talk(&mut stream, &greeting, sh, &mut buf, &mut greeted),
-    )
-    .await
-    .unwrap_or(End::SessionTimeout);
-    debug!(peer = %peer, end = ?end, "responder session ended");
-    let drain_for = match end {
-        End::PeerGone => return,
-        End::Close => DRAIN_TIME.min(cfg.idle_timeout),
-        End::IdleTimeout | End::SessionTimeout => {
-            ResponderStats::inc(&sh.stats.timeouts);
-            if greeted && cfg.greeting == GreetingMode::Converse {
-                let notice = if end == End::IdleTimeout {
-                    &sh.replies.idle_timeout
-                } else {
-                    &sh.replies.session_timeout
-                };
-                let _ = timeout(NOTICE_WRITE, stream.write_all(notice.as_bytes())).await;
-            }
-            TIMEOUT_DRAIN
-        }
-    };
-    finish(&mut stream, drain_for, &mut buf).await;
-}
-
-/// Stop writing (FIN after the last reply), then read and discard input
-/// for at most `drain_for` and [`DRAIN_BYTES`], so the client reads our
-/// last reply rather than a reset; then the caller drops (closes) it.
-async fn finish(stream: &mut TcpStream, drain_for: Duration, buf: &mut [u8]) {
-    if stream.shutdown().await.is_err() {
-        return;
-    }
-    let until = Instant::now() + drain_for;
-    let mut drained = 0;
-    while drained < DRAIN_BYTES {
-        match timeout_at(until, stream.read(buf)).await {
-            Ok(Ok(n)) if n > 0 => drained += n,
-            _ => break,
-        }
-    }
-}
-
-/// Per-byte delay of the greeting: `tarpit`, shortened so the whole
-/// greeting takes at most half the session timeout (the client must get
-/// all of it to act on it).
-fn tarpit_delay(cfg: &ResponderConfig, len: usize) -> Duration {
-    if cfg.tarpit.is_zero() || len == 0 {
-        return Duration::ZERO;
-    }
-    let cap = cfg.session_timeout / 2 / u32::try_from(len).unwrap_or(u32::MAX);
-    cfg.tarpit.min(cap)
-}
-
-async fn write_greeting(
-    stream: &mut TcpStream,
-    greeting: &[u8],
-    delay: Duration,
-) -> io::Result<()> {
-    if delay.is_zero() {
-        return stream.write_all(greeting).await;
-    }
-    // OpenBSD spamd's stutter: one byte at a time (TCP_NODELAY is set, so
-    // each goes out in its own segment). Byte i leaves at start + i *
-    // delay: timer overshoot does not add up.
-    let mut at = Instant::now();
-    for b in greeting {
-        tokio::time::sleep_until(at).await;
-        stream.write_all(std::slice::from_ref(b)).await?;
-        at += delay;
-    }
-    Ok(())
-}
-
-/// Replies waiting to be written: answers to pipelined commands leave in
-/// one write, in order.
-struct Out {
-    buf: [u8; OUT_BUF],
-    len: usize,
-}
-
-impl Out {
-    async fn flush(&mut self, stream: &mut TcpStream, deadline: Instant) -> Result<(), End> {
-        if self.len == 0 {
-            return Ok(());
-        }
-        let r = timeout_at(deadline, stream.write_all(&self.buf[..self.len])).await;
-        self.len = 0;
-        match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::PeerGone),
-            // The client does not take our replies: as idle as not talking.
-            Err(_) => Err(End::IdleTimeout),
-        }
-    }
-
-    async fn push(
-        &mut self,
-        stream: &mut TcpStream,
-        reply: &[u8],
-        deadline: Instant,
-    ) -> Result<(), End> {
-        if self.len + reply.len() > OUT_BUF {
-            self.flush(stream, deadline).await?;
-        }
-        let n = reply.len().min(OUT_BUF);
-        self.buf[self.len..self.len + n].copy_from_slice(&reply[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
-/// The greeting, then (converse mode) the command loop.
-async fn talk(
-    stream: &mut TcpStream,
-    greeting: &str,
-    sh: &Shared,
-    buf: &mut [u8; MAX_COMMAND_LINE],
-    greeted: &mut bool,
-) -> End {
-    let cfg = &sh.cfg;
-    let r = &sh.replies;
-    let delay = tarpit_delay(cfg, greeting.len());
-    if write_greeting(stream, greeting.as_bytes(), delay)
-        .await
-        .is_err()
-    {
-        return End::PeerGone;
-    }
-    *greeted = true;
-    ResponderStats::inc(&sh.stats.deferred);
-    if cfg.greeting == GreetingMode::Close {
-        return End::Close;
-    }
-
-    let mut out = Out {
-        buf: [0; OUT_BUF],
-        len: 0,
-    };
-    let mut len = 0;
-    let mut commands: u32 = 0;
-    // No complete line within idle_timeout ends the session; a slow
-    // trickle of bytes does not restart the clock.
-    let mut line_deadline = Instant::now() + cfg.idle_timeout;
-    loop {
-        let mut start = 0;
-        while let Some(i) = buf[start..len].iter().position(|&b| b == b'\n') {
-            let line = &buf[start..start + i];
-            start += i + 1;
-            line_deadline = Instant::now() + cfg.idle_timeout;
-            ResponderStats::inc(&sh.stats.commands);
-            commands = commands.saturating_add(1);
-            let (reply, close): (&str, bool) = if commands > cfg.max_commands {
-                // RFC 5321 3.8: a server that decides to close answers the
-                // next command with 421.
-                (&r.too_many_commands, true)
-            } else {
-                let a = smtp::answer(line);
-                let reply = match a {
-                    Answer::Deny => greeting,
-                    Answer::Noop => &r.noop,
-                    Answer::Help => &r.help,
-                    Answer::Quit => &r.quit,
-                    Answer::NotImplemented => &r.not_implemented,
-                    Answer::Unrecognized => &r.unrecognized,
-                    Answer::Syntax => &r.syntax,
-                };
-                (reply, a.closes())
-            };
-            if let Err(end) = out.push(stream, reply.as_bytes(), line_deadline).await {
-                return end;
-            }
-            if close {
-                return match out.flush(stream, line_deadline).await {
-                    Ok(()) => End::Close,
-                    Err(end) => end,
-                };
-            }
-        }
-        buf.copy_within(start..len, 0);
-        len -= start;
-        if let Err(end) = out.flush(stream, line_deadline).await {
-            return end;
-        }
-        if len == buf.len() {
-            ResponderStats::inc(&sh.stats.lines_too_long);
-            let _ = out
-                .push(stream, r.line_too_long.as_bytes(), line_deadline)
-                .await;
-            return match out.flush(stream, line_deadline).await {
-                Ok(()) => End::Close,
-                Err(end) => end,
-            };
-        }
-        match timeout_at(line_deadline, stream.read(&mut buf[len..])).await {
-            Err(_) => return End::IdleTimeout,
-            Ok(Ok(0)) | Ok(Err(_)) => return End::PeerGone,
-            Ok(Ok(n)) => len += n,
-        }
-    }
 }
 
 async fn report_loop(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -620,20 +322,4 @@ fn report_once(sh: &Shared) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tarpit_is_bounded_by_the_session() {
-        let mut cfg = ResponderConfig {
-            tarpit: Duration::from_millis(1000),
-            session_timeout: Duration::from_secs(30),
-            ..ResponderConfig::default()
-        };
-        // 100 bytes at 1 s each would be 100 s: cut to 15 s in total.
-        assert_eq!(tarpit_delay(&cfg, 100), Duration::from_millis(150));
-        assert_eq!(tarpit_delay(&cfg, 10), Duration::from_millis(1000));
-        cfg.tarpit = Duration::ZERO;
-        assert_eq!(tarpit_delay(&cfg, 100), Duration::ZERO);
-    }
-}
+mod tests;
