@@ -151,3 +151,19 @@ pub fn have_program(prog: &str) -> bool {
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     std::env::split_paths(&path).any(|d| is_exec(&d.join(prog)))
 }
+
+/// A command's stdout and stderr, as text.
+pub fn out_str(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The `mx6gate: error: …` line of a command's stderr (logs precede it).
+pub fn error_line(stderr: &str) -> String {
+    match stderr.find("mx6gate: error:") {
+        Some(i) => stderr[i..].lines().next().unwrap_or("").to_string(),
+        None => stderr.trim().to_string(),
+    }
+}

@@ -25,6 +25,11 @@
 //!   (BPF_PROG_TEST_RUN repeats stop with EINTR on a pending signal).
 //! * [`prometheus::Prometheus`] — a real Prometheus server in a namespace
 //!   (1 s scrape and rule intervals), queried over its HTTP API.
+//! * [`expect`] — what a connection must meet (connects, dropped, refused
+//!   fast, enforced), asserted with generous bounds; [`wait::wait_until`]
+//!   — a bounded poll; [`pinned`] — the pinned maps read with aya;
+//!   [`files`] — a directory's contents, dates; [`cmd::out_str`];
+//!   [`scrape`] — the metrics endpoint over HTTP, parsed.
 //! * [`gate`] — the real `mx6gate` binary driven in a test namespace;
 //!   [`xdp_pass`] — a minimal XDP_PASS program for a veth peer.
 //!
@@ -34,19 +39,24 @@ pub mod authdns;
 pub mod cleanup;
 pub mod cmd;
 pub mod dns;
+pub mod expect;
+pub mod files;
 pub mod gate;
 pub mod icmp;
 pub mod netns;
 pub mod packets;
+pub mod pinned;
 pub mod postfix;
 pub mod privilege;
 pub mod prometheus;
+pub mod scrape;
 pub mod sendmail;
 pub mod signals;
 pub mod swaks;
 pub mod systemd;
 pub mod tcp;
 pub mod topology;
+pub mod wait;
 pub mod xdp_pass;
 
 pub use cleanup::{cleanup_all, cleanup_stale, own_namespaces, own_prefix, run_dir};

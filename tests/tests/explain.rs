@@ -7,8 +7,7 @@
 //! every time; a gate pinned before the record existed is upgraded in place.
 use std::{
     collections::BTreeMap,
-    io::{Read, Write},
-    net::{IpAddr, Ipv6Addr, TcpStream},
+    net::{IpAddr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
@@ -54,21 +53,7 @@ fn refused_from(topo: &Topology, src: Ipv6Addr, what: &str) {
 
 /// GET /metrics from inside the gateway: `name{labels}` → value.
 fn scrape(ns: &Netns) -> BTreeMap<String, f64> {
-    let body = ns.enter(|| {
-        let mut s =
-            TcpStream::connect_timeout(&"127.0.0.1:9421".parse().unwrap(), CONNECT).unwrap();
-        s.set_read_timeout(Some(REPLY)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        raw
-    });
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
+    mx6gate_tests::scrape::scrape_at(ns, "127.0.0.1:9421")
 }
 
 #[test]

@@ -11,14 +11,15 @@
 //! must show that something does *not* happen it gives it a bounded time.
 use std::{
     collections::BTreeMap,
-    io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Output, Stdio},
     time::{Duration, Instant},
 };
 
 use mx6gate_tests::gate::{mx6gate_bin, remove_pins, GateUnderTest};
+use mx6gate_tests::cmd::out_str;
+use mx6gate_tests::wait::wait_until;
 use mx6gate_tests::*;
 
 /// Upper bound for a connection that must succeed, and for its banner.
@@ -41,13 +42,6 @@ fn smtp6() -> SocketAddr {
     Topology::gw_v6(25)
 }
 
-fn out_str(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 /// The first line `src` gets from the gateway's port 25, or what happened
 /// instead ("refused", "timed out", "no banner: …").
 fn greeting(topo: &Topology, src: std::net::Ipv6Addr, timeout: Duration) -> String {
@@ -57,20 +51,6 @@ fn greeting(topo: &Topology, src: std::net::Ipv6Addr, timeout: Duration) -> Stri
             Err(e) => format!("no banner: {e:#}"),
         },
         other => other.kind().to_string(),
-    }
-}
-
-/// Poll (≤ `limit`, every 100 ms) until `f` holds.
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -88,29 +68,7 @@ fn started(topo: &Topology, mode: &str, extra: &str) -> GateUnderTest {
 
 /// GET /metrics from inside the gateway namespace: sample → value.
 fn scrape(topo: &Topology, addr: &str) -> BTreeMap<String, f64> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    let body = topo
-        .gw
-        .enter(move || -> std::io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            write!(
-                s,
-                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut raw = String::new();
-            s.read_to_string(&mut raw)?;
-            Ok(raw)
-        })
-        .unwrap_or_else(|e| panic!("scraping {addr}: {e}"));
-    let (_, body) = body.split_once("\r\n\r\n").unwrap_or(("", &body));
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
+    mx6gate_tests::scrape::scrape_at(&topo.gw, addr)
 }
 
 fn write_file(p: &Path, text: &str) {

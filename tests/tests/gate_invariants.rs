@@ -12,22 +12,17 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use aya::maps::{lpm_trie::LpmTrie, Array, Map, MapData};
 use ipnet::Ipv6Net;
+use mx6gate_tests::cmd::{error_line, out_str};
+use mx6gate_tests::expect::*;
+use mx6gate_tests::files::{date_in, files};
 use mx6gate_tests::gate::{lookups_fit, mx6gate_bin, GateUnderTest};
 use mx6gate_tests::tcp::command;
+use mx6gate_tests::pinned::{allow_map, config_map, config_mode};
+use mx6gate_tests::wait::wait_until;
 use mx6gate_tests::*;
-
-/// How long a SYN that must be dropped is given to (not) connect.
-const DROPPED: Duration = Duration::from_millis(1000);
-/// Upper bound for a connection that must succeed.
-const CONNECTS: Duration = Duration::from_secs(2);
-/// A RST from XDP must arrive at least this fast.
-const REFUSED_FAST: Duration = Duration::from_millis(500);
-/// Reply timeout on an established connection.
-const REPLY: Duration = Duration::from_secs(2);
 
 fn stranger() -> IpAddr {
     IpAddr::V6(STRANGER_SRC)
@@ -42,121 +37,8 @@ fn any(port: u16) -> SocketAddr {
     format!("[::]:{port}").parse().unwrap()
 }
 
-fn out_str(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-// ------------------------------------------------------------ connections
-
-fn connect(topo: &Topology, src: IpAddr, dst: SocketAddr, timeout: Duration) -> ConnectOutcome {
-    connect_from(&topo.sender, src, dst, timeout)
-}
-
-/// `src` → `dst` connects and the server greets.
-fn expect_connects(topo: &Topology, src: IpAddr, dst: SocketAddr, what: &str) {
-    let s = connect(topo, src, dst, CONNECTS).expect_connected(what);
-    let banner = read_banner(&s, REPLY).unwrap_or_else(|e| panic!("{what}: no banner: {e:#}"));
-    assert!(banner.starts_with("220"), "{what}: banner {banner:?}");
-}
-
-/// `src` → `dst` gets no answer at all within [`DROPPED`].
-fn expect_dropped(topo: &Topology, src: IpAddr, dst: SocketAddr, what: &str) {
-    let o = connect(topo, src, dst, DROPPED);
-    assert!(
-        o.is_timed_out(),
-        "{what}: expected the SYN to be dropped, got {o}"
-    );
-}
-
-/// `src` → `dst` is refused (RST) within [`REFUSED_FAST`].
-fn expect_refused_fast(topo: &Topology, src: IpAddr, dst: SocketAddr, what: &str) {
-    let t = Instant::now();
-    let o = connect(topo, src, dst, DROPPED);
-    let took = t.elapsed();
-    assert!(
-        o.is_refused(),
-        "{what}: expected connection refused, got {o}"
-    );
-    assert!(took < REFUSED_FAST, "{what}: refused only after {took:?}");
-}
-
-fn expect_enforced(topo: &Topology, mode: &str, what: &str) {
-    match mode {
-        "drop" => expect_dropped(topo, stranger(), smtp6(), what),
-        "reset" => expect_refused_fast(topo, stranger(), smtp6(), what),
-        m => panic!("not an enforcing mode: {m}"),
-    }
-}
-
-/// An established connection to a [`Listener`] still carries data both ways.
-fn alive(s: &std::net::TcpStream, what: &str) {
-    let r = command(s, "NOOP", REPLY)
-        .unwrap_or_else(|e| panic!("{what}: established connection broken: {e:#}"));
-    assert!(r.starts_with("502"), "{what}: reply {r:?}");
-}
 
 // ------------------------------------------------------------ gate state
-
-/// The allowlist in the pinned maps, read with aya (not through the
-/// controller): prefixes longer than /32 from LONG_PREFIXES and inline in
-/// SLASH32, the rest from the ALLOW trie (see mx6gate_common::allow).
-fn allow_map(pin: &Path) -> BTreeMap<Ipv6Net, u32> {
-    let data = MapData::from_pin(pin.join("maps/ALLOW")).expect("open pinned ALLOW");
-    let map = Map::from_map_data(data).expect("ALLOW map");
-    let trie: LpmTrie<MapData, [u8; 16], u32> = map.try_into().expect("ALLOW is an LPM trie");
-    let mut out = BTreeMap::new();
-    for kv in trie.iter() {
-        let (k, v) = kv.expect("iterating ALLOW");
-        if k.prefix_len() <= 32 {
-            let net = Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8).unwrap();
-            out.insert(net, v);
-        }
-    }
-    let data =
-        MapData::from_pin(pin.join("maps/LONG_PREFIXES")).expect("open pinned LONG_PREFIXES");
-    let map = Map::from_map_data(data).expect("LONG_PREFIXES map");
-    let long: aya::maps::HashMap<MapData, mx6gate_common::allow::LongKey, u32> =
-        map.try_into().expect("LONG_PREFIXES is a hash");
-    for kv in long.iter() {
-        let (k, v) = kv.expect("iterating LONG_PREFIXES");
-        out.insert(
-            Ipv6Net::new(Ipv6Addr::from(k.addr), k.prefix_len as u8).unwrap(),
-            v,
-        );
-    }
-    // The longest prefix under each /32 is held inline in its SLASH32 entry.
-    let data = MapData::from_pin(pin.join("maps/SLASH32")).expect("open pinned SLASH32");
-    let map = Map::from_map_data(data).expect("SLASH32 map");
-    let slash32: aya::maps::HashMap<MapData, [u8; 4], mx6gate_common::allow::Slash32> =
-        map.try_into().expect("SLASH32 is a hash");
-    for kv in slash32.iter() {
-        let (top, e) = kv.expect("iterating SLASH32");
-        if e.inline_id != mx6gate_common::allow::NO_PARTNER {
-            let net = Ipv6Net::new(Ipv6Addr::from(e.inline_addr(top)), e.inline_len as u8);
-            out.insert(net.unwrap(), e.inline_id);
-        }
-    }
-    out
-}
-
-const CFG_SIZE: usize = std::mem::size_of::<mx6gate_common::GateConfig>();
-
-/// The pinned CONFIG map's only value, as bytes.
-fn config_map(pin: &Path) -> Vec<u8> {
-    let data = MapData::from_pin(pin.join("maps/CONFIG")).expect("open pinned CONFIG");
-    let map = Map::from_map_data(data).expect("CONFIG map");
-    let arr: Array<MapData, [u8; CFG_SIZE]> = map.try_into().expect("CONFIG is an array");
-    arr.get(&0, 0).expect("CONFIG[0]").to_vec()
-}
-
-/// The mode word the XDP program reads (CONFIG.mode, first u32).
-fn config_mode(pin: &Path) -> u32 {
-    let b = config_map(pin);
-    u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-}
 
 
 fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, k: &str) -> u64 {
@@ -169,40 +51,6 @@ fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, k: &str)
 
 fn state_dir(g: &GateUnderTest) -> PathBuf {
     g.dir.path().join("state")
-}
-
-/// Every file under `dir` (relative name → bytes), except `skip` names.
-fn files(dir: &Path, skip: &[&str]) -> BTreeMap<String, String> {
-    fn walk(base: &Path, dir: &Path, skip: &[&str], out: &mut BTreeMap<String, String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if skip.contains(&name.as_str()) {
-                continue;
-            }
-            if p.is_dir() {
-                walk(base, &p, skip, out);
-            } else {
-                let rel = p.strip_prefix(base).unwrap().display().to_string();
-                let bytes = std::fs::read(&p).unwrap_or_default();
-                out.insert(rel, String::from_utf8_lossy(&bytes).into_owned());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, skip, &mut out);
-    out
-}
-
-/// The `mx6gate: error: …` line of a command's stderr (logs precede it).
-fn error_line(stderr: &str) -> String {
-    match stderr.find("mx6gate: error:") {
-        Some(i) => stderr[i..].lines().next().unwrap_or("").to_string(),
-        None => stderr.trim().to_string(),
-    }
 }
 
 /// Run the CLI with another config file (in the gateway namespace).
@@ -222,20 +70,6 @@ fn cli_with(topo: &Topology, config: &Path, args: &[&str]) -> Output {
     .unwrap()
 }
 
-/// Wait (bounded) until `cond` holds.
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Wait until the daemon log has more than `n` lines containing `needle`.
 fn wait_log(g: &GateUnderTest, needle: &str, n: usize, timeout: Duration) -> bool {
     wait_until(timeout, || g.log().matches(needle).count() > n)
@@ -245,26 +79,6 @@ fn flush_neigh(topo: &Topology, fam: &str) {
     for ns in [&topo.gw, &topo.sender] {
         ns.run(&["ip", fam, "neigh", "flush", "all"]).unwrap();
     }
-}
-
-/// Today (UTC) + `days`, as YYYY-MM-DD (civil-from-days, H. Hinnant).
-fn date_in(days: i64) -> String {
-    let z = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        / 86400
-        + days
-        + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 // ============================================================ invariant 1
