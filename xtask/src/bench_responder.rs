@@ -44,6 +44,8 @@ use mx6gate_tests::{
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::measure::{loadavg, ratio};
+
 /// Postfix's `default_process_limit` for the main comparison (Debian's and
 /// Postfix's default; master.cf's smtpd has maxproc `-`, i.e. this).
 const POSTFIX_LIMIT: u32 = 100;
@@ -1039,7 +1041,10 @@ fn postfix_warnings(pf: &Postfix) -> Vec<String> {
 
 /// Raise RLIMIT_NOFILE to 65536, or (where even root may not raise the
 /// hard limit, e.g. without CAP_SYS_RESOURCE) the soft limit to the hard
-/// one. Returns the soft limit in force.
+/// one. Returns the soft limit in force. Not the responder's
+/// `raise_nofile_limit`: that one never raises the hard limit (a daemon
+/// stays inside what systemd gave it), while the bench's clients must
+/// reach 65536 to load both servers alike.
 fn raise_nofile() -> Result<u64> {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -1094,12 +1099,6 @@ struct Environment {
     postfix_log_tail: Vec<String>,
     daemon_threads: String,
     postfix_rss: String,
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
 }
 
 fn sh(argv: &[&str]) -> String {
@@ -1312,14 +1311,6 @@ fn table(plan: &Plan, results: &[RunResult]) -> String {
         );
     }
     s
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.2}", a / b)
-    } else {
-        "–".into()
-    }
 }
 
 fn ratios(plan: &Plan, results: &[RunResult]) -> String {

@@ -4,6 +4,7 @@ mod bench_responder;
 mod build_ebpf;
 mod deb;
 mod lab;
+mod measure;
 mod vm;
 
 use std::{path::PathBuf, process::Command};

@@ -98,13 +98,7 @@ pub fn describe() -> Vec<(String, String)> {
     ]
 }
 
-/// The 1, 5 and 15 minute load averages (the machine is shared: other work
-/// running during the bench shows here).
-pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
+pub use crate::measure::loadavg;
 
 pub fn date() -> String {
     first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])

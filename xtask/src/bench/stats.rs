@@ -70,13 +70,7 @@ impl fmt::Display for Stat {
     }
 }
 
-/// `a / b` as `1.23×`.
-pub fn ratio(a: f64, b: f64) -> String {
-    if b <= 0.0 || !a.is_finite() || !b.is_finite() {
-        return "–".into();
-    }
-    format!("{:.2}×", a / b)
-}
+pub use crate::measure::ratio;
 
 #[cfg(test)]
 mod tests {
