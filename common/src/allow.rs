@@ -1,7 +1,7 @@
 //! Layout of the allowlist the programs look sources up in.
 //!
-//! The kernel's LPM trie costs ~2 µs per cold lookup at a million prefixes
-//! (DESIGN.md), and every BPF hash probe costs about as much as a whole
+//! The kernel's LPM trie costs over a microsecond per cold lookup at a
+//! million prefixes (DESIGN.md, "Performance facts"), and every BPF hash probe costs about as much as a whole
 //! bare XDP_DROP run (bench/RESULTS.md). Partner lists hold few prefixes
 //! per /32 and almost every source is outside them, so the lookup is
 //! built to answer the common cases with as few hash probes as possible:

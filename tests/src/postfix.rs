@@ -86,7 +86,7 @@ impl PostfixInstance {
         }
     }
 
-    /// A sending MTA (settings from DESIGN.md "Real MTAs in namespaces").
+    /// A sending MTA (settings from DESIGN.md, "Sending MTAs on a 4xx greeting").
     pub fn sender(hostname: &str, domain: &str) -> PostfixInstance {
         PostfixInstance {
             role: Role::Sender,

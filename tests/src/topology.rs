@@ -8,7 +8,7 @@
 //!   │  198.51.100.2/24             │         │  198.51.100.1/24             │
 //!   │  2001:db8:1::25/128 partner  │         │  route 2001:db8:1::/48 via ::2│
 //!   │  2001:db8:2::25/128 stranger │         │  route 2001:db8:2::/48 via ::2│
-//!   │  GRO on (XDP_TX frames land) │         │  (XDP + sk_lookup go here)   │
+//!   │  GRO on (XDP_TX: xdp_pass.rs)│         │  (XDP + sk_lookup go here)   │
 //!   └──────────────────────────────┘         └──────────────────────────────┘
 //! ```
 //!

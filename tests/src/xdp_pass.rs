@@ -1,10 +1,11 @@
 //! A two-instruction XDP_PASS program for the *sender's* veth end.
 //!
 //! XDP_TX frames (reset mode's RSTs) sent into a veth are only received by
-//! the peer when the peer runs NAPI. DESIGN.md says GRO on at the peer is
-//! enough; on this kernel (6.18) it was not: the frames were counted as
+//! the peer when the peer runs NAPI. An earlier note said GRO on at the
+//! peer was enough; on 6.18 it was not: the frames were counted as
 //! transmitted and never arrived, while with any XDP program on the peer
-//! they arrived at once. Real NICs have no such quirk.
+//! they arrived at once (DESIGN.md, "XDP on veth, in the tests"). Real
+//! NICs have no such quirk.
 //! Loaded with raw bpf(2) calls so the test utilities need no object file.
 use std::os::fd::{FromRawFd, OwnedFd};
 

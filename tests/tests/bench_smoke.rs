@@ -46,7 +46,8 @@ fn bench_quick_runs_and_writes_its_files() {
         "## 2. On the wire",
         "## 3. Control plane",
         "## 4. Memory",
-        "## 5. Partner store",
+        "## 5. Older kernels' ways, on this kernel",
+        "## 6. Partner store",
         "kernel.bpf_stats_enabled",
     ] {
         assert!(md.contains(part), "RESULTS.md lacks {part:?}:\n{md}");

@@ -78,6 +78,9 @@ fn doctor_reads_the_mx_set_through_the_system_resolver() {
         "implicit.test",
         "dangling.test",
         "missing.test",
+        // Outside the zones dnsmasq serves, with no upstream: it answers
+        // REFUSED (a failed lookup, not a domain without MX).
+        "unserved.example",
     ];
     let mut args = vec!["doctor", "--json"];
     for d in &domains {
@@ -127,6 +130,13 @@ fn doctor_reads_the_mx_set_through_the_system_resolver() {
     assert_eq!(severity(&m, "mx:dangling.test:primary-ipv4"), "fail");
 
     assert_eq!(severity(&m, "mx:missing.test:exists"), "fail");
+
+    assert_eq!(severity(&m, "mx:unserved.example:lookup"), "warn");
+    assert!(
+        !m.keys().any(|k| k.starts_with("mx:unserved.example:")
+            && k != "mx:unserved.example:lookup"),
+        "a refused lookup is not read as an implicit MX: {m:#?}"
+    );
 
     // One host name with both AAAA and A (the sendmail case): with
     // escalation on (the default) a note; a warning without it.

@@ -6,7 +6,10 @@
 //! own and the resolver against a real DNS server.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use hickory_resolver::{ResolveError, TokioResolver};
+use hickory_resolver::{
+    proto::{op::ResponseCode, ProtoErrorKind},
+    ResolveError, TokioResolver,
+};
 use mx6gate_common::Mode;
 
 use super::{Finding, Severity};
@@ -71,8 +74,18 @@ fn fqdn(name: &str) -> String {
     }
 }
 
+/// A NOERROR answer without records of the type asked for. hickory
+/// reports SERVFAIL and REFUSED through the same error kind: those are a
+/// failed lookup, never "the domain has no MX" (which would send the
+/// check to the implicit MX and give advice about the wrong hosts).
 fn no_records(e: &ResolveError) -> bool {
-    e.is_no_records_found() && !e.is_nx_domain()
+    matches!(
+        e.proto().map(|p| p.kind()),
+        Some(ProtoErrorKind::NoRecordsFound {
+            response_code: ResponseCode::NoError,
+            ..
+        })
+    )
 }
 
 async fn host(r: &TokioResolver, preference: u16, name: &str) -> MxHost {

@@ -2,7 +2,7 @@
 //! gateway by mx6gate's XDP, by xdp-filter, by a bare XDP_DROP, or by an
 //! nftables set at the netdev ingress hook.
 //!
-//! Generator (DESIGN.md: what reached useful rates here): a raw-instruction
+//! Generator (DESIGN.md, "Performance facts": what reached useful rates here): a raw-instruction
 //! XDP program run through BPF_PROG_TEST_RUN in live-frames mode, from a
 //! thread in the sender namespace pinned to CPU 0, that randomises the low
 //! 64 bits of each SYN's source and `bpf_redirect`s it into the sender's

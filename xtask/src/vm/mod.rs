@@ -74,13 +74,17 @@ pub const KERNELS: &[Kernel] = &[
     },
 ];
 
-/// Also `doctor`: where the kernel's features are probed and explained.
+/// Also `doctor`: where the kernel's features are probed and explained;
+/// and `unparsable_syns` (invariant 7): what the kernel does with SYNs XDP
+/// cannot parse (fragments, long extension-header chains) differs by
+/// kernel, and sk_lookup must backstop them on each.
 const CORE: &[&str] = &[
     "attach_modes",
     "xdp_differential",
     "gate_invariants",
     "steering",
     "doctor",
+    "unparsable_syns",
 ];
 
 /// Left out of the guests, kept in the host run: the two benchmark-harness
