@@ -50,9 +50,15 @@ fi
 # installed (it conflicts with postfix); also installs libwrap0 for it.
 bash "$(dirname "$0")/fetch-sendmail.sh"
 
-# The eBPF object is built with the nightly toolchain's own llc (DESIGN.md).
-rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-rustup component add rust-src llvm-tools --toolchain nightly
+# The eBPF object is built with the pinned nightly's own llc (DESIGN.md);
+# its rustfmt formats the workspace (nightly-only options in rustfmt.toml),
+# its clippy checks the eBPF crate. The pin is ebpf/rust-toolchain.toml.
+nightly=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../ebpf/rust-toolchain.toml")
+[ -n "$nightly" ] || { echo "install-deps: no channel in ebpf/rust-toolchain.toml" >&2; exit 1; }
+rustup toolchain list | grep -q "^$nightly" || rustup toolchain install "$nightly" --profile minimal
+rustup component add rust-src llvm-tools rustfmt clippy --toolchain "$nightly"
+# clippy for the workspace (`cargo xtask check`), on the default toolchain.
+rustup component add clippy
 
 # bpffs for pins (fresh VMs may not mount it).
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

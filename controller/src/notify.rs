@@ -36,7 +36,7 @@ pub fn stopping() {
     ]);
 }
 
-fn send(states: &[NotifyState]) {
+fn send(states: &[NotifyState<'_>]) {
     // A lost notification must not stop the gate; systemd's start timeout
     // reports a missing READY=1 on its own.
     if let Err(e) = sd_notify::notify(states) {

@@ -14,7 +14,7 @@
 //! loaded again is a new directory, hence a new lock — the old owner sees
 //! its pins gone (`gate::Gate::check_pins`).
 //!
-//! CLI commands that change the gate only look: [`foreign_owner`] tells
+//! CLI commands that change the gate only look: [`refuse_foreign_owner`] tells
 //! them whether a daemon other than their state dir's holds it.
 use std::{
     fs::File,

@@ -59,7 +59,7 @@ pub fn expect_enforced(topo: &Topology, mode: &str, what: &str) {
     }
 }
 
-/// An established connection to a [`Listener`] still carries data both ways.
+/// An established connection to a [`crate::Listener`] still carries data both ways.
 pub fn alive(s: &std::net::TcpStream, what: &str) {
     let r = command(s, "NOOP", REPLY)
         .unwrap_or_else(|e| panic!("{what}: established connection broken: {e:#}"));

@@ -17,7 +17,7 @@
 //! * [`authdns::AuthDns`] — a real authoritative DNS server (Knot) with
 //!   test zones, reloadable and pausable; [`dns::Dnsmasq`] — a small one.
 //! * [`Postfix`] / [`PostfixInstance`] — real Postfix instances inside a
-//!   namespace; [`swaks`] — the SMTP test client inside a namespace.
+//!   namespace; [`swaks()`] — the SMTP test client inside a namespace.
 //! * [`packets`] — frame builders for the XDP differential tests.
 //! * [`systemd::SystemdInstance`] — a real systemd as PID 1 of its own
 //!   PID namespace, for tests of the packaged unit.

@@ -103,7 +103,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-fn firing_instances(prom: &Prometheus, alert: &str) -> anyhow::Result<Vec<String>> {
+fn firing_instances(prom: &Prometheus<'_>, alert: &str) -> anyhow::Result<Vec<String>> {
     Ok(prom
         .firing(alert)?
         .iter()

@@ -11,7 +11,18 @@ use anyhow::{bail, Context, Result};
 
 use crate::{run, workspace_root};
 
-pub const TOOLCHAIN: &str = "nightly";
+/// The dated nightly pinned in ebpf/rust-toolchain.toml (its `channel`),
+/// read from there so that the pin lives in one file.
+pub fn toolchain() -> Result<String> {
+    let path = workspace_root().join("ebpf/rust-toolchain.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .find_map(|l| {
+            let v = l.trim().strip_prefix("channel")?.trim().strip_prefix('=')?;
+            Some(v.trim().trim_matches('"').to_string())
+        })
+        .with_context(|| format!("{}: no `channel = \"…\"` line", path.display()))
+}
 
 /// Where the object lands; the controller's build script embeds it from here.
 pub fn object_path() -> PathBuf {
@@ -19,7 +30,8 @@ pub fn object_path() -> PathBuf {
 }
 
 pub fn build() -> Result<PathBuf> {
-    ensure_components()?;
+    let toolchain = toolchain()?;
+    ensure_components(&toolchain)?;
     let root = workspace_root();
     let ebpf = root.join("ebpf");
     let target_dir = root.join("target/ebpf");
@@ -29,15 +41,15 @@ pub fn build() -> Result<PathBuf> {
         .env_remove("RUSTC")
         .env_remove("RUSTC_WRAPPER")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .args([&format!("+{TOOLCHAIN}"), "build", "--release"])
+        .args([&format!("+{toolchain}"), "build", "--release"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(&target_dir))?;
     let lib = target_dir.join("bpfel-unknown-none/release/libmx6gate_ebpf.a");
-    let bitcode = extract_single_member(&lib, &target_dir.join("bitcode"))?;
+    let bitcode = extract_single_member(&toolchain, &lib, &target_dir.join("bitcode"))?;
     let out = object_path();
     std::fs::create_dir_all(out.parent().unwrap())?;
-    run(Command::new(llc()?)
+    run(Command::new(llc(&toolchain)?)
         .args(["-march=bpfel", "-mcpu=v3", "-O3", "-filetype=obj"])
         .arg(&bitcode)
         .arg("-o")
@@ -46,9 +58,9 @@ pub fn build() -> Result<PathBuf> {
 }
 
 /// rust-src for build-std, llvm-tools for llc. rustup skips what is there.
-fn ensure_components() -> Result<()> {
+fn ensure_components(toolchain: &str) -> Result<()> {
     let installed = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", TOOLCHAIN])
+        .args(["component", "list", "--installed", "--toolchain", toolchain])
         .output()
         .context("running rustup")?;
     let list = String::from_utf8_lossy(&installed.stdout);
@@ -61,13 +73,13 @@ fn ensure_components() -> Result<()> {
         "rust-src",
         "llvm-tools",
         "--toolchain",
-        TOOLCHAIN,
+        toolchain,
     ]))
 }
 
-fn llc() -> Result<PathBuf> {
+fn llc(toolchain: &str) -> Result<PathBuf> {
     let out = Command::new("rustc")
-        .args([&format!("+{TOOLCHAIN}"), "--print", "sysroot"])
+        .args([&format!("+{toolchain}"), "--print", "sysroot"])
         .env_remove("RUSTUP_TOOLCHAIN")
         .output()
         .context("asking rustc for its sysroot")?;
@@ -84,10 +96,10 @@ fn llc() -> Result<PathBuf> {
 
 /// The staticlib must hold exactly one bitcode member: fat LTO merged core
 /// and the programs. More than one means LTO did not run.
-fn extract_single_member(lib: &Path, dir: &Path) -> Result<PathBuf> {
+fn extract_single_member(toolchain: &str, lib: &Path, dir: &Path) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
-    let ar = llc()?.with_file_name("llvm-ar");
+    let ar = llc(toolchain)?.with_file_name("llvm-ar");
     run(Command::new(&ar).current_dir(dir).arg("x").arg(lib))?;
     let members: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))

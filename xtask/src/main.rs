@@ -2,6 +2,7 @@
 mod bench;
 mod bench_responder;
 mod build_ebpf;
+mod check;
 mod deb;
 mod lab;
 mod measure;
@@ -23,6 +24,9 @@ struct Cli {
 enum Cmd {
     /// Build the eBPF object and the controller (release).
     Build,
+    /// Format, clippy (-D warnings; the workspace, and the eBPF crate on
+    /// bpfel-unknown-none) and rustdoc (-D warnings): what CI checks first.
+    Check,
     /// Build the eBPF object only.
     BuildEbpf,
     /// Build the Debian package into target/debian/ (binary, systemd unit,
@@ -81,6 +85,7 @@ fn main() -> Result<()> {
         Cmd::Build => {
             build_all()?;
         }
+        Cmd::Check => check::check()?,
         Cmd::Deb => {
             let deb = deb::build()?;
             println!("Debian package: {}", deb.display());

@@ -91,7 +91,7 @@ pub struct ExplainedFill {
 }
 
 impl GateSnapshot {
-    pub fn encode(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+    pub fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
         gauge(
             enc,
             "gate_loaded",
@@ -413,7 +413,7 @@ fn count_allowlist(maps: &GateMaps) -> Result<AllowFill> {
 }
 
 impl Collector for GateCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         self.snapshot().encode(&mut encoder)
     }
 }
@@ -427,7 +427,7 @@ mod tests {
     struct Fixed(GateSnapshot);
 
     impl Collector for Fixed {
-        fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
             self.0.encode(&mut encoder)
         }
     }

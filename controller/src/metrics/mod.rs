@@ -199,7 +199,7 @@ impl Exporter {
 struct HealthCollector(SharedHealth);
 
 impl Collector for HealthCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
         let h = self.0.get();
         gauge(
             &mut enc,
@@ -231,7 +231,7 @@ impl Collector for HealthCollector {
 struct ResponderCollector(Arc<ResponderStats>);
 
 impl Collector for ResponderCollector {
-    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
         let s = self.0.snapshot();
         counter(
             &mut enc,
@@ -293,13 +293,13 @@ impl Collector for ResponderCollector {
 
 // Helpers for collectors: one HELP/TYPE header per family, then its samples.
 
-fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> fmt::Result {
     let c = ConstCounter::new(v);
     c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
 fn gauge<V: EncodeGaugeValue>(
-    enc: &mut DescriptorEncoder,
+    enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     v: V,
@@ -309,7 +309,7 @@ fn gauge<V: EncodeGaugeValue>(
 }
 
 fn counter_family<L: EncodeLabelSet>(
-    enc: &mut DescriptorEncoder,
+    enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     samples: impl IntoIterator<Item = (L, u64)>,
@@ -322,7 +322,7 @@ fn counter_family<L: EncodeLabelSet>(
 }
 
 fn gauge_family<L: EncodeLabelSet, V: EncodeGaugeValue>(
-    enc: &mut DescriptorEncoder,
+    enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     samples: impl IntoIterator<Item = (L, V)>,

@@ -5,7 +5,7 @@
 //! - [`record`] — one SPF record parsed into its terms (errors name the term)
 //! - [`domain`] — domain names as SPF looks them up
 //! - [`dns`]    — the TXT/AAAA/MX questions, with TTLs, over hickory-resolver
-//! - [`expand`] — the walk: includes, redirect, a/mx → AAAA, limits, origins
+//! - [`mod@expand`] — the walk: includes, redirect, a/mx → AAAA, limits, origins
 //! - [`refresh`] — pure refresh safety: diff, hold, refuse, schedule
 //! - [`state`]  — the last good sets, persisted in the state directory
 //!
@@ -41,7 +41,7 @@
 //!
 //! So [`record`] implements RFC 7208 §12's grammar (some 450 lines with
 //! its docs; unit tests per rule, property tests against panics) and
-//! [`expand`] walks DNS through the resolver the project already uses.
+//! [`expand()`] walks DNS through the resolver the project already uses.
 pub mod dns;
 pub mod domain;
 pub mod error;

@@ -94,7 +94,7 @@ pub(super) enum Rules {
 }
 
 /// Why `net` can never be a mail sender's source: it lies in, or covers,
-/// a range of [`NEVER_A_SENDER`] (loopback, link-local, multicast, NAT64,
+/// a range of `NEVER_A_SENDER` (loopback, link-local, multicast, NAT64,
 /// …). The one list, for prefixes given by hand and those SPF brings in.
 pub fn never_a_sender(net: &Ipv6Net) -> Option<String> {
     for (range, why) in NEVER_A_SENDER {

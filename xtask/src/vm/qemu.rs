@@ -38,7 +38,7 @@ pub enum Ended {
     TimedOut,
 }
 
-pub fn boot(g: &Guest) -> Result<Ended> {
+pub fn boot(g: &Guest<'_>) -> Result<Ended> {
     let exit_file = g.job_dir.join("exit");
     fs::remove_file(&exit_file).ok();
     let share = |path: &Path, tag: &str, ro: bool| {
