@@ -4,9 +4,11 @@
 //! differential tests run both on the same packets and demand identical
 //! verdicts, counters and output bytes. Keep this one obvious rather than fast.
 
-use crate::explain::{seen, DeferConfig, Explained, Seen};
-use crate::proto::*;
-use crate::{Counter, GateConfig, Mode, PartnerId};
+use crate::{
+    explain::{seen, DeferConfig, Explained, Seen},
+    proto::*,
+    Counter, GateConfig, Mode, PartnerId,
+};
 
 /// Defer mode's record of explained sources as the XDP program sees it:
 /// the DEFER entry, the programs' clock now, and the EXPLAINED lookup (by

@@ -3,8 +3,10 @@
 //! the decision needs only the port, whether the source is a partner, the
 //! config, the source's explanation record (defer mode) and whether a
 //! responder socket is registered.
-use crate::explain::{DeferConfig, Seen};
-use crate::{Counter, GateConfig, Mode};
+use crate::{
+    explain::{DeferConfig, Seen},
+    Counter, GateConfig, Mode,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Steer {

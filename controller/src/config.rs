@@ -12,12 +12,12 @@ use anyhow::{anyhow, bail, Result};
 use mx6gate_common::{Mode, MAX_PORTS};
 use serde::{Deserialize, Serialize};
 
-pub use crate::explain::DeferSettings;
-use crate::explain::RawDefer;
-pub use crate::metrics::config::MetricsConfig;
-use crate::metrics::config::RawMetrics;
-use crate::responder::config::RawResponder;
-pub use crate::responder::config::{DownPolicy, GreetingMode, ResponderConfig};
+pub use crate::{
+    explain::DeferSettings,
+    metrics::config::MetricsConfig,
+    responder::config::{DownPolicy, GreetingMode, ResponderConfig},
+};
+use crate::{explain::RawDefer, metrics::config::RawMetrics, responder::config::RawResponder};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mx6gate/mx6gate.toml";
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/mx6gate";
@@ -408,8 +408,9 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::fs;
+
+    use super::*;
 
     fn parse(text: &str) -> Result<Config> {
         Config::from_str(text, Path::new("/etc/mx6gate"), "/etc/x.toml")
@@ -733,5 +734,4 @@ mod tests {
             "{e}"
         );
     }
-
 }

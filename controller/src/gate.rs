@@ -640,12 +640,13 @@ fn load_programs(
 /// maps from a build with another layout cannot be adopted; say so plainly
 /// instead of failing deep in the loader or the verifier.
 fn expected_layout() -> [(&'static str, usize, usize); 12] {
+    use std::mem::size_of;
+
     use mx6gate_common::{
         allow::{LongKey, Slash32},
         explain::{DeferConfig, Explained},
         AllowKey, GateConfig,
     };
-    use std::mem::size_of;
     [
         (map_names::ALLOW, size_of::<AllowKey>(), 4),
         (map_names::CONFIG, 4, size_of::<GateConfig>()),

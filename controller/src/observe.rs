@@ -475,7 +475,11 @@ impl PartnersView {
                 };
                 PartnerView {
                     name: p.name.clone(),
-                    prefixes: p.prefixes.iter().map(|&prefix| PrefixView { prefix }).collect(),
+                    prefixes: p
+                        .prefixes
+                        .iter()
+                        .map(|&prefix| PrefixView { prefix })
+                        .collect(),
                     note: p.note.clone(),
                     expires: p.expires,
                     active: p.is_active(today),

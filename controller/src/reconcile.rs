@@ -13,6 +13,7 @@ use ipnet::Ipv6Net;
 use mx6gate_common::{GateConfig, Mode, PartnerId};
 use tracing::info;
 
+pub use crate::allowlist::Changes as SyncReport;
 use crate::{
     allowlist,
     config::{Config, DownPolicy},
@@ -20,8 +21,6 @@ use crate::{
     state::StateDir,
     store::{RefusedKind, Store, StoreRefused},
 };
-
-pub use crate::allowlist::Changes as SyncReport;
 
 impl SyncReport {
     pub fn is_noop(&self) -> bool {

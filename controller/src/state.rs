@@ -228,16 +228,17 @@ impl StateDir {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use std::fs;
     use std::{
         collections::BTreeMap as Map,
+        fs,
         sync::{
             atomic::{AtomicBool, Ordering},
             Arc,
         },
         time::Duration,
     };
+
+    use super::*;
 
     fn snapshot(dir: &Path) -> Map<String, Vec<u8>> {
         fs::read_dir(dir)

@@ -10,8 +10,10 @@ use mx6gate_common::{
     Counter, Mode,
 };
 
-use crate::maps::{allowed, config, count, count_partner, defer_config, explained};
-use crate::packet::{be16, load, ptr_at};
+use crate::{
+    maps::{allowed, config, count, count_partner, defer_config, explained},
+    packet::{be16, load, ptr_at},
+};
 
 enum L4 {
     Other,

@@ -10,11 +10,13 @@
 //! * [`cleanup_all`] removes everything of this process now (for a signal
 //!   handler, e.g. `cargo xtask lab` on Ctrl-C).
 
-use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, Once};
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeSet,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard, Once},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 

@@ -5,10 +5,12 @@
 //! pipe open forever and a pipe reader would hang. With files we only wait for
 //! the direct child, bounded by the timeout.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    fs::File,
+    io::{Read, Seek, SeekFrom},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    time::{Duration, Instant},
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 

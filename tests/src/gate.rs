@@ -196,7 +196,10 @@ impl GateUnderTest {
         let v: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("status --json is not JSON:\n{text}"))?;
         if v["schema"] != STATUS_SCHEMA {
-            bail!("status --json: schema {} (want {STATUS_SCHEMA})", v["schema"]);
+            bail!(
+                "status --json: schema {} (want {STATUS_SCHEMA})",
+                v["schema"]
+            );
         }
         Ok(v)
     }
@@ -216,7 +219,10 @@ impl GateUnderTest {
                 out.insert(format!("{section}.{name}"), n.as_u64().unwrap());
             }
         }
-        assert!(out.contains_key("xdp.dropped"), "no counters in status: {v:#}");
+        assert!(
+            out.contains_key("xdp.dropped"),
+            "no counters in status: {v:#}"
+        );
         out
     }
 

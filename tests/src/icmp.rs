@@ -1,11 +1,13 @@
 //! ICMP echo ("ping") from inside a namespace, in Rust: no dependency on
 //! iputils being installed.
 
-use std::io;
-use std::mem::MaybeUninit;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, Instant};
+use std::{
+    io,
+    mem::MaybeUninit,
+    net::{IpAddr, SocketAddr},
+    sync::atomic::{AtomicU16, Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};

@@ -1,17 +1,23 @@
 //! Network namespaces, veth pairs, addresses and routes.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cleanup::{self, lock, NETNS_DIR, NS_PREFIX};
-use crate::cmd::{self, DEFAULT_CMD_TIMEOUT};
+use crate::{
+    cleanup::{self, lock, NETNS_DIR, NS_PREFIX},
+    cmd::{self, DEFAULT_CMD_TIMEOUT},
+};
 
 static NS_COUNTER: AtomicU32 = AtomicU32::new(0);
 static IF_COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -1,11 +1,7 @@
 //! The gate's pinned maps read directly with aya, not through the
 //! controller, so a test sees what the kernel holds (the allowlist in its
 //! levels, the CONFIG word the programs read).
-use std::{
-    collections::BTreeMap,
-    net::Ipv6Addr,
-    path::Path,
-};
+use std::{collections::BTreeMap, net::Ipv6Addr, path::Path};
 
 use aya::maps::{lpm_trie::LpmTrie, Array, Map, MapData};
 use ipnet::Ipv6Net;

@@ -20,17 +20,17 @@
 //! maillog                      maillog_file (no syslog in a namespace)
 //! ```
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Output,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::cleanup;
-use crate::cmd;
-use crate::netns::Netns;
+use crate::{cleanup, cmd, netns::Netns};
 
 static INSTANCE_COUNTER: AtomicU32 = AtomicU32::new(0);
 

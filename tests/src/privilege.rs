@@ -10,8 +10,7 @@
 //! }
 //! ```
 
-use std::ffi::CString;
-use std::sync::OnceLock;
+use std::{ffi::CString, sync::OnceLock};
 
 use anyhow::{bail, Result};
 

@@ -1,12 +1,13 @@
 //! swaks (the SMTP test client) run inside a namespace.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use anyhow::{bail, Result};
 
-use crate::cmd;
-use crate::netns::Netns;
+use crate::{cmd, netns::Netns};
 
 /// Envelope sender [`swaks`] uses unless told otherwise.
 pub const DEFAULT_FROM: &str = "sender@partner.example";

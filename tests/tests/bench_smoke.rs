@@ -1,8 +1,10 @@
 //! The bench harness (`cargo xtask bench`) runs on tiny sizes and writes
 //! its files. No timing is asserted: this only keeps the harness working.
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 #[test]
 fn bench_quick_runs_and_writes_its_files() {

@@ -26,12 +26,13 @@
 //! because of it nor touches it. Files are checked through the instance's
 //! view of them (`/proc/PID/root/...`).
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
-use mx6gate_tests::systemd::SystemdInstance;
-use mx6gate_tests::*;
+use mx6gate_tests::{systemd::SystemdInstance, *};
 
 const UNIT: &str = "mx6gate.service";
 const LOG: &str = "/run/mx6gate-lab.log";

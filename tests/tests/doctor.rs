@@ -133,8 +133,8 @@ fn doctor_reads_the_mx_set_through_the_system_resolver() {
 
     assert_eq!(severity(&m, "mx:unserved.example:lookup"), "warn");
     assert!(
-        !m.keys().any(|k| k.starts_with("mx:unserved.example:")
-            && k != "mx:unserved.example:lookup"),
+        !m.keys()
+            .any(|k| k.starts_with("mx:unserved.example:") && k != "mx:unserved.example:lookup"),
         "a refused lookup is not read as an implicit MX: {m:#?}"
     );
 

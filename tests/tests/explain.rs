@@ -28,7 +28,6 @@ fn responder(port: u16, extra: &str) -> String {
     format!("[responder]\nlisten = \"[::1]:{port}\"\nhostname = \"{GW_HOSTNAME}\"\n{extra}")
 }
 
-
 fn banner_from(topo: &Topology, src: Ipv6Addr, what: &str) -> String {
     let s = connect_from(&topo.sender, IpAddr::V6(src), Topology::gw_v6(25), CONNECT)
         .expect_connected(what);

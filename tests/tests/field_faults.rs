@@ -17,10 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mx6gate_tests::gate::{mx6gate_bin, remove_pins, GateUnderTest};
-use mx6gate_tests::cmd::out_str;
-use mx6gate_tests::wait::wait_until;
-use mx6gate_tests::*;
+use mx6gate_tests::{
+    cmd::out_str,
+    gate::{mx6gate_bin, remove_pins, GateUnderTest},
+    wait::wait_until,
+    *,
+};
 
 /// Upper bound for a connection that must succeed, and for its banner.
 const CONNECTS: Duration = Duration::from_secs(3);

@@ -7,22 +7,26 @@
 //! Timeouts: a connection that must be dropped gets [`DROPPED`] (1 s) to
 //! prove it; a RST must come within [`REFUSED_FAST`].
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::Output,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use ipnet::Ipv6Net;
-use mx6gate_tests::cmd::{error_line, out_str};
-use mx6gate_tests::expect::*;
-use mx6gate_tests::files::{date_in, files};
-use mx6gate_tests::gate::{lookups_fit, mx6gate_bin, GateUnderTest};
-use mx6gate_tests::tcp::command;
-use mx6gate_tests::pinned::{allow_map, config_map, config_mode};
-use mx6gate_tests::wait::wait_until;
-use mx6gate_tests::*;
+use mx6gate_tests::{
+    cmd::{error_line, out_str},
+    expect::*,
+    files::{date_in, files},
+    gate::{lookups_fit, mx6gate_bin, GateUnderTest},
+    pinned::{allow_map, config_map, config_mode},
+    tcp::command,
+    wait::wait_until,
+    *,
+};
 
 fn stranger() -> IpAddr {
     IpAddr::V6(STRANGER_SRC)
@@ -37,9 +41,7 @@ fn any(port: u16) -> SocketAddr {
     format!("[::]:{port}").parse().unwrap()
 }
 
-
 // ------------------------------------------------------------ gate state
-
 
 fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, k: &str) -> u64 {
     let get = |m: &BTreeMap<String, u64>| {

@@ -247,11 +247,21 @@ fn status_and_partner_list_print_their_versioned_shapes() {
     assert_eq!(p["schema"], "mx6gate.partners/1", "{p}");
     assert_eq!(
         keys(&p),
-        ["gate_loaded", "partners", "partners_dir", "refused", "schema", "skipped"]
+        [
+            "gate_loaded",
+            "partners",
+            "partners_dir",
+            "refused",
+            "schema",
+            "skipped"
+        ]
     );
     assert_eq!(p["gate_loaded"], false);
     assert_eq!(p["partners"][0]["name"], "example-isp", "{p}");
-    assert_eq!(p["partners"][0]["prefixes"][0]["prefix"], PARTNER_NET, "{p}");
+    assert_eq!(
+        p["partners"][0]["prefixes"][0]["prefix"], PARTNER_NET,
+        "{p}"
+    );
     assert_eq!(p["partners"][0]["note"], "n");
     assert_eq!(p["partners"][0]["active"], true);
     assert!(p["partners"][0]["hits"].is_null(), "{p}");
@@ -293,7 +303,11 @@ fn status_and_partner_list_print_their_versioned_shapes() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("dropped "))
         .unwrap_or_else(|| panic!("no dropped line: {text}"));
-    assert_eq!(dropped.trim().parse::<u64>().ok(), xdp["dropped"].as_u64(), "{text}");
+    assert_eq!(
+        dropped.trim().parse::<u64>().ok(),
+        xdp["dropped"].as_u64(),
+        "{text}"
+    );
     let p = json(&g, &["partner", "list", "--json"]);
     assert_eq!(p["gate_loaded"], true);
     assert!(p["partners"][0]["hits"].as_u64().unwrap() >= 1, "{p}");

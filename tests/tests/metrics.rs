@@ -9,10 +9,13 @@ use std::{
     time::Duration,
 };
 
-use mx6gate_tests::scrape::{http, parse, scrape_at, Samples};
 use mx6gate_tests::{
-    connect_from, gate::GateUnderTest, read_banner, require_root, tcp::command, xdp_pass,
-    ConnectOutcome, Listener, Topology, PARTNER_NET, PARTNER_SRC, STRANGER_SRC,
+    connect_from,
+    gate::GateUnderTest,
+    read_banner, require_root,
+    scrape::{http, parse, scrape_at, Samples},
+    tcp::command,
+    xdp_pass, ConnectOutcome, Listener, Topology, PARTNER_NET, PARTNER_SRC, STRANGER_SRC,
 };
 
 const METRICS: &str = "127.0.0.1:9421";

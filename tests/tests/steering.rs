@@ -14,7 +14,6 @@ use mx6gate_tests::{
     require_root, Listener, Netns, Topology, PARTNER_NET, PARTNER_SRC, STRANGER_SRC,
 };
 
-
 fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
     // /sys/class/net is the host's under nsenter; ask iproute2 instead.
     let s = ns

@@ -18,15 +18,21 @@ use aya::{
     maps::{Map, MapData, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp},
 };
-use mx6gate::{config::Config, gate::Gate, gate::PinLayout, maps::GateMaps};
+use mx6gate::{
+    config::Config,
+    gate::{Gate, PinLayout},
+    maps::GateMaps,
+};
 use mx6gate_common::{
     map_names,
     report::{Program, ReportAction, SynEvent, BURST, EVENT_COST_NS},
     Counter, GateConfig, Mode, XDP_PROGRAM,
 };
 use mx6gate_tests::{
-    cmd, connect_from, gate::mx6gate_bin, gate::GateUnderTest, packets::*, require_root, Listener,
-    Topology, PARTNER_NET, PARTNER_SRC, SENDER_V6,
+    cmd, connect_from,
+    gate::{mx6gate_bin, GateUnderTest},
+    packets::*,
+    require_root, Listener, Topology, PARTNER_NET, PARTNER_SRC, SENDER_V6,
 };
 use serde_json::Value;
 

@@ -5,10 +5,12 @@
 //! Tests run in parallel; the ones that assert "no namespace of this process
 //! is left" take the write side of `EXCLUSIVE`, all others the read side.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::{Mutex, RwLock},
+    time::{Duration, Instant},
+};
 
 use mx6gate_tests::*;
 

@@ -15,7 +15,8 @@ use crate::{run, workspace_root};
 /// read from there so that the pin lives in one file.
 pub fn toolchain() -> Result<String> {
     let path = workspace_root().join("ebpf/rust-toolchain.toml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .find_map(|l| {
             let v = l.trim().strip_prefix("channel")?.trim().strip_prefix('=')?;

@@ -19,9 +19,12 @@ pub fn check() -> Result<()> {
     };
     step(
         "rustfmt (workspace)",
-        Command::new("cargo")
-            .current_dir(&root)
-            .args([&format!("+{nightly}"), "fmt", "--all", "--check"]),
+        Command::new("cargo").current_dir(&root).args([
+            &format!("+{nightly}"),
+            "fmt",
+            "--all",
+            "--check",
+        ]),
     )?;
     step(
         "rustfmt (ebpf)",

@@ -233,8 +233,9 @@ fn outcome(r: &mx6gate_tests::SwaksResult) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use mx6gate_tests::SwaksResult;
+
+    use super::*;
 
     fn r(code: i32, first: Option<&str>, transcript: &str) -> SwaksResult {
         SwaksResult {

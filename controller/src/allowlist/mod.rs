@@ -3,8 +3,11 @@
 //! fallback trie. `plan` turns a prefix set into that layout; `apply`
 //! moves the maps to it by diff, in an order that never hides a prefix
 //! that stays; `entries` and `lookup` read it back.
-use std::collections::{BTreeMap, BTreeSet};
-use std::{net::Ipv6Addr, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv6Addr,
+    path::Path,
+};
 
 use anyhow::{bail, Context, Result};
 use aya::maps::{lpm_trie::Key, IterableMap};

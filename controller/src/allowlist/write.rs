@@ -132,7 +132,10 @@ pub(super) fn changes_in<'a>(
     c
 }
 
-pub(super) fn changes(before: &BTreeMap<Ipv6Net, PartnerId>, after: &BTreeMap<Ipv6Net, PartnerId>) -> Changes {
+pub(super) fn changes(
+    before: &BTreeMap<Ipv6Net, PartnerId>,
+    after: &BTreeMap<Ipv6Net, PartnerId>,
+) -> Changes {
     Changes {
         added: after.keys().filter(|n| !before.contains_key(n)).count(),
         changed: after

@@ -24,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use mx6gate_common::Mode;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
+pub use worker::{Fingerprint, RESYNC, STORE_POLL};
 
 use crate::{
     allowlist,
@@ -33,13 +34,11 @@ use crate::{
     maps::GateMaps,
     metrics::Exporter,
     pinlock::PinLock,
+    reconcile,
     responder::{self, Responder},
     state::StateDir,
     store::{today_utc, RefusedKind, Store, StoreRefused},
-    reconcile,
 };
-
-pub use worker::{Fingerprint, RESYNC, STORE_POLL};
 
 struct Daemon {
     config_path: PathBuf,
@@ -163,7 +162,9 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
             );
         }
         let desired = match &store {
-            StartStore::Apply(s) => Some(reconcile::desired_allow(s, &state, &mut maps, today_utc())?),
+            StartStore::Apply(s) => {
+                Some(reconcile::desired_allow(s, &state, &mut maps, today_utc())?)
+            }
             StartStore::Keep(_) => None,
         };
         if let Some(m) = mode {
@@ -212,7 +213,9 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
             StartStore::Apply(_) => None,
         };
         made_pin_dir.keep();
-        (gate, maps, pin_lock, pid_file, listener, metrics, kept, running)
+        (
+            gate, maps, pin_lock, pid_file, listener, metrics, kept, running,
+        )
     };
     let health = metrics.metrics().health();
     let responder_socket = listener

@@ -10,10 +10,7 @@ use crate::{control, report::Service, state::StateDir};
 
 /// The daemon's part: the service and the control socket `top` asks.
 /// The gate works without either, so a failure is logged, not fatal.
-pub fn start(
-    pin_path: &Path,
-    state: &StateDir,
-) -> Option<(Service, control::Server)> {
+pub fn start(pin_path: &Path, state: &StateDir) -> Option<(Service, control::Server)> {
     let started = Service::start(pin_path).and_then(|s| {
         let server = control::spawn(state, s.handle.clone())?;
         Ok((s, server))

@@ -28,9 +28,9 @@ use crate::{
     health::SharedHealth,
     maps::GateMaps,
     pinlock::PinLock,
+    reconcile,
     state::StateDir,
     store::{today_utc, Store, StoreRefused},
-    reconcile,
 };
 
 /// How often the worker looks at the store directory and the pins; edits

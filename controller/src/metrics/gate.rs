@@ -21,8 +21,8 @@ use tracing::warn;
 use super::{counter, counter_family, gauge, gauge_family};
 use crate::{
     gate::PinLayout,
-    observe::{attachments, Attachment},
     maps::GateMaps,
+    observe::{attachments, Attachment},
     state::StateDir,
 };
 
@@ -420,8 +420,9 @@ impl Collector for GateCollector {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use prometheus_client::registry::Registry;
+
+    use super::*;
 
     #[derive(Debug)]
     struct Fixed(GateSnapshot);

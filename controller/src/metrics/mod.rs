@@ -336,8 +336,9 @@ fn gauge_family<L: EncodeLabelSet, V: EncodeGaugeValue>(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
 
     fn metrics() -> (tempfile::TempDir, Metrics) {
         let dir = tempfile::tempdir().unwrap();

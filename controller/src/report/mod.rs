@@ -18,6 +18,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use aggregate::{Aggregator, LEVELS, RETAIN_MINUTES};
 use anyhow::{bail, Context, Result};
 use aya::maps::{Map, MapData, PerCpuArray};
 use mx6gate_common::{map_names, Counter};
@@ -25,7 +26,6 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
 use crate::gate::PinLayout;
-use aggregate::{Aggregator, LEVELS, RETAIN_MINUTES};
 
 /// How often the summary line is logged (when anything happened).
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(300);
@@ -310,8 +310,9 @@ impl Drop for Service {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use mx6gate_common::report::{Program, ReportAction};
+
+    use super::*;
 
     #[test]
     fn summary_only_when_something_happened() {

@@ -487,11 +487,7 @@ mod tests {
     // The `[responder]` table read as part of a whole config file, as the
     // daemon reads it: defaults, every key, and each refusal's message.
     fn parse(text: &str) -> Result<crate::config::Config> {
-        crate::config::Config::from_str(
-            text,
-            std::path::Path::new("/etc/mx6gate"),
-            "/etc/x.toml",
-        )
+        crate::config::Config::from_str(text, std::path::Path::new("/etc/mx6gate"), "/etc/x.toml")
     }
 
     fn err(text: &str) -> String {

@@ -37,6 +37,10 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+pub use config::{DownPolicy, GreetingMode, ResponderConfig};
+use limits::{source_prefix, Limiter, Refusal, Slot};
+pub use report::{IntervalReport, ResponderStats, SourceEntry, StatsSnapshot};
+use smtp::{Answer, FixedReplies, MAX_COMMAND_LINE};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -45,12 +49,6 @@ use tokio::{
     time::{sleep, timeout, timeout_at, Instant},
 };
 use tracing::{debug, info, warn};
-
-pub use config::{DownPolicy, GreetingMode, ResponderConfig};
-pub use report::{IntervalReport, ResponderStats, SourceEntry, StatsSnapshot};
-
-use limits::{source_prefix, Limiter, Refusal, Slot};
-use smtp::{Answer, FixedReplies, MAX_COMMAND_LINE};
 
 mod listener;
 mod session;

@@ -1,7 +1,8 @@
-use super::*;
+use std::{collections::BTreeMap as Map, fs};
+
 use chrono::Days;
-use std::collections::BTreeMap as Map;
-use std::fs;
+
+use super::*;
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()

@@ -5,10 +5,12 @@
 //! (`reconcile::apply_allow`), which leaves the gate holding the initial set
 //! again; the same set and changes through `nft -f` into an nftables
 //! interval set in a namespace. Wall-clock times, each repeated.
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv6Net;

@@ -4,11 +4,13 @@
 //! never attached by it, and removed (`gate::detach`) when dropped — also on
 //! error or panic. The bench never writes the allowlist maps itself, so
 //! whatever layout the product uses is what gets measured.
-use std::collections::BTreeMap;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, BorrowedFd},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::{anyhow, Context, Result};
 use aya::programs::{SkLookup, Xdp};
@@ -158,7 +160,8 @@ impl BenchGate {
     /// not call `apply` after it.
     pub fn apply_full(&mut self, desired: &BTreeMap<Ipv6Net, u32>) -> Result<Duration> {
         let t = Instant::now();
-        mx6gate::reconcile::apply_allow(&mut self.maps, desired).context("reconcile::apply_allow")?;
+        mx6gate::reconcile::apply_allow(&mut self.maps, desired)
+            .context("reconcile::apply_allow")?;
         Ok(t.elapsed())
     }
 

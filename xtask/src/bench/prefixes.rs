@@ -7,8 +7,10 @@
 //! maps one-to-one onto xdp-filter's exact addresses). The table of size N
 //! is the first N prefixes of one stream: smaller tables are subsets of
 //! larger ones.
-use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv6Addr;
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::Ipv6Addr,
+};
 
 use ipnet::Ipv6Net;
 

@@ -1,7 +1,5 @@
 //! RESULTS.md and per-packet.svg from one run's figures.
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::Path;
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use anyhow::{Context, Result};
 

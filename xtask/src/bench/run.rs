@@ -1,8 +1,10 @@
 //! The whole bench, in one go: for each allowlist size, the control plane
 //! (which leaves a loaded gate and an nftables set behind), memory, the
 //! per-packet runs and the wire runs; then the report.
-use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::{
+    os::fd::AsFd,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context, Result};
 use mx6gate_common::Mode;
@@ -119,7 +121,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let start = Instant::now();
     for p in &args.only {
-        if !["per-packet", "wire", "control", "memory", "variants", "store"].contains(&p.as_str()) {
+        if ![
+            "per-packet",
+            "wire",
+            "control",
+            "memory",
+            "variants",
+            "store",
+        ]
+        .contains(&p.as_str())
+        {
             bail!("--only {p}: the parts are per-packet, wire, control, memory, variants, store");
         }
     }

@@ -16,9 +16,9 @@ use std::{
 use anyhow::{Context, Result};
 use ipnet::Ipv6Net;
 use mx6gate::{
+    reconcile,
     state::StateDir,
     store::{today_utc, Store},
-    reconcile,
 };
 use mx6gate_common::Mode;
 

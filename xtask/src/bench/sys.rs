@@ -3,9 +3,11 @@
 //! program through BPF_PROG_TEST_RUN (one code path for every program
 //! measured, so the figures compare like with like), plain maps for the
 //! baselines, programs by id, XDP links, and map memory from fdinfo.
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::{
+    ffi::CString,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    path::Path,
+};
 
 use anyhow::{bail, Context, Result};
 

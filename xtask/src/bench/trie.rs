@@ -1,8 +1,10 @@
 //! The "plain LPM trie" comparison: the same prefixes in one kernel LPM
 //! trie (a map of the bench's own) and the raw-instruction stand-in program
 //! that looks SYN sources up in it (see `insns::trie_standin`).
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::{
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use ipnet::Ipv6Net;

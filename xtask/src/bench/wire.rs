@@ -18,8 +18,10 @@
 //! 2001:db8::/32 besides the random table (a /48 and a /64), so every flood
 //! source shares its /32 with partners: the gate cannot stop at its first
 //! level, and its /64 probe has a different key every packet.
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::{
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv6Net;

@@ -7,8 +7,10 @@
 //! max_entries raised to the table size, and fills the map with the same
 //! flag xdp-filter's `ip -m src` sets. The program runs without libxdp's
 //! dispatcher, which only makes it cheaper.
-use std::os::fd::{AsFd, BorrowedFd};
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::{AsFd, BorrowedFd},
+    path::{Path, PathBuf},
+};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{programs::Xdp, Ebpf, EbpfLoader};

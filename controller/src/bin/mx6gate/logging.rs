@@ -3,9 +3,8 @@
 //! level. Under systemd, stderr goes to journald, which stamps each line
 //! itself: text lines then drop their own timestamp (JSON keeps it, as a
 //! field for whatever parses the lines).
-use tracing_subscriber::{fmt, EnvFilter};
-
 use clap::ValueEnum;
+use tracing_subscriber::{fmt, EnvFilter};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {

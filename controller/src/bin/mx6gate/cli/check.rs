@@ -4,17 +4,17 @@
 use std::{net::IpAddr, path::Path};
 
 use anyhow::{bail, Result};
-use mx6gate_common::Mode;
-use serde::Serialize;
-
-use super::{json, Ctx};
 use mx6gate::{
     config::Config,
     explain::{self, Standing},
     maps::GateMaps,
-    store::{today_utc, Store},
     reconcile,
+    store::{today_utc, Store},
 };
+use mx6gate_common::Mode;
+use serde::Serialize;
+
+use super::{json, Ctx};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -2,9 +2,9 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{bail, Result};
+use mx6gate::{gate, pinlock};
 
 use super::Ctx;
-use mx6gate::{gate, pinlock};
 
 pub fn run(config: &Path) -> Result<()> {
     let ctx = Ctx::load(config)?;

@@ -3,14 +3,13 @@
 use std::{path::Path, process::ExitCode};
 
 use anyhow::Result;
-
-use serde::Serialize;
-
-use super::{json, Ctx};
 use mx6gate::{
     doctor::{self, mx, Finding},
     reconcile,
 };
+use serde::Serialize;
+
+use super::{json, Ctx};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -16,7 +16,6 @@ mod top;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-
 pub use mx6gate::context::Ctx;
 
 use crate::logging::LogFormat;

@@ -8,15 +8,14 @@
 use std::path::Path;
 
 use anyhow::Result;
+use mx6gate::{
+    maps::GateMaps,
+    pinlock, reconcile,
+    store::{today_utc, Store, StoreRefused},
+};
 use mx6gate_common::Mode;
 
 use super::{loaded_note, partner::describe, Ctx};
-use mx6gate::{
-    maps::GateMaps,
-    pinlock,
-    store::{today_utc, Store, StoreRefused},
-    reconcile,
-};
 
 pub fn run(config: &Path, mode: Mode) -> Result<()> {
     let ctx = Ctx::load(config)?;

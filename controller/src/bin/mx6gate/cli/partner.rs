@@ -10,15 +10,15 @@
 use std::{fs, path::Path};
 
 use anyhow::{Context, Result};
-
-use super::{json, loaded_note, Ctx};
 use mx6gate::{
     maps::GateMaps,
     observe::PartnersView,
     pinlock,
-    store::{today_utc, Store},
     reconcile::{self, SyncReport},
+    store::{today_utc, Store},
 };
+
+use super::{json, loaded_note, Ctx};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Cmd {

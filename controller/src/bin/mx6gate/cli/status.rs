@@ -38,11 +38,16 @@ fn text(v: &GateView) -> String {
     if v.loaded {
         line!("gate:        loaded, pinned at {}", v.pin_path.display());
     } else {
-        line!("gate:        not loaded (nothing pinned at {})", v.pin_path.display());
+        line!(
+            "gate:        not loaded (nothing pinned at {})",
+            v.pin_path.display()
+        );
     }
     match (v.daemon_pid, v.loaded) {
         (Some(pid), _) => line!("daemon:      running (pid {pid})"),
-        (None, true) => line!("daemon:      not running (the pinned gate keeps enforcing without it)"),
+        (None, true) => {
+            line!("daemon:      not running (the pinned gate keeps enforcing without it)")
+        }
         (None, false) => line!("daemon:      not running"),
     }
     if let Some(owner) = &v.foreign_owner {
@@ -71,7 +76,9 @@ fn text(v: &GateView) -> String {
     line!(
         "defer:       explain once per /{} for {}, then {} (explain_by, explain_window, repeat)",
         v.defer.explain_by,
-        mx6gate::explain::human(std::time::Duration::from_secs(v.defer.explain_window_seconds)),
+        mx6gate::explain::human(std::time::Duration::from_secs(
+            v.defer.explain_window_seconds
+        )),
         match v.defer.repeat {
             "defer" => "the banner again (repeat = \"defer\")",
             _ => "reset (connection refused)",
@@ -112,14 +119,20 @@ fn text(v: &GateView) -> String {
         } else {
             ""
         };
-        line!("interface:   {:<12} xdp {how:<8} {ids}{warn}", i.attachment.interface);
+        line!(
+            "interface:   {:<12} xdp {how:<8} {ids}{warn}",
+            i.attachment.interface
+        );
     }
     match &v.sk_lookup.link {
         Some(l) => line!("sk_lookup:   attached (link {} prog {})", l.link, l.prog),
         None => line!("sk_lookup:   not attached"),
     }
     for i in v.interfaces.iter().filter(|i| !i.attachment.attached) {
-        line!("interface:   {:<12} configured but NOT attached", i.attachment.interface);
+        line!(
+            "interface:   {:<12} configured but NOT attached",
+            i.attachment.interface
+        );
     }
     if let Some(w) = &v.stranding_warning {
         line!("WARNING:     {w}");
@@ -150,8 +163,12 @@ fn text(v: &GateView) -> String {
     )
     .expect("writing to a String");
     if s.partners_expired > 0 {
-        write!(o, " ({} expired partner(s) not allowed)", s.partners_expired)
-            .expect("writing to a String");
+        write!(
+            o,
+            " ({} expired partner(s) not allowed)",
+            s.partners_expired
+        )
+        .expect("writing to a String");
     }
     line!();
     let Some(m) = &v.maps else {

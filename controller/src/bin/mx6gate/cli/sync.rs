@@ -6,15 +6,14 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-
-use super::{partner::describe, Ctx};
 use mx6gate::{
     fsutil,
     maps::GateMaps,
-    pinlock,
+    pinlock, reconcile,
     store::{today_utc, Store},
-    reconcile,
 };
+
+use super::{partner::describe, Ctx};
 
 pub fn run(config: &Path) -> Result<()> {
     let ctx = Ctx::load(config)?;

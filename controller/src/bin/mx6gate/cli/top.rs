@@ -8,14 +8,14 @@ use std::{net::Ipv6Addr, path::Path};
 
 use anyhow::{anyhow, bail, Result};
 use ipnet::Ipv6Net;
-use serde::Serialize;
-
-use super::{json, Ctx};
 use mx6gate::{
     control::{self, Answer, Query},
     report::{TopQuery, TopReport, TopRow},
     store::{today_utc, Store},
 };
+use serde::Serialize;
+
+use super::{json, Ctx};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -359,8 +359,9 @@ pub fn reverse_dns(addr: Ipv6Addr) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use mx6gate::report::Stats;
+
+    use super::*;
 
     /// The documented shape: a change here is a change of mx6gate.top/1.
     #[test]
