@@ -7,8 +7,8 @@
 //!   /run/netns is carried over so NetworkNamespacePath= works), a cgroup2
 //!   mount that shows only its own cgroup (cgroup namespace);
 //! - private copies of /etc, /var and /usr: an overlay over each, the
-//!   machine's directory read-only below, a writable layer in the
-//!   instance's stage dir above. `dpkg -i`/`--purge` inside change the
+//!   machine's directory read-only below, a writable layer above (a tmpfs
+//!   private to the instance's mount namespace). `dpkg -i`/`--purge` inside change the
 //!   copies (files, the dpkg database, its lock), never the machine's, and
 //!   what the machine already holds (an mx6gate install, a state dir left
 //!   by an earlier run) can be hidden in the copy ([`SystemdInstance::hide`]);
@@ -45,7 +45,11 @@ set -eu
 stage=$1
 mount -t proc proc /proc
 # Private copies of /etc, /var and /usr (see the module doc): the machine's
-# directories below, read-only; this instance's changes in $stage above.
+# directories below, read-only; this instance's changes above, on a tmpfs
+# private to this mount namespace: overlayfs refuses some filesystems as
+# upperdir (the kernel matrix's guests see the host's /tmp over 9p).
+mkdir -p "$stage/overlay"
+mount -t tmpfs -o mode=700 tmpfs "$stage/overlay"
 for d in etc var usr; do
   mkdir -p "$stage/overlay/$d/upper" "$stage/overlay/$d/work"
   mount -t overlay overlay \
