@@ -108,6 +108,8 @@ pub struct Config {
     pub defer: DeferSettings,
     /// The `[metrics]` table (the Prometheus endpoint).
     pub metrics: MetricsConfig,
+    /// The `[spf]` table (partners by domain: resolvers, refresh bounds).
+    pub spf: crate::spf::SpfConfig,
 }
 
 impl Default for Config {
@@ -125,6 +127,7 @@ impl Default for Config {
             responder: ResponderConfig::default(),
             defer: DeferSettings::default(),
             metrics: MetricsConfig::default(),
+            spf: crate::spf::SpfConfig::default(),
         }
     }
 }
@@ -145,6 +148,7 @@ struct RawConfig {
     responder: Option<RawResponder>,
     defer: Option<RawDefer>,
     metrics: Option<RawMetrics>,
+    spf: Option<crate::spf::config::RawSpf>,
 }
 
 #[derive(Deserialize)]
@@ -389,6 +393,7 @@ impl Config {
         let responder = ResponderConfig::from_raw(raw.responder.unwrap_or_default())?;
         let defer = DeferSettings::from_raw(raw.defer.unwrap_or_default())?;
         let metrics = MetricsConfig::from_raw(raw.metrics.unwrap_or_default())?;
+        let spf = crate::spf::SpfConfig::from_raw(raw.spf.unwrap_or_default())?;
 
         Ok(Config {
             interfaces,
@@ -402,6 +407,7 @@ impl Config {
             responder,
             defer,
             metrics,
+            spf,
         })
     }
 }

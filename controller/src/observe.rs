@@ -240,6 +240,9 @@ pub struct GateView {
     pub store: StoreView,
     /// None when no gate is loaded.
     pub maps: Option<MapsView>,
+    /// Partners by domain: each SPF domain's enforced, held and failing
+    /// state.
+    pub spf: SpfView,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -316,11 +319,17 @@ impl GateView {
             .values()
             .filter(|p| p.is_active(today))
             .count();
-        let wanted: BTreeSet<Ipv6Net> = store
-            .active_prefixes(today)
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        // What the policy asks for: manual ∪ enforced SPF sets.
+        let spf_state = crate::spf::SpfState::load(&ctx.state.path);
+        let wanted: BTreeSet<Ipv6Net> = crate::policy::allowed(
+            &store,
+            spf_state.as_ref().unwrap_or(&Default::default()),
+            today,
+        )
+        .into_iter()
+        .map(|a| a.net)
+        .collect();
+        let spf = SpfView::observe(&store, spf_state);
         let maps_view = match &maps {
             None => None,
             Some(maps) => {
@@ -417,6 +426,7 @@ impl GateView {
                 prefixes: wanted.len(),
             },
             maps: maps_view,
+            spf,
         })
     }
 }
@@ -438,11 +448,97 @@ pub struct PartnerView {
     /// The counter could not be read (a loaded gate, a slot).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub hits_unreadable: bool,
+    /// The SPF domains the partner names (empty: none).
+    pub spf: Vec<SpfDomainView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PrefixView {
     pub prefix: Ipv6Net,
+    /// "manual", or "spf:DOMAIN" (the domain the partner names).
+    pub origin: String,
+    /// For SPF prefixes: the record (domain) and term that listed it, the
+    /// host whose AAAA it is (`a`/`mx`), and when the set was last
+    /// confirmed by a complete expansion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub term: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refreshed: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One SPF domain's state, as `status` and `partner list` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpfDomainView {
+    pub domain: String,
+    pub partner: String,
+    /// Prefixes enforced (the last good set), and when a complete
+    /// expansion last confirmed them (null: never expanded).
+    pub prefixes: usize,
+    pub ipv6: bool,
+    pub refreshed: Option<chrono::DateTime<chrono::Utc>>,
+    pub ttl: Option<u64>,
+    /// A candidate held for `partner refresh NAME --accept`.
+    pub held: Option<HeldView>,
+    /// Refreshes failing in a row (the last good set is kept meanwhile).
+    pub failing: Option<crate::spf::state::Failing>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldView {
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub reason: String,
+    /// What accepting would add and remove.
+    pub added: Vec<Ipv6Net>,
+    pub removed: Vec<Ipv6Net>,
+}
+
+/// Every SPF domain the store names.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SpfView {
+    /// The SPF state file could not be read: the gate keeps what it has.
+    pub error: Option<String>,
+    pub domains: Vec<SpfDomainView>,
+}
+
+impl SpfView {
+    pub fn observe(store: &Store, state: Result<crate::spf::SpfState>) -> SpfView {
+        let (state, error) = match state {
+            Ok(s) => (s, None),
+            Err(e) => (Default::default(), Some(format!("{e:#}"))),
+        };
+        let mut domains = Vec::new();
+        for p in store.partners.values() {
+            for d in &p.spf {
+                let ds = state.domain.get(d);
+                let good = ds.and_then(|s| s.last_good.as_ref());
+                let enforced = good.map_or(&[][..], |g| &g.prefixes);
+                let held = ds.and_then(|s| s.held.as_ref()).map(|h| {
+                    let diff = crate::spf::refresh::diff(enforced, &h.prefixes);
+                    HeldView {
+                        since: h.since,
+                        reason: h.reason.clone(),
+                        added: diff.added.iter().map(|p| p.prefix).collect(),
+                        removed: diff.removed.iter().map(|p| p.prefix).collect(),
+                    }
+                });
+                domains.push(SpfDomainView {
+                    domain: d.clone(),
+                    partner: p.name.clone(),
+                    prefixes: enforced.len(),
+                    ipv6: !enforced.is_empty(),
+                    refreshed: good.map(|g| g.refreshed),
+                    ttl: good.map(|g| g.ttl),
+                    held,
+                    failing: ds.and_then(|s| s.failing.clone()),
+                });
+            }
+        }
+        SpfView { error, domains }
+    }
 }
 
 /// The partner store as read (leniently: a refused file is named, the
@@ -462,10 +558,37 @@ impl PartnersView {
         let maps = GateMaps::open_if_loaded(&ctx.cfg.pin_path)?;
         let ids = ctx.state.load_ids().unwrap_or_default();
         let today = today_utc();
+        let spf_state = crate::spf::SpfState::load(&ctx.state.path);
+        let state = spf_state.as_ref().cloned().unwrap_or_default();
+        let spf = SpfView::observe(&store, spf_state);
         let partners = store
             .partners
             .values()
             .map(|p| {
+                let mut prefixes: Vec<PrefixView> = p
+                    .prefixes
+                    .iter()
+                    .map(|&prefix| PrefixView {
+                        prefix,
+                        origin: "manual".into(),
+                        record: None,
+                        term: None,
+                        via: None,
+                        refreshed: None,
+                    })
+                    .collect();
+                for d in &p.spf {
+                    if let Some(g) = state.domain.get(d).and_then(|s| s.last_good.as_ref()) {
+                        prefixes.extend(g.prefixes.iter().map(|sp| PrefixView {
+                            prefix: sp.prefix,
+                            origin: format!("spf:{d}"),
+                            record: Some(sp.domain.clone()),
+                            term: Some(sp.term.clone()),
+                            via: sp.via.clone(),
+                            refreshed: Some(g.refreshed),
+                        }));
+                    }
+                }
                 let (hits, hits_unreadable) = match (&maps, ids.get(&p.name)) {
                     (Some(m), Some(id)) => match m.partner_hits(id) {
                         Ok(h) => (Some(h), false),
@@ -475,10 +598,12 @@ impl PartnersView {
                 };
                 PartnerView {
                     name: p.name.clone(),
-                    prefixes: p
-                        .prefixes
+                    prefixes,
+                    spf: spf
+                        .domains
                         .iter()
-                        .map(|&prefix| PrefixView { prefix })
+                        .filter(|d| d.partner == p.name)
+                        .cloned()
                         .collect(),
                     note: p.note.clone(),
                     expires: p.expires,

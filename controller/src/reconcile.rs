@@ -37,14 +37,17 @@ pub fn desired_allow(
     maps: &mut GateMaps,
     today: NaiveDate,
 ) -> Result<BTreeMap<Ipv6Net, PartnerId>> {
-    let prefixes = store.active_prefixes(today);
+    // The one policy (manual ∪ enforced SPF sets): see `policy`. A damaged
+    // SPF state file refuses the sync rather than reading as "no SPF".
+    let spf = crate::spf::SpfState::load(&state.path)?;
+    let prefixes = crate::policy::allowed(store, &spf, today);
     let mut ids = state.load_ids()?;
     let names: Vec<&str> = store.partners.keys().map(String::as_str).collect();
     let fresh = ids.assign(&names, maps.partner_capacity)?;
     // Sorted by prefix already: collect() builds the map in one pass.
     let desired = prefixes
         .into_iter()
-        .map(|(net, name)| (net, ids.get(&name).expect("assigned above")))
+        .map(|a| (a.net, ids.get(&a.partner).expect("assigned above")))
         .collect();
     allowlist::check_fits(maps, &desired)?;
     // Only a store that will be applied gets ids.

@@ -13,6 +13,7 @@
 //! One daemon per pinned gate: it holds the pin directory's lock
 //! (`pinlock`) from start to exit.
 mod reports;
+mod spf;
 mod worker;
 
 use std::{
@@ -49,6 +50,8 @@ struct Daemon {
     metrics: Exporter,
     health: SharedHealth,
     requests: mpsc::Sender<worker::Request>,
+    /// The `[spf]` table as the refresh task uses it (follows reloads).
+    spf_config: tokio::sync::watch::Sender<crate::spf::SpfConfig>,
     fatal: tokio::sync::mpsc::UnboundedReceiver<String>,
     _pid_file: PidFile,
 }
@@ -247,6 +250,17 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         stopping: stopping.clone(),
     }
     .spawn(requests_rx, fatal_tx)?;
+    // Partners by domain: re-expanded by their TTLs; changes go to the
+    // worker like any store change.
+    let (spf_config, spf_config_rx) = tokio::sync::watch::channel(cfg.spf.clone());
+    let _spf = spf::RefreshTask {
+        partners_dir: cfg.partners_dir.clone(),
+        state: state.clone(),
+        config: spf_config_rx,
+        worker: requests.clone(),
+        metrics: metrics.metrics().spf(),
+    }
+    .spawn();
     // Logged once everything serves and the signals are handled: what
     // waits for this line (an operator, the tests) may act at once.
     let (mode, adopted, features, partners, prefixes) = running;
@@ -270,6 +284,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         metrics,
         health,
         requests,
+        spf_config,
         fatal,
         _pid_file: pid_file,
     };
@@ -514,6 +529,7 @@ impl Daemon {
             self.restart_responder(&cfg.responder, new_listener).await?;
         }
         self.metrics.apply_reload(&cfg, metrics_rebind)?;
+        self.spf_config.send_replace(cfg.spf.clone());
         self.cfg = cfg;
         info!("reloaded");
         Ok(())

@@ -54,6 +54,8 @@ pub enum Request {
         listener: Option<TcpListener>,
         reply: tokio::sync::oneshot::Sender<Result<()>>,
     },
+    /// The SPF state changed what is enforced: reconcile now.
+    Resync,
 }
 
 /// Names, sizes and mtimes of the store's files, and the directory's own
@@ -134,6 +136,11 @@ impl Worker {
                         }) => {
                             let _ = reply.send(self.reload(*cfg, listener));
                             last_full = Instant::now();
+                        }
+                        Ok(Request::Resync) => {
+                            // Read and apply the store as if it had changed.
+                            self.store_seen = Fingerprint::default();
+                            self.refused_seen = None;
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -358,11 +365,13 @@ impl Worker {
             }
         }
         let store = Store::load(&self.cfg.partners_dir)?;
-        reconcile::reconcile(&store, &self.state, &mut self.maps, today_utc(), false)?;
+        let report =
+            reconcile::reconcile(&store, &self.state, &mut self.maps, today_utc(), false)?;
         let mut h = self.health.lock();
         h.store_refused = None;
         h.partners = store.partners.len();
-        h.prefixes = store.prefix_count();
+        // Manual and SPF prefixes alike: what the allowlist holds.
+        h.prefixes = report.total;
         if h.store_skipped != store.skipped {
             for s in &store.skipped {
                 warn!("partner store: {s}");

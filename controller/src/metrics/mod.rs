@@ -45,6 +45,86 @@ pub struct Metrics {
     responder_up: Gauge,
     responder_stats: Arc<ResponderStats>,
     health: SharedHealth,
+    spf: SpfMetrics,
+}
+
+type DomainLabel = Vec<(String, String)>;
+
+fn domain_label(d: &str) -> DomainLabel {
+    vec![("domain".to_string(), d.to_string())]
+}
+
+/// Per SPF domain: the refresh task updates them (`daemon::spf`).
+#[derive(Debug, Clone, Default)]
+pub struct SpfMetrics {
+    prefixes: Family<DomainLabel, Gauge>,
+    last_success: Family<DomainLabel, Gauge>,
+    failures: Family<DomainLabel, Counter>,
+    held: Family<DomainLabel, Gauge>,
+    known: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl SpfMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "spf_prefixes",
+            "IPv6 prefixes enforced for the SPF domain (its last good set).",
+            self.prefixes.clone(),
+        );
+        registry.register(
+            "spf_last_success_timestamp_seconds",
+            "When a complete expansion of the SPF domain last confirmed its set (Unix time; 0: never).",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "spf_refresh_failures",
+            "SPF refreshes of the domain that failed (DNS did not answer, a broken record) since the daemon started; the last good set stays enforced.",
+            self.failures.clone(),
+        );
+        registry.register(
+            "spf_held",
+            "1 while a new set of the SPF domain is held for confirmation (`mx6gate partner refresh NAME --accept`), else 0.",
+            self.held.clone(),
+        );
+    }
+
+    /// The domain's gauges from the SPF state.
+    pub fn observe(&self, domain: &str, state: &crate::spf::SpfState) {
+        let l = domain_label(domain);
+        let d = state.domain.get(domain);
+        let good = d.and_then(|d| d.last_good.as_ref());
+        self.prefixes
+            .get_or_create(&l)
+            .set(good.map_or(0, |g| g.prefixes.len() as i64));
+        self.last_success
+            .get_or_create(&l)
+            .set(good.map_or(0, |g| g.refreshed.timestamp()));
+        self.held
+            .get_or_create(&l)
+            .set(i64::from(d.is_some_and(|d| d.held.is_some())));
+        let _ = self.failures.get_or_create(&l);
+        self.known
+            .lock()
+            .expect("not poisoned")
+            .insert(domain.to_string());
+    }
+
+    pub fn failed(&self, domain: &str) {
+        self.failures.get_or_create(&domain_label(domain)).inc();
+    }
+
+    /// Drop the series of domains no partner names any more.
+    pub fn retain(&self, keep: &std::collections::BTreeSet<String>) {
+        let mut known = self.known.lock().expect("not poisoned");
+        for d in known.iter().filter(|d| !keep.contains(*d)) {
+            let l = domain_label(d);
+            self.prefixes.remove(&l);
+            self.last_success.remove(&l);
+            self.failures.remove(&l);
+            self.held.remove(&l);
+        }
+        known.retain(|d| keep.contains(d));
+    }
 }
 
 impl Metrics {
@@ -87,7 +167,10 @@ impl Metrics {
             cfg.interfaces.clone(),
         ));
         registry.register_collector(Box::new(Arc::clone(&gate)));
+        let spf = SpfMetrics::default();
+        spf.register(&mut registry);
         Metrics {
+            spf,
             registry,
             gate,
             reloads,
@@ -96,6 +179,11 @@ impl Metrics {
             responder_stats,
             health,
         }
+    }
+
+    /// The SPF refresh task's per-domain series.
+    pub fn spf(&self) -> SpfMetrics {
+        self.spf.clone()
     }
 
     /// What the daemon's sync worker reports (store refused, repairs).

@@ -42,6 +42,7 @@
 //! So [`record`] implements RFC 7208 §12's grammar (some 450 lines with
 //! its docs; unit tests per rule, property tests against panics) and
 //! [`expand()`] walks DNS through the resolver the project already uses.
+pub mod config;
 pub mod dns;
 pub mod domain;
 pub mod error;
@@ -50,6 +51,7 @@ pub mod record;
 pub mod refresh;
 pub mod state;
 
+pub use config::SpfConfig;
 pub use dns::{HickoryDns, SpfDns};
 pub use error::SpfError;
 pub use expand::{covering, expand, Expansion, Limits, SkipReason, Skipped, SpfPrefix};

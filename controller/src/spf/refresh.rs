@@ -5,7 +5,8 @@
 //! (postwhite/spf-tools: a lookup failure produced an empty list, entries
 //! were only ever added):
 //! - a failed expansion changes nothing: the last good set stays (and the
-//!   caller says so);
+//!   caller says so); so does one that lost branches only to DNS not
+//!   answering (or the time limit): that says nothing about the records;
 //! - a partial one, a set that becomes empty, or one that loses more than
 //!   half of its prefixes is *held*: the last good set stays enforced and
 //!   the candidate waits for the operator's confirmation
@@ -231,6 +232,16 @@ pub fn decide(
         Ok(e) => e,
         Err(error) => return Decision::Keep { error },
     };
+    // A walk that lost branches only because DNS did not answer (or time
+    // ran out) says nothing about the records: a failure to retry, not a
+    // candidate to hold — accepting it would drop what DNS failed to give.
+    if let Some(first) = expansion.problems.first() {
+        if expansion.problems.iter().all(SpfError::is_transient) {
+            return Decision::Keep {
+                error: first.clone(),
+            };
+        }
+    }
     let ttl = expansion.ttl;
     let (candidate, refused) = screen(expansion.prefixes, policy.min_prefix_len);
     let old = last_good.unwrap_or(&[]);
@@ -509,18 +520,13 @@ mod tests {
     fn a_partial_expansion_is_held_and_a_failed_one_kept() {
         let old = set(&FOUR);
         let mut partial = expansion(&FOUR[..3]);
-        partial.problems.push(SpfError::Dns {
-            name: "_net.example.test".into(),
-            rtype: "TXT",
-            reason: "no answer (timed out)".into(),
+        partial.problems.push(SpfError::Loop {
+            chain: vec!["_net.example.test".into(), "_net.example.test".into()],
         });
         for last in [None, Some(old.as_slice())] {
             match decide(last, Ok(partial.clone()), &Policy::default()) {
                 Decision::Hold { reason, .. } => {
-                    assert!(
-                        reason.to_string().contains("_net.example.test TXT"),
-                        "{reason}"
-                    );
+                    assert!(reason.to_string().contains("_net.example.test"), "{reason}");
                 }
                 other => panic!("{other:?}"),
             }
@@ -532,6 +538,25 @@ mod tests {
             decide(Some(&old), Err(err.clone()), &Policy::default()),
             Decision::Keep { error: err }
         );
+        // A branch lost only because DNS did not answer: a failure (kept,
+        // retried), never a candidate to hold and perhaps accept.
+        let dns = SpfError::Dns {
+            name: "_net.example.test".into(),
+            rtype: "TXT",
+            reason: "no answer (timed out)".into(),
+        };
+        let mut lost = expansion(&FOUR[..3]);
+        lost.problems.push(dns.clone());
+        assert_eq!(
+            decide(Some(&old), Ok(lost.clone()), &Policy::default()),
+            Decision::Keep { error: dns }
+        );
+        // With a fact about the records among the problems: held.
+        lost.problems.push(partial.problems[0].clone());
+        assert!(matches!(
+            decide(Some(&old), Ok(lost), &Policy::default()),
+            Decision::Hold { .. }
+        ));
     }
 
     #[test]

@@ -44,6 +44,21 @@ pub struct DomainState {
     /// A candidate waiting for `--accept` (or the next refresh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldSet>,
+    /// Refreshes failing since the last one that got an answer (the
+    /// enforced set is kept meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<Failing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failing {
+    /// The first failure of this run of failures.
+    pub since: DateTime<Utc>,
+    /// Failures in a row.
+    pub count: u32,
+    /// The last failure's reason.
+    pub error: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,7 +164,26 @@ impl SpfState {
             }
             Decision::Keep { .. } => {}
         }
+        if !matches!(decision, Decision::Keep { .. }) {
+            if let Some(d) = self.domain.get_mut(domain) {
+                d.failing = None;
+            }
+        }
         self.domain.get(domain) != before.as_ref()
+    }
+
+    /// A refresh of `domain` failed at `now` (`error`): counted, the
+    /// enforced set kept. Returns the failures in a row, this one included.
+    pub fn note_failure(&mut self, domain: &str, error: &str, now: DateTime<Utc>) -> u32 {
+        let d = self.domain.entry(domain.to_string()).or_default();
+        let f = d.failing.get_or_insert(Failing {
+            since: now,
+            count: 0,
+            error: String::new(),
+        });
+        f.count = f.count.saturating_add(1);
+        f.error = error.to_string();
+        f.count
     }
 
     /// The operator confirms the held candidate of `domain`: it becomes the

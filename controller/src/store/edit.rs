@@ -17,6 +17,21 @@ impl Store {
         expires: Option<String>,
         allow_short: bool,
     ) -> Result<Vec<String>> {
+        self.add_with_spf(name, prefixes, &[], note, expires, allow_short)
+    }
+
+    /// [`Store::add`], with SPF domains (`--spf`) too: each a domain name,
+    /// named by no other partner. Whether the domain publishes a usable
+    /// record is the caller's to check (it takes DNS): see `partners::add`.
+    pub fn add_with_spf(
+        &mut self,
+        name: &str,
+        prefixes: &[String],
+        spf: &[String],
+        note: Option<String>,
+        expires: Option<String>,
+        allow_short: bool,
+    ) -> Result<Vec<String>> {
         validate_name(name)?;
         let mut notices = Vec::new();
         let expires = match expires {
@@ -31,8 +46,31 @@ impl Store {
             }
         };
         let existing = self.partners.get(name);
-        if prefixes.is_empty() && (existing.is_none() || (note.is_none() && expires.is_none())) {
-            bail!("partner {name:?}: give at least one prefix");
+        if prefixes.is_empty()
+            && spf.is_empty()
+            && (existing.is_none() || (note.is_none() && expires.is_none()))
+        {
+            bail!("partner {name:?}: give at least one prefix or --spf domain");
+        }
+        let mut new_domains: Vec<String> = Vec::new();
+        for input in spf {
+            let d = parse_spf_domain(input).map_err(|e| anyhow!("partner {name:?}: {e}"))?;
+            if let Some(owner) = self.partners.values().find(|p| p.spf.contains(&d)) {
+                if owner.name != name {
+                    bail!(
+                        "spf domain {d} is already named by partner {:?} ({}); remove it there first",
+                        owner.name,
+                        file_label(&owner.file)
+                    );
+                }
+                notices.push(format!("spf domain {d} is already in partner {name:?}; unchanged"));
+                continue;
+            }
+            if new_domains.contains(&d) {
+                notices.push(format!("spf domain {d} is given more than once; stored once"));
+                continue;
+            }
+            new_domains.push(d);
         }
         let allow_short = allow_short || existing.is_some_and(|p| p.allow_short);
         // Built once: looking each prefix up in every partner's list would
@@ -69,6 +107,7 @@ impl Store {
         match self.partners.get_mut(name) {
             Some(p) => {
                 p.prefixes.extend(new_nets);
+                p.spf.extend(new_domains);
                 p.allow_short |= short_added;
                 if let Some(n) = note {
                     p.note = (!n.is_empty()).then_some(n);
@@ -100,6 +139,7 @@ impl Store {
                     Partner {
                         name: name.to_string(),
                         prefixes: new_nets,
+                        spf: new_domains,
                         note: note.filter(|n| !n.is_empty()),
                         expires,
                         allow_short: short_added,
@@ -115,6 +155,13 @@ impl Store {
     /// is empty; removing its last prefix removes the partner. In memory
     /// only: validated whole, and on error nothing changes.
     pub fn remove(&mut self, name: &str, prefixes: &[String]) -> Result<()> {
+        self.remove_items(name, prefixes, &[])
+    }
+
+    /// [`Store::remove`] with SPF domains: the named prefixes and domains
+    /// go; with neither named, the whole partner; a partner left with
+    /// neither prefix nor domain goes too.
+    pub fn remove_items(&mut self, name: &str, prefixes: &[String], spf: &[String]) -> Result<()> {
         let Some(p) = self.partners.get(name) else {
             bail!("no partner named {name:?} (see `mx6gate partner list`)");
         };
@@ -131,9 +178,18 @@ impl Store {
             }
             drop.insert(net);
         }
+        let mut drop_domains: Vec<String> = Vec::new();
+        for input in spf {
+            let d = parse_spf_domain(input).map_err(|e| anyhow!("partner {name:?}: {e}"))?;
+            if !p.spf.contains(&d) {
+                bail!("partner {name:?} names no spf domain {d}");
+            }
+            drop_domains.push(d);
+        }
         let p = self.partners.get_mut(name).expect("checked above");
         p.prefixes.retain(|n| !drop.contains(n));
-        if prefixes.is_empty() || p.prefixes.is_empty() {
+        p.spf.retain(|d| !drop_domains.contains(d));
+        if (prefixes.is_empty() && spf.is_empty()) || (p.prefixes.is_empty() && p.spf.is_empty()) {
             let p = self.partners.remove(name).expect("checked above");
             self.removed.insert(p.name, p.file);
         }

@@ -220,6 +220,7 @@ impl Store {
                 .map(|p| RawPartner {
                     name: p.name.clone(),
                     prefixes: p.prefixes.iter().map(|n| n.to_string()).collect(),
+                    spf: p.spf.clone(),
                     note: p.note.clone(),
                     expires: p.expires.map(|d| toml::Value::String(d.to_string())),
                     allow_short_prefixes: p.allow_short,

@@ -96,6 +96,10 @@ pub struct Partner {
     pub name: String,
     /// Normalized (no host bits), unique across the store, in file order.
     pub prefixes: Vec<Ipv6Net>,
+    /// Domains whose SPF records' IPv6 prefixes are the partner's too
+    /// (normalized, in file order); the enforced sets live in the state
+    /// dir (`spf::SpfState`), the policy joins them (`reconcile`).
+    pub spf: Vec<String>,
     pub note: Option<String>,
     /// Last day (UTC) the partner is allowed; None = no expiry.
     pub expires: Option<NaiveDate>,
@@ -178,7 +182,9 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use self::parse::{never_a_sender, parse_cli_prefix, parse_date, validate_name};
+pub use self::parse::{
+    never_a_sender, parse_cli_prefix, parse_date, parse_spf_domain, validate_name,
+};
 use self::{files::*, parse::*};
 
 impl Store {
@@ -203,6 +209,15 @@ impl Store {
             .flat_map(|p| p.prefixes.iter().map(move |n| (p, *n)))
             .filter(|(_, n)| n.contains(&addr))
             .max_by_key(|(_, n)| n.prefix_len())
+    }
+
+    /// Every SPF domain any partner names (active or not: an expired
+    /// partner's domains keep their state, for when it is renewed).
+    pub fn spf_domains(&self) -> std::collections::BTreeSet<String> {
+        self.partners
+            .values()
+            .flat_map(|p| p.spf.iter().cloned())
+            .collect()
     }
 
     /// Number of prefixes in the store (active or not).

@@ -13,7 +13,11 @@ pub(super) struct RawFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPartner {
     pub(super) name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) prefixes: Vec<String>,
+    /// Domains whose SPF records give (more of) the partner's prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) spf: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) note: Option<String>,
     /// A string "YYYY-MM-DD" or a bare TOML local date.
@@ -39,6 +43,13 @@ pub fn validate_name(name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A domain named for its SPF record (`--spf google.com`, `spf = [...]`),
+/// normalized (lowercase, no trailing dot).
+pub fn parse_spf_domain(input: &str) -> Result<String> {
+    crate::spf::domain::normalize_domain(input.trim())
+        .map_err(|why| anyhow!("spf domain {input:?} is not a domain name: {why}"))
 }
 
 /// Parse `YYYY-MM-DD` strictly (four-digit year, two-digit month and day).
@@ -235,8 +246,18 @@ pub(super) fn partner_from_raw(rp: RawPartner, file: &Path) -> Result<Partner> {
     validate_name(&rp.name)?;
     let name = rp.name;
     let ctx = |e: anyhow::Error| anyhow!("partner {name:?}: {e}");
-    if rp.prefixes.is_empty() {
-        return Err(ctx(anyhow!("has no prefixes (give at least one)")));
+    if rp.prefixes.is_empty() && rp.spf.is_empty() {
+        return Err(ctx(anyhow!(
+            "has no prefixes and no spf domains (give at least one)"
+        )));
+    }
+    let mut spf: Vec<String> = Vec::with_capacity(rp.spf.len());
+    for d in &rp.spf {
+        let domain = parse_spf_domain(d).map_err(ctx)?;
+        if spf.contains(&domain) {
+            return Err(ctx(anyhow!("spf domain {domain} is listed twice")));
+        }
+        spf.push(domain);
     }
     let mut prefixes: Vec<Ipv6Net> = Vec::with_capacity(rp.prefixes.len());
     let mut seen: HashSet<Ipv6Net> = HashSet::with_capacity(rp.prefixes.len());
@@ -255,6 +276,7 @@ pub(super) fn partner_from_raw(rp: RawPartner, file: &Path) -> Result<Partner> {
         .map_err(ctx)?;
     Ok(Partner {
         prefixes,
+        spf,
         note: rp.note,
         expires,
         allow_short: rp.allow_short_prefixes,

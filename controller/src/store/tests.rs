@@ -274,6 +274,7 @@ fn a_prefix_refused_by_the_new_rules_can_still_be_removed() {
         Partner {
             name: "old".into(),
             prefixes: vec![net("fe80::/10"), net("2001:db8::/32")],
+            spf: vec![],
             note: None,
             expires: None,
             allow_short: false,
@@ -536,6 +537,7 @@ fn expiry_boundaries() {
     let p = Partner {
         name: "p".into(),
         prefixes: vec![net("2001:db8::/32")],
+        spf: vec![],
         note: None,
         expires: Some(day("2027-03-31")),
         allow_short: false,
@@ -560,6 +562,7 @@ fn expiry_boundaries() {
         Partner {
             name: "q".into(),
             prefixes: vec![net("2001:db8:ffff::/48"), net("2001:db8:1::/48")],
+            spf: vec![],
             note: None,
             expires: None,
             allow_short: false,

@@ -91,12 +91,15 @@ const CORE: &[&str] = &[
 /// smoke tests (they test xtask, run cargo themselves and measure), the
 /// package's lint (lintian, man pages) and the Prometheus rules' unit
 /// tests (promtool on synthetic series): none of them touches the kernel,
-/// and under emulation they would take much of the run.
+/// and under emulation they would take much of the run. spf_partners too:
+/// it tests the SPF policy path (DNS, state, reconcile) through a gate
+/// whose kernel side the other suites already cover on every kernel.
 const HOST_ONLY: &[&str] = &[
     "bench_smoke",
     "bench_responder_smoke",
     "package_lint",
     "prometheus_rules",
+    "spf_partners",
 ];
 
 pub struct Options {

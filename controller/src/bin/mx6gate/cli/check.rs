@@ -74,6 +74,21 @@ pub struct PartnerMatch {
     /// false once its expiry date has passed: treated as a stranger.
     pub active: bool,
     pub expires: Option<String>,
+    /// When the prefix comes from a partner's SPF domain: which domain,
+    /// and the record and term that list it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spf: Option<SpfMatch>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SpfMatch {
+    /// The domain the partner names (`--spf DOMAIN`).
+    pub domain: String,
+    /// The record the term is in (the domain itself or an include).
+    pub record: String,
+    pub term: String,
+    /// For `a`/`mx`: the host whose AAAA record it is.
+    pub via: Option<String>,
 }
 
 pub fn run(config: &Path, args: Args) -> Result<()> {
@@ -118,12 +133,45 @@ pub fn check(ctx: &Ctx, addr: &str) -> Result<Outcome> {
     let (store, refused) = Store::load_lenient(&ctx.cfg.partners_dir);
     let store_refused: Vec<String> = refused.iter().map(|r| r.to_string()).collect();
     let maps = GateMaps::open_if_loaded(&ctx.cfg.pin_path)?;
-    let partner = store.lookup(ip6).map(|(p, net)| PartnerMatch {
-        name: p.name.clone(),
-        prefix: net.to_string(),
-        active: p.is_active(today_utc()),
-        expires: p.expires.map(|d| d.to_string()),
+    let mut partner = store.lookup(ip6).map(|(p, net)| {
+        (
+            net.prefix_len(),
+            PartnerMatch {
+                name: p.name.clone(),
+                prefix: net.to_string(),
+                active: p.is_active(today_utc()),
+                expires: p.expires.map(|d| d.to_string()),
+                spf: None,
+            },
+        )
     });
+    // The partners' enforced SPF sets too (what the policy allows); the
+    // longest prefix wins, as in the kernel's trie.
+    let spf_state = mx6gate::spf::SpfState::load(&ctx.state.path).unwrap_or_default();
+    for p in store.partners.values() {
+        for d in &p.spf {
+            if let Some(sp) = mx6gate::spf::covering(spf_state.enforced(d), ip6) {
+                if partner.as_ref().is_none_or(|(len, _)| sp.prefix.prefix_len() > *len) {
+                    partner = Some((
+                        sp.prefix.prefix_len(),
+                        PartnerMatch {
+                            name: p.name.clone(),
+                            prefix: sp.prefix.to_string(),
+                            active: p.is_active(today_utc()),
+                            expires: p.expires.map(|d| d.to_string()),
+                            spf: Some(SpfMatch {
+                                domain: d.clone(),
+                                record: sp.domain.clone(),
+                                term: sp.term.clone(),
+                                via: sp.via.clone(),
+                            }),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    let partner = partner.map(|(_, m)| m);
     let allowed = partner.as_ref().is_some_and(|p| p.active);
     let (mut verdict_text, mut explained) = (None, None);
     let verdict = if allowed {
@@ -190,7 +238,19 @@ pub fn render(o: &Outcome) -> String {
         ));
     }
     out.push_str(&match &o.partner {
-        Some(p) if p.active => format!("{}: partner {} via {}\n", o.address, p.name, p.prefix),
+        Some(p) if p.active => match &p.spf {
+            None => format!("{}: partner {} via {}\n", o.address, p.name, p.prefix),
+            Some(m) => format!(
+                "{}: partner {} via {} from spf:{} ({:?} in the SPF record of {}{})\n",
+                o.address,
+                p.name,
+                p.prefix,
+                m.domain,
+                m.term,
+                m.record,
+                m.via.as_deref().map(|v| format!(", AAAA of {v}")).unwrap_or_default()
+            ),
+        },
         Some(p) => format!(
             "{}: partner {} via {}, but it expired on {}: treated as a stranger\n",
             o.address,
@@ -375,6 +435,7 @@ mod tests {
             prefix: "2001:db8:1::/48".into(),
             active: true,
             expires: None,
+            spf: None,
         };
         let t = json::to_string(json::CHECK, &outcome(Some(p), "allowed")).unwrap();
         let mut keys = json::tests::keys(&t);

@@ -1,33 +1,30 @@
-//! `mx6gate partner add|remove|list`
-//!
-//! An edit is validated whole, checked against the map capacity, written
-//! atomically, then the maps are made to match the whole store; if the map
-//! update fails the partner's file is put back, so store and map never
-//! disagree (invariants 5 and 6). Before the edit, the maps are brought in
-//! step with the store as it is on disk, so a command killed between its
-//! store write and its map update is healed by the next one (re-running
-//! it included).
-use std::{fs, path::Path};
+//! `mx6gate partner add|remove|refresh|list`: each verb a few lines over
+//! `mx6gate::partners` (the edit transaction, the SPF refresh) and
+//! `observe::PartnersView`.
+use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mx6gate::{
-    maps::GateMaps,
     observe::PartnersView,
-    pinlock,
-    reconcile::{self, SyncReport},
-    store::{today_utc, Store},
+    partners::{self, AddRequest, Applied},
+    reconcile::SyncReport,
+    spf::Decision,
 };
 
 use super::{json, loaded_note, Ctx};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Cmd {
-    /// Add a partner, or more prefixes to one.
+    /// Add a partner, or more prefixes or SPF domains to one.
     Add {
         name: String,
         /// IPv6 prefixes (an address alone means /128).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "spf")]
         prefixes: Vec<String>,
+        /// A domain whose SPF record lists (some of) the partner's sending
+        /// ranges (repeatable): expanded now, then refreshed by the daemon.
+        #[arg(long, value_name = "DOMAIN")]
+        spf: Vec<String>,
         #[arg(long)]
         note: Option<String>,
         /// Last day (UTC) the partner is allowed, YYYY-MM-DD.
@@ -40,9 +37,24 @@ pub enum Cmd {
         #[arg(long)]
         allow_short_prefix: bool,
     },
-    /// Remove a partner, or some of its prefixes.
-    Remove { name: String, prefixes: Vec<String> },
-    /// List partners with their prefixes and hit counts.
+    /// Remove a partner, or some of its prefixes or SPF domains.
+    Remove {
+        name: String,
+        prefixes: Vec<String>,
+        /// An SPF domain to stop trusting for the partner (repeatable).
+        #[arg(long, value_name = "DOMAIN")]
+        spf: Vec<String>,
+    },
+    /// Expand the partner's SPF domains now; with --accept, enforce the
+    /// sets held for confirmation instead.
+    Refresh {
+        name: String,
+        /// Enforce the held sets (shown by `status` and `partner list`).
+        #[arg(long)]
+        accept: bool,
+    },
+    /// List partners with their prefixes (and where each comes from) and
+    /// hit counts.
     List {
         /// Print the store as JSON (schema "mx6gate.partners/1").
         #[arg(long)]
@@ -57,70 +69,102 @@ pub fn run(config: &Path, cmd: Cmd) -> Result<()> {
         Cmd::Add {
             name,
             prefixes,
+            spf,
             note,
             expires,
             allow_short_prefix,
         } => {
-            let _lock = ctx.state.lock()?;
-            let mut maps = open_maps(&ctx)?;
-            // A missing directory is a new store (this edit creates it),
-            // unless the gate holds partners that must have been there.
-            let mut store = Store::load_or_new(&ctx.cfg.partners_dir)?;
-            heal(&ctx, &store, maps.as_mut())?;
-            let existed = store.partners.contains_key(&name);
-            let notices = store.add(&name, &prefixes, note, expires, allow_short_prefix)?;
-            let loaded = commit(&ctx, &store, &name, maps.as_mut())?;
-            for n in notices {
+            let req = AddRequest {
+                name: name.clone(),
+                prefixes,
+                spf,
+                note,
+                expires,
+                allow_short: allow_short_prefix,
+            };
+            let added = partners::add(&ctx, &req)?;
+            healed(&added.applied);
+            for n in &added.notices {
                 println!("note: {n}");
             }
-            let p = &store.partners[&name];
+            for (domain, set) in &added.spf {
+                println!("spf {domain}: {} IPv6 prefix(es)", set.len());
+                for p in set {
+                    println!("  {p}");
+                }
+                if set.is_empty() {
+                    println!("note: {domain} publishes no IPv6 range in its SPF record; nothing is allowed for it until it does");
+                }
+            }
+            let p = &added.store.partners[&name];
             println!(
-                "{} partner {name}: {} prefix(es); {}",
-                if existed { "updated" } else { "added" },
+                "{} partner {name}: {} prefix(es), {} spf domain(s); {}",
+                if added.existed { "updated" } else { "added" },
                 p.prefixes.len(),
-                loaded_note(loaded)
+                p.spf.len(),
+                loaded_note(added.applied.loaded)
             );
             Ok(())
         }
-        Cmd::Remove { name, prefixes } => {
-            let _lock = ctx.state.lock()?;
-            let mut maps = open_maps(&ctx)?;
-            let mut store = Store::load(&ctx.cfg.partners_dir)?;
-            heal(&ctx, &store, maps.as_mut())?;
-            store.remove(&name, &prefixes)?;
-            let loaded = commit(&ctx, &store, &name, maps.as_mut())?;
+        Cmd::Remove {
+            name,
+            prefixes,
+            spf,
+        } => {
+            let (store, applied) = partners::remove(&ctx, &name, &prefixes, &spf)?;
+            healed(&applied);
             match store.partners.get(&name) {
                 Some(p) => println!(
-                    "partner {name}: {} prefix(es) left; {}",
+                    "partner {name}: {} prefix(es), {} spf domain(s) left; {}",
                     p.prefixes.len(),
-                    loaded_note(loaded)
+                    p.spf.len(),
+                    loaded_note(applied.loaded)
                 ),
-                None => println!("removed partner {name}; {}", loaded_note(loaded)),
+                None => println!("removed partner {name}; {}", loaded_note(applied.loaded)),
             }
+            Ok(())
+        }
+        Cmd::Refresh { name, accept: true } => {
+            let (accepted, loaded) = partners::accept(&ctx, &name)?;
+            for (domain, diff) in accepted {
+                println!("spf {domain}: held set accepted: {diff}");
+            }
+            println!("{}", loaded_note(loaded));
+            Ok(())
+        }
+        Cmd::Refresh { name, accept: false } => {
+            let (refreshed, loaded) = partners::refresh(&ctx, &name)?;
+            for r in refreshed {
+                match &r.decision {
+                    Decision::Apply { diff, prefixes, .. } => println!(
+                        "spf {}: {} prefix(es) enforced: {diff}",
+                        r.domain,
+                        prefixes.len()
+                    ),
+                    Decision::Hold { diff, reason, .. } => println!(
+                        "spf {}: HELD ({reason}): would change {diff}; `mx6gate partner refresh {name} --accept` enforces it",
+                        r.domain
+                    ),
+                    Decision::Keep { error } => println!(
+                        "spf {}: refresh failed ({error}); the last good set stays enforced",
+                        r.domain
+                    ),
+                }
+            }
+            println!("{}", loaded_note(loaded));
             Ok(())
         }
     }
 }
 
-/// The gate's maps, if one is loaded and no other config's daemon owns it.
-fn open_maps(ctx: &Ctx) -> Result<Option<GateMaps>> {
-    pinlock::refuse_foreign_owner(&ctx.cfg.pin_path, &ctx.state)?;
-    GateMaps::open_if_loaded(&ctx.cfg.pin_path)
-}
-
-/// Bring the maps in step with `store` as it is on disk, before an edit.
-/// A store that looks vanished refuses the edit (see `reconcile::refuse_vacant`).
-fn heal(ctx: &Ctx, store: &Store, maps: Option<&mut GateMaps>) -> Result<()> {
-    let Some(maps) = maps else { return Ok(()) };
-    let report = reconcile::reconcile(store, &ctx.state, maps, today_utc(), false)
-        .context("bringing the allowlist in step with the store before the edit")?;
-    if !report.is_noop() {
+/// Say so when the maps had to be brought in step before the edit.
+fn healed(applied: &Applied) {
+    if let Some(r) = &applied.healed {
         println!(
             "note: the allowlist did not match the store (an earlier command interrupted?); brought in step first: {}",
-            describe(&report)
+            describe(r)
         );
     }
-    Ok(())
 }
 
 /// "+2 added, 1 changed, 3 removed (40 in all)".
@@ -129,35 +173,6 @@ pub fn describe(r: &SyncReport) -> String {
         "{} added, {} changed, {} removed ({} in all)",
         r.added, r.changed, r.removed, r.total
     )
-}
-
-/// Persist the edit of partner `name`, then make the maps match the whole
-/// store. Returns whether a gate was loaded.
-fn commit(ctx: &Ctx, store: &Store, name: &str, maps: Option<&mut GateMaps>) -> Result<bool> {
-    let today = today_utc();
-    let Some(maps) = maps else {
-        store.save(name)?;
-        return Ok(false);
-    };
-    // Capacity and ids are checked before anything is written.
-    let desired = reconcile::desired_allow(store, &ctx.state, maps, today)?;
-    let file = store.file_of(name);
-    let previous = fs::read(&file).ok();
-    store.save(name)?;
-    if let Err(e) = reconcile::apply_allow_tracked(maps, &ctx.state, &desired) {
-        // Put the store back as it was and the map with it.
-        match previous {
-            Some(bytes) => mx6gate::fsutil::write_atomic(&file, &bytes)?,
-            None => {
-                fs::remove_file(&file).ok();
-            }
-        }
-        let old = Store::load_or_new(&ctx.cfg.partners_dir)?;
-        reconcile::reconcile(&old, &ctx.state, maps, today, true)
-            .context("restoring the ALLOW map after a failed update")?;
-        return Err(e.context("updating the ALLOW map; the store was left unchanged"));
-    }
-    Ok(true)
 }
 
 fn list(ctx: &Ctx, as_json: bool) -> Result<()> {
@@ -197,7 +212,12 @@ fn list(ctx: &Ctx, as_json: bool) -> Result<()> {
             Some(d) => d.to_string(),
             None => "never".into(),
         };
-        let prefixes: Vec<String> = p.prefixes.iter().map(|n| n.prefix.to_string()).collect();
+        let prefixes: Vec<String> = p
+            .prefixes
+            .iter()
+            .filter(|n| n.origin == "manual")
+            .map(|n| n.prefix.to_string())
+            .collect();
         println!(
             "{:<24} {:>10}  {:<12} {:<44} {}",
             p.name,
@@ -206,9 +226,61 @@ fn list(ctx: &Ctx, as_json: bool) -> Result<()> {
             prefixes.join(","),
             p.note.as_deref().unwrap_or("")
         );
+        for d in &p.spf {
+            print_spf_domain(&p.name, d);
+            let origin = format!("spf:{}", d.domain);
+            for n in p.prefixes.iter().filter(|n| n.origin == origin) {
+                let via = n
+                    .via
+                    .as_deref()
+                    .map(|v| format!(", AAAA of {v}"))
+                    .unwrap_or_default();
+                println!(
+                    "    {:<42} {} in {}{via}",
+                    n.prefix.to_string(),
+                    n.term.as_deref().unwrap_or("?"),
+                    n.record.as_deref().unwrap_or("?")
+                );
+            }
+        }
     }
     if !v.gate_loaded {
         println!("(no gate loaded: hit counts appear once `mx6gate run` has loaded it)");
     }
     Ok(())
+}
+
+/// One SPF domain's line: enforced count, last refresh, held, failing.
+pub fn print_spf_domain(partner: &str, d: &mx6gate::observe::SpfDomainView) {
+    let refreshed = d
+        .refreshed
+        .map_or_else(|| "never expanded".to_string(), |t| format!("refreshed {}", t.format("%Y-%m-%d %H:%M:%SZ")));
+    println!(
+        "  spf:{} — {} prefix(es) enforced, {refreshed}{}",
+        d.domain,
+        d.prefixes,
+        if d.ipv6 { "" } else { "; NO IPv6 in its SPF record" }
+    );
+    if let Some(f) = &d.failing {
+        println!(
+            "    REFRESH FAILING since {} ({} in a row): {}; the last good set stays enforced",
+            f.since.format("%Y-%m-%d %H:%M:%SZ"),
+            f.count,
+            f.error
+        );
+    }
+    if let Some(h) = &d.held {
+        let change: Vec<String> = h
+            .added
+            .iter()
+            .map(|n| format!("+{n}"))
+            .chain(h.removed.iter().map(|n| format!("-{n}")))
+            .collect();
+        println!(
+            "    HELD since {} ({}): accepting would change {}; `mx6gate partner refresh {partner} --accept`",
+            h.since.format("%Y-%m-%d %H:%M:%SZ"),
+            h.reason,
+            if change.is_empty() { "nothing".to_string() } else { change.join(" ") }
+        );
+    }
 }

@@ -171,6 +171,44 @@ fn text(v: &GateView) -> String {
         .expect("writing to a String");
     }
     line!();
+    if let Some(e) = &v.spf.error {
+        line!("spf:         STATE UNREADABLE: {e}");
+    }
+    for d in &v.spf.domains {
+        let refreshed = d.refreshed.map_or_else(
+            || "never expanded".to_string(),
+            |t| format!("refreshed {}", t.format("%Y-%m-%d %H:%M:%SZ")),
+        );
+        line!(
+            "spf:         {} (partner {}): {} prefix(es) enforced, {refreshed}",
+            d.domain,
+            d.partner,
+            d.prefixes
+        );
+        if let Some(f) = &d.failing {
+            line!(
+                "             REFRESH FAILING since {} ({} in a row): {}; the last good set stays enforced",
+                f.since.format("%Y-%m-%d %H:%M:%SZ"),
+                f.count,
+                f.error
+            );
+        }
+        if let Some(h) = &d.held {
+            let change: Vec<String> = h
+                .added
+                .iter()
+                .map(|n| format!("+{n}"))
+                .chain(h.removed.iter().map(|n| format!("-{n}")))
+                .collect();
+            line!(
+                "             HELD since {} ({}): accepting would change {}; `mx6gate partner refresh {} --accept`",
+                h.since.format("%Y-%m-%d %H:%M:%SZ"),
+                h.reason,
+                if change.is_empty() { "nothing".to_string() } else { change.join(" ") },
+                d.partner
+            );
+        }
+    }
     let Some(m) = &v.maps else {
         return o;
     };
