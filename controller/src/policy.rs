@@ -133,9 +133,17 @@ mod tests {
             ttl: Duration::from_secs(60),
         };
         // a's SPF repeats its manual prefix: manual wins.
-        st.record("a.example.test", &apply(&["2001:db8:1::/48", "2001:db8:a::/48"]), now);
+        st.record(
+            "a.example.test",
+            &apply(&["2001:db8:1::/48", "2001:db8:a::/48"]),
+            now,
+        );
         // b's set overlaps a's: a (first by name) keeps it.
-        st.record("b.example.test", &apply(&["2001:db8:a::/48", "2001:db8:b::/48"]), now);
+        st.record(
+            "b.example.test",
+            &apply(&["2001:db8:a::/48", "2001:db8:b::/48"]),
+            now,
+        );
         st.record(
             "held.example.test",
             &Decision::Hold {

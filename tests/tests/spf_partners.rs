@@ -15,9 +15,9 @@ use std::{
 
 use mx6gate_tests::{
     authdns::{AuthDns, Zone},
-    connect_from, read_banner,
+    connect_from,
     gate::GateUnderTest,
-    require_root,
+    read_banner, require_root,
     wait::wait_until,
     Listener, Topology, PARTNER_SRC, STRANGER_SRC,
 };
@@ -55,7 +55,12 @@ fn gw25() -> SocketAddr {
 
 /// The banner `src` gets on port 25 ("" when it could not connect).
 fn banner(topo: &Topology, src: Ipv6Addr) -> String {
-    let c = connect_from(&topo.sender, IpAddr::V6(src), gw25(), Duration::from_secs(2));
+    let c = connect_from(
+        &topo.sender,
+        IpAddr::V6(src),
+        gw25(),
+        Duration::from_secs(2),
+    );
     if !c.is_connected() {
         return String::new();
     }
@@ -129,8 +134,14 @@ fn spf_partner_follows_its_record_safely() {
         "{added}"
     );
     gate.start().unwrap();
-    assert!(reaches(&topo, PARTNER_SRC), "the SPF prefix reaches the MTA");
-    assert!(turned_away(&topo, STRANGER_SRC), "a source outside it is turned away");
+    assert!(
+        reaches(&topo, PARTNER_SRC),
+        "the SPF prefix reaches the MTA"
+    );
+    assert!(
+        turned_away(&topo, STRANGER_SRC),
+        "a source outside it is turned away"
+    );
     let list = gate.ok(&["partner", "list"]).unwrap();
     assert!(
         list.contains("spf:partner.example.test") && list.contains("in _spf.partner.example.test"),
@@ -139,7 +150,8 @@ fn spf_partner_follows_its_record_safely() {
     let check = gate.ok(&["check", &PARTNER_SRC.to_string()]).unwrap();
     assert!(
         check.contains("partner p via 2001:db8:1::/48 from spf:partner.example.test")
-            && check.contains("\"ip6:2001:db8:1::/48\" in the SPF record of _spf.partner.example.test"),
+            && check
+                .contains("\"ip6:2001:db8:1::/48\" in the SPF record of _spf.partner.example.test"),
         "{check}"
     );
     let json: serde_json::Value =
@@ -168,7 +180,10 @@ fn spf_partner_follows_its_record_safely() {
         .unwrap();
     gate.ok(&["sync"]).unwrap();
     assert!(reaches(&topo, PARTNER_SRC), "SPF prefix kept by a CLI edit");
-    assert!(reaches(&topo, STRANGER_SRC), "SPF prefix kept by a CLI edit");
+    assert!(
+        reaches(&topo, STRANGER_SRC),
+        "SPF prefix kept by a CLI edit"
+    );
 
     // DNS stops answering; a restart keeps enforcing the persisted set.
     dns.pause().unwrap();
@@ -185,8 +200,14 @@ fn spf_partner_follows_its_record_safely() {
         "{status}"
     );
     let v = gate.status().unwrap();
-    assert!(v["spf"]["domains"][0]["failing"]["count"].as_u64() >= Some(1), "{v:#}");
-    assert!(reaches(&topo, STRANGER_SRC), "last good set kept while DNS fails");
+    assert!(
+        v["spf"]["domains"][0]["failing"]["count"].as_u64() >= Some(1),
+        "{v:#}"
+    );
+    assert!(
+        reaches(&topo, STRANGER_SRC),
+        "last good set kept while DNS fails"
+    );
 
     // The record shrinks to nothing: held, still enforced, until accepted.
     dns.resume().unwrap();
@@ -204,8 +225,14 @@ fn spf_partner_follows_its_record_safely() {
     );
     let accepted = gate.ok(&["partner", "refresh", "p", "--accept"]).unwrap();
     assert!(accepted.contains("held set accepted"), "{accepted}");
-    assert!(turned_away(&topo, PARTNER_SRC), "accepted: the empty set applies");
-    assert!(turned_away(&topo, STRANGER_SRC), "accepted: the empty set applies");
+    assert!(
+        turned_away(&topo, PARTNER_SRC),
+        "accepted: the empty set applies"
+    );
+    assert!(
+        turned_away(&topo, STRANGER_SRC),
+        "accepted: the empty set applies"
+    );
     gate.stop().unwrap();
 }
 

@@ -97,11 +97,15 @@ impl RefreshTask {
             for domain in due {
                 let Some(dns) = &dns else { break };
                 let limit = crate::spf::Limits::default().time_limit + Duration::from_secs(5);
-                let result =
-                    match tokio::time::timeout(limit, partners::expand_domain(dns, &domain)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(crate::spf::SpfError::TimeLimit { limit }),
-                    };
+                let result = match tokio::time::timeout(
+                    limit,
+                    partners::expand_domain(dns, &domain),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(crate::spf::SpfError::TimeLimit { limit }),
+                };
                 let st = self.state.clone();
                 let d2 = domain.clone();
                 let recorded =
@@ -110,7 +114,11 @@ impl RefreshTask {
                 let r = match recorded {
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => {
-                        warn!(domain, error = format!("{e:#}"), "spf: cannot record the refresh; retrying");
+                        warn!(
+                            domain,
+                            error = format!("{e:#}"),
+                            "spf: cannot record the refresh; retrying"
+                        );
                         if let Some(s) = schedule.get_mut(&domain) {
                             s.at = Instant::now() + cfg.bounds.floor;
                         }
@@ -183,7 +191,10 @@ fn resolver(cfg: &SpfConfig) -> Option<crate::spf::HickoryDns> {
     match cfg.resolver() {
         Ok(r) => Some(r),
         Err(e) => {
-            warn!(error = e.0, "spf: no resolver; SPF domains are not refreshed (the enforced sets stay)");
+            warn!(
+                error = e.0,
+                "spf: no resolver; SPF domains are not refreshed (the enforced sets stay)"
+            );
             None
         }
     }
@@ -208,7 +219,13 @@ fn log(partner: &str, r: &Refreshed, cfg: &SpfConfig) -> Duration {
             }
             let next = next_refresh(*ttl, &cfg.bounds);
             if diff.is_empty() {
-                info!(domain, partner, prefixes = prefixes.len(), next_in_s = next.as_secs(), "spf: refreshed, no change");
+                info!(
+                    domain,
+                    partner,
+                    prefixes = prefixes.len(),
+                    next_in_s = next.as_secs(),
+                    "spf: refreshed, no change"
+                );
             } else {
                 info!(
                     domain,

@@ -365,8 +365,7 @@ impl Worker {
             }
         }
         let store = Store::load(&self.cfg.partners_dir)?;
-        let report =
-            reconcile::reconcile(&store, &self.state, &mut self.maps, today_utc(), false)?;
+        let report = reconcile::reconcile(&store, &self.state, &mut self.maps, today_utc(), false)?;
         let mut h = self.health.lock();
         h.store_refused = None;
         h.partners = store.partners.len();

@@ -73,7 +73,9 @@ impl SpfConfig {
         if let Some(v) = &raw.refresh_floor {
             c.bounds.floor = duration("refresh_floor", v)?;
             if c.bounds.floor.is_zero() {
-                bail!("spf.refresh_floor: must be at least 1s (0 would re-query DNS without pause)");
+                bail!(
+                    "spf.refresh_floor: must be at least 1s (0 would re-query DNS without pause)"
+                );
             }
         }
         if let Some(v) = &raw.refresh_ceiling {
@@ -113,7 +115,10 @@ mod tests {
     #[test]
     fn defaults_and_values() {
         assert_eq!(parse("").unwrap(), SpfConfig::default());
-        let c = parse("resolvers = [\"[2001:db8::53]:53\"]\nrefresh_floor = \"2s\"\nrefresh_ceiling = \"1h\"").unwrap();
+        let c = parse(
+            "resolvers = [\"[2001:db8::53]:53\"]\nrefresh_floor = \"2s\"\nrefresh_ceiling = \"1h\"",
+        )
+        .unwrap();
         assert_eq!(c.resolvers, ["[2001:db8::53]:53".parse().unwrap()]);
         assert_eq!(c.bounds.floor, Duration::from_secs(2));
         assert_eq!(c.bounds.ceiling, Duration::from_secs(3600));
@@ -122,11 +127,17 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         for (text, want) in [
-            ("resolvers = [\"2001:db8::53\"]", "spf.resolvers: \"2001:db8::53\""),
+            (
+                "resolvers = [\"2001:db8::53\"]",
+                "spf.resolvers: \"2001:db8::53\"",
+            ),
             ("refresh_floor = \"soon\"", "spf.refresh_floor: \"soon\""),
             ("refresh_floor = \"0s\"", "spf.refresh_floor: must be"),
             ("refresh_ceiling = \"2d\"", "spf.refresh_ceiling: longer"),
-            ("refresh_floor = \"2h\"\nrefresh_ceiling = \"1h\"", "shorter than spf.refresh_floor"),
+            (
+                "refresh_floor = \"2h\"\nrefresh_ceiling = \"1h\"",
+                "shorter than spf.refresh_floor",
+            ),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {e}");

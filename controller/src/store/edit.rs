@@ -63,11 +63,15 @@ impl Store {
                         file_label(&owner.file)
                     );
                 }
-                notices.push(format!("spf domain {d} is already in partner {name:?}; unchanged"));
+                notices.push(format!(
+                    "spf domain {d} is already in partner {name:?}; unchanged"
+                ));
                 continue;
             }
             if new_domains.contains(&d) {
-                notices.push(format!("spf domain {d} is given more than once; stored once"));
+                notices.push(format!(
+                    "spf domain {d} is given more than once; stored once"
+                ));
                 continue;
             }
             new_domains.push(d);

@@ -406,7 +406,10 @@ fn file_errors_name_file_partner_and_item() {
         ("[[partner]]\nname = \"e\"\nprefixes = [\"2001:db8::/32\"]\nexpires = 2027-03-31T10:00:00", &["expires", "2027-03-31T10:00:00"]),
         // Unknown key, missing key, syntax: toml's own message, with position.
         ("[[partner]]\nname = \"u\"\nprefix = [\"2001:db8::/32\"]", &["`prefix`", "line 3"]),
-        ("[[partner]]\nname = \"m\"", &["prefixes", "line 1"]),
+        ("[[partner]]\nname = \"m\"", &["\"m\"", "no prefixes and no spf domains"]),
+        // SPF domains.
+        ("[[partner]]\nname = \"s\"\nspf = [\"not a domain\"]", &["\"s\"", "\"not a domain\"", "not a domain name"]),
+        ("[[partner]]\nname = \"s\"\nspf = [\"a.example\", \"A.example.\"]", &["\"s\"", "a.example", "twice"]),
         ("[[partner]\nname = \"s\"", &["line 1"]),
         ("[partner]\nname = \"s\"", &["line 1"]),
     ];
@@ -1012,4 +1015,45 @@ fn names() {
     ] {
         assert!(validate_name(bad).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn spf_domains_are_stored_normalized_and_owned_by_one_partner() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = Store::empty(dir.path());
+    st.add_with_spf("g", &[], &s(&["Google.COM."]), None, None, false)
+        .unwrap();
+    assert_eq!(st.partners["g"].spf, ["google.com"]);
+    st.save("g").unwrap();
+    let back = Store::load(dir.path()).unwrap();
+    assert_eq!(back.partners["g"].spf, ["google.com"]);
+    assert!(back.partners["g"].prefixes.is_empty());
+    let text = std::fs::read_to_string(dir.path().join("g.toml")).unwrap();
+    assert!(
+        text.contains("spf = [\"google.com\"]") && !text.contains("prefixes"),
+        "{text}"
+    );
+    // Another partner may not name it; nothing changes.
+    let before = st.clone();
+    let e = st
+        .add_with_spf(
+            "h",
+            &s(&["2001:db8::/32"]),
+            &s(&["google.com"]),
+            None,
+            None,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already named by partner \"g\""), "{e}");
+    assert_eq!(st, before);
+    // Removing the last domain of a partner without prefixes removes it.
+    assert!(st
+        .remove_items("g", &[], &s(&["other.com"]))
+        .unwrap_err()
+        .to_string()
+        .contains("names no spf domain other.com"));
+    st.remove_items("g", &[], &s(&["google.com"])).unwrap();
+    assert!(!st.partners.contains_key("g"));
 }

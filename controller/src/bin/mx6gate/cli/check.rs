@@ -151,7 +151,10 @@ pub fn check(ctx: &Ctx, addr: &str) -> Result<Outcome> {
     for p in store.partners.values() {
         for d in &p.spf {
             if let Some(sp) = mx6gate::spf::covering(spf_state.enforced(d), ip6) {
-                if partner.as_ref().is_none_or(|(len, _)| sp.prefix.prefix_len() > *len) {
+                if partner
+                    .as_ref()
+                    .is_none_or(|(len, _)| sp.prefix.prefix_len() > *len)
+                {
                     partner = Some((
                         sp.prefix.prefix_len(),
                         PartnerMatch {
@@ -248,7 +251,10 @@ pub fn render(o: &Outcome) -> String {
                 m.domain,
                 m.term,
                 m.record,
-                m.via.as_deref().map(|v| format!(", AAAA of {v}")).unwrap_or_default()
+                m.via
+                    .as_deref()
+                    .map(|v| format!(", AAAA of {v}"))
+                    .unwrap_or_default()
             ),
         },
         Some(p) => format!(

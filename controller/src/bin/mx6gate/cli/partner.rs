@@ -132,7 +132,10 @@ pub fn run(config: &Path, cmd: Cmd) -> Result<()> {
             println!("{}", loaded_note(loaded));
             Ok(())
         }
-        Cmd::Refresh { name, accept: false } => {
+        Cmd::Refresh {
+            name,
+            accept: false,
+        } => {
             let (refreshed, loaded) = partners::refresh(&ctx, &name)?;
             for r in refreshed {
                 match &r.decision {
@@ -252,14 +255,19 @@ fn list(ctx: &Ctx, as_json: bool) -> Result<()> {
 
 /// One SPF domain's line: enforced count, last refresh, held, failing.
 pub fn print_spf_domain(partner: &str, d: &mx6gate::observe::SpfDomainView) {
-    let refreshed = d
-        .refreshed
-        .map_or_else(|| "never expanded".to_string(), |t| format!("refreshed {}", t.format("%Y-%m-%d %H:%M:%SZ")));
+    let refreshed = d.refreshed.map_or_else(
+        || "never expanded".to_string(),
+        |t| format!("refreshed {}", t.format("%Y-%m-%d %H:%M:%SZ")),
+    );
     println!(
         "  spf:{} — {} prefix(es) enforced, {refreshed}{}",
         d.domain,
         d.prefixes,
-        if d.ipv6 { "" } else { "; NO IPv6 in its SPF record" }
+        if d.ipv6 {
+            ""
+        } else {
+            "; NO IPv6 in its SPF record"
+        }
     );
     if let Some(f) = &d.failing {
         println!(
