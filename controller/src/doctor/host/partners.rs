@@ -42,7 +42,20 @@ pub(super) fn partners(ctx: &Ctx, maps: Option<&GateMaps>, out: &mut Vec<Finding
             }
         }
     }
-    let active = store.active_prefixes(today).len();
+    // What the policy allows: manual prefixes ∪ the enforced SPF sets.
+    let spf = match crate::spf::SpfState::load(&ctx.state.path) {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(
+                Finding::new("spf", Severity::Fail, format!("the SPF state is unreadable: {e:#}"))
+                    .detail("The gate keeps the allowlist it has; no sync applies until the file reads again.")
+                    .fix("restore the file from a backup, or remove it and run `mx6gate partner refresh NAME` for each partner with --spf domains"),
+            );
+            return;
+        }
+    };
+    spf_findings(&store, &spf, out);
+    let active = crate::policy::allowed(&store, &spf, today).len();
     out.push(Finding::new(
         "partners",
         Severity::Ok,
@@ -100,6 +113,50 @@ pub(super) fn partners(ctx: &Ctx, maps: Option<&GateMaps>, out: &mut Vec<Finding
                 .fix("`mx6gate sync` brings them in step; then check the daemon's log"),
             ),
             Err(e) => out.push(Finding::new("allowlist", Severity::Warn, format!("could not read the allowlist: {e:#}"))),
+        }
+    }
+}
+
+/// Held sets, failing refreshes, and partners whose SPF gives no IPv6.
+fn spf_findings(store: &Store, spf: &crate::spf::SpfState, out: &mut Vec<Finding>) {
+    for p in store.partners.values() {
+        let mut ipv6 = !p.prefixes.is_empty();
+        for d in &p.spf {
+            let ds = spf.domain.get(d);
+            if let Some(h) = ds.and_then(|s| s.held.as_ref()) {
+                out.push(
+                    Finding::new(
+                        "spf",
+                        Severity::Warn,
+                        format!("partner {}: a new SPF set of {d} is held since {} ({})", p.name, h.since.format("%Y-%m-%d %H:%M:%SZ"), h.reason),
+                    )
+                    .detail("The last good set stays enforced; `mx6gate status` shows what accepting would change.")
+                    .fix(format!("check it against what the sender publishes, then `mx6gate partner refresh {} --accept`", p.name)),
+                );
+            }
+            if let Some(f) = ds.and_then(|s| s.failing.as_ref()) {
+                out.push(
+                    Finding::new(
+                        "spf",
+                        Severity::Warn,
+                        format!("partner {}: SPF refresh of {d} failing since {} ({} in a row): {}", p.name, f.since.format("%Y-%m-%d %H:%M:%SZ"), f.count, f.error),
+                    )
+                    .detail("The last good set stays enforced while refreshes fail.")
+                    .fix("check the [spf] resolvers and the domain's DNS; `mx6gate partner refresh NAME` retries now"),
+                );
+            }
+            ipv6 |= !spf.enforced(d).is_empty();
+        }
+        if !p.spf.is_empty() && !ipv6 {
+            out.push(
+                Finding::new(
+                    "spf",
+                    Severity::Warn,
+                    format!("partner {}: its SPF domains ({}) give no IPv6 prefix", p.name, p.spf.join(", ")),
+                )
+                .detail("Its IPv6 mail is turned away like a stranger's (it retries over IPv4).")
+                .fix("ask the sender for its IPv6 ranges and add them as prefixes"),
+            );
         }
     }
 }
