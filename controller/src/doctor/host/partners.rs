@@ -152,7 +152,11 @@ fn spf_findings(store: &Store, spf: &crate::spf::SpfState, out: &mut Vec<Finding
                 Finding::new(
                     "spf",
                     Severity::Warn,
-                    format!("partner {}: its SPF domains ({}) give no IPv6 prefix", p.name, p.spf.join(", ")),
+                    format!(
+                        "partner {}: its SPF domains ({}) give no IPv6 prefix",
+                        p.name,
+                        p.spf.join(", ")
+                    ),
                 )
                 .detail("Its IPv6 mail is turned away like a stranger's (it retries over IPv4).")
                 .fix("ask the sender for its IPv6 ranges and add them as prefixes"),
