@@ -58,7 +58,9 @@ pub fn run(config: &Path, mode: Mode) -> Result<()> {
         println!("note: {n}");
     }
     if let Ok(store) = &store {
-        if mode != Mode::Monitor && store.active_prefixes(today_utc()).is_empty() {
+        // The policy's allowlist: manual prefixes and enforced SPF sets.
+        let spf = mx6gate::spf::SpfState::load(&ctx.state.path).unwrap_or_default();
+        if mode != Mode::Monitor && mx6gate::policy::allowed(store, &spf, today_utc()).is_empty() {
             println!("note: the allowlist is empty, so every IPv6 SMTP client is turned away");
         }
     }
