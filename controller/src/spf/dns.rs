@@ -57,6 +57,21 @@ pub trait SpfDns: Sync {
     fn aaaa(&self, name: &str) -> impl Future<Output = DnsResult<Ipv6Addr>> + Send;
     /// MX exchange names, lowercased, no trailing dot (`""` for a null MX).
     fn mx(&self, name: &str) -> impl Future<Output = DnsResult<String>> + Send;
+    /// PTR names of `addr` (its ip6.arpa name), lowercased, no trailing
+    /// dot: for `top --suggest`, never for the walk.
+    fn ptr(&self, addr: Ipv6Addr) -> impl Future<Output = DnsResult<String>> + Send;
+}
+
+/// `2001:db8::1` → `1.0.0.0.….8.b.d.0.1.0.0.2.ip6.arpa` (RFC 3596).
+pub fn reverse_name(addr: Ipv6Addr) -> String {
+    let mut labels: Vec<String> = addr
+        .octets()
+        .iter()
+        .flat_map(|b| [b >> 4, b & 0xf])
+        .map(|n| format!("{n:x}"))
+        .collect();
+    labels.reverse();
+    format!("{}.ip6.arpa", labels.join("."))
 }
 
 /// [`SpfDns`] over a hickory resolver.
@@ -201,6 +216,14 @@ impl SpfDns for HickoryDns {
         let a = self.lookup(name, RecordType::AAAA).await?;
         Ok(map(a, |r| match r {
             RData::AAAA(a) => Some(a.0),
+            _ => None,
+        }))
+    }
+
+    async fn ptr(&self, addr: Ipv6Addr) -> DnsResult<String> {
+        let a = self.lookup(&reverse_name(addr), RecordType::PTR).await?;
+        Ok(map(a, |r| match r {
+            RData::PTR(p) => Some(p.0.to_ascii().trim_end_matches('.').to_ascii_lowercase()),
             _ => None,
         }))
     }

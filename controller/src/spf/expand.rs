@@ -555,6 +555,8 @@ mod tests {
         txt: HashMap<String, Vec<String>>,
         aaaa: HashMap<String, Vec<Ipv6Addr>>,
         mx: HashMap<String, Vec<String>>,
+        /// By the address's text form.
+        ptr: HashMap<String, Vec<String>>,
         ttl: HashMap<String, u64>,
         failing: HashSet<String>,
         slow: HashMap<String, Duration>,
@@ -571,6 +573,10 @@ mod tests {
                 name.into(),
                 addrs.iter().map(|a| a.parse().unwrap()).collect(),
             );
+            self
+        }
+        fn ptr(mut self, addr: &str, name: &str) -> Zone {
+            self.ptr.entry(addr.into()).or_default().push(name.into());
             self
         }
         fn mx(mut self, name: &str, hosts: &[&str]) -> Zone {
@@ -630,6 +636,9 @@ mod tests {
         async fn mx(&self, name: &str) -> DnsResult<String> {
             self.answer(name, "MX", &self.mx).await
         }
+        async fn ptr(&self, addr: Ipv6Addr) -> DnsResult<String> {
+            self.answer(&addr.to_string(), "PTR", &self.ptr).await
+        }
     }
 
     async fn run(zone: &Zone, domain: &str) -> Result<Expansion, SpfError> {
@@ -638,6 +647,35 @@ mod tests {
 
     fn nets(e: &Expansion) -> Vec<String> {
         e.prefixes.iter().map(|p| p.prefix.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn top_suggest_finds_the_ptr_parent_whose_spf_covers_the_source() {
+        let z = Zone::default()
+            .ptr("2001:db8:1::25", "mail-1.out.example.test")
+            .ptr("2001:db8:2::25", "mail-2.out.example.test")
+            .txt("out.example.test", "v=spf1 ip6:2001:db8:9::/48 -all")
+            .txt("example.test", "v=spf1 include:_spf.example.test -all")
+            .txt("_spf.example.test", "v=spf1 ip6:2001:db8:1::/48 -all");
+        let limit = Duration::from_secs(5);
+        let c = crate::spf::suggest::spf_covering(&z, "2001:db8:1::25".parse().unwrap(), limit)
+            .await
+            .unwrap();
+        assert_eq!(c.domain, "example.test");
+        assert_eq!(c.ptr, "mail-1.out.example.test");
+        assert_eq!(c.prefix.domain, "_spf.example.test");
+        // Its PTR parents publish SPF, but none covers it: nothing.
+        assert!(
+            crate::spf::suggest::spf_covering(&z, "2001:db8:2::25".parse().unwrap(), limit)
+                .await
+                .is_none()
+        );
+        // No PTR at all: nothing.
+        assert!(
+            crate::spf::suggest::spf_covering(&z, "2001:db8:3::25".parse().unwrap(), limit)
+                .await
+                .is_none()
+        );
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 //! - [`mod@expand`] — the walk: includes, redirect, a/mx → AAAA, limits, origins
 //! - [`refresh`] — pure refresh safety: diff, hold, refuse, schedule
 //! - [`state`]  — the last good sets, persisted in the state directory
+//! - [`suggest`] — for `top --suggest`: a PTR-parent domain whose SPF covers a source
 //!
 //! One refresh of one domain, as the daemon will run it:
 //!
@@ -50,6 +51,7 @@ pub mod expand;
 pub mod record;
 pub mod refresh;
 pub mod state;
+pub mod suggest;
 
 pub use config::SpfConfig;
 pub use dns::{HickoryDns, SpfDns};

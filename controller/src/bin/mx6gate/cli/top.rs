@@ -83,6 +83,10 @@ struct JsonOut<'a> {
 pub struct Suggestion {
     pub name: String,
     pub prefix: String,
+    /// The domain to add with `--spf` instead of the prefix: its SPF
+    /// record covers the source (checked by expanding it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spf: Option<String>,
     pub note: String,
     /// The command, ready to run once the operator has confirmed it.
     pub command: String,
@@ -117,7 +121,8 @@ pub fn run(config: &Path, args: Args) -> Result<()> {
     let suggestions = args.suggest.then(|| {
         let config_arg = (ctx.config_path != Path::new(mx6gate::config::DEFAULT_CONFIG_PATH))
             .then(|| ctx.config_path.display().to_string());
-        suggest(&report, config_arg.as_deref())
+        let covered = spf_checks(&ctx, &report);
+        suggest(&report, config_arg.as_deref(), &covered)
     });
     if args.json {
         return json::print(
@@ -233,8 +238,58 @@ fn print_suggestions(s: &[Suggestion]) {
     }
 }
 
-/// One suggestion per row not covered by a partner yet.
-pub fn suggest(r: &TopReport, config: Option<&str>) -> Vec<Suggestion> {
+/// Rows checked for an SPF domain that covers their source, and the
+/// time all of it may take: `top` stays quick.
+const SPF_ROWS: usize = 10;
+const SPF_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// For the rows `suggest` would list (at most SPF_ROWS): the PTR-parent
+/// domain whose SPF covers the row's last source, by prefix. DNS through
+/// the `[spf]` resolvers; what does not answer within SPF_BUDGET is
+/// simply not suggested as `--spf`.
+fn spf_checks(
+    ctx: &Ctx,
+    r: &TopReport,
+) -> std::collections::HashMap<String, mx6gate::spf::suggest::Covered> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dns) = ctx.cfg.spf.resolver() else {
+        return out;
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return out;
+    };
+    let rows: Vec<(String, Ipv6Addr)> = r
+        .rows
+        .iter()
+        .filter(|row| row.now_partner.is_none())
+        .filter_map(|row| Some((row.prefix.clone(), row.last_source.parse().ok()?)))
+        .take(SPF_ROWS)
+        .collect();
+    rt.block_on(async {
+        let _ = tokio::time::timeout(SPF_BUDGET, async {
+            for (prefix, addr) in rows {
+                let walk = std::time::Duration::from_secs(5);
+                if let Some(c) = mx6gate::spf::suggest::spf_covering(&dns, addr, walk).await {
+                    out.insert(prefix, c);
+                }
+            }
+        })
+        .await;
+    });
+    out
+}
+
+/// One suggestion per row not covered by a partner yet: `--spf DOMAIN`
+/// where `covered` found a domain whose SPF covers the source, else the
+/// prefix.
+pub fn suggest(
+    r: &TopReport,
+    config: Option<&str>,
+    covered: &std::collections::HashMap<String, mx6gate::spf::suggest::Covered>,
+) -> Vec<Suggestion> {
     let day = when(r.now)[..10].to_string();
     r.rows
         .iter()
@@ -250,26 +305,41 @@ pub fn suggest(r: &TopReport, config: Option<&str>) -> Vec<Suggestion> {
                 .as_deref()
                 .and_then(name_from_ptr)
                 .unwrap_or_else(|| name_from_prefix(&net));
+            let spf = covered.get(&row.prefix);
+            let name = match spf {
+                Some(c) => name_from_ptr(&c.domain).unwrap_or(name),
+                None => name,
+            };
             let mut note = format!(
                 "suggested by mx6gate top on {day}: {} attempts in {}",
                 row.count,
                 window_str(r.window_minutes)
             );
-            if let Some(p) = &row.ptr {
+            if let Some(p) = spf.map(|c| &c.ptr).or(row.ptr.as_ref()) {
                 note.push_str(&format!(", PTR {p}"));
+            }
+            if let Some(c) = spf {
+                note.push_str(&format!(
+                    ", SPF of {} covers {} ({:?} in {})",
+                    c.domain, row.last_source, c.prefix.term, c.prefix.domain
+                ));
             }
             let mut command = String::from("mx6gate");
             if let Some(c) = config {
                 command.push_str(&format!(" --config {}", shell_quote(c)));
             }
+            let what = match spf {
+                Some(c) => format!("--spf {}", shell_quote(&c.domain)),
+                None => net.to_string(),
+            };
             command.push_str(&format!(
-                " partner add {} {} --note {}",
+                " partner add {} {what} --note {}",
                 shell_quote(&name),
-                net,
                 shell_quote(&note)
             ));
             Some(Suggestion {
                 name,
+                spf: spf.map(|c| c.domain.clone()),
                 prefix: net.to_string(),
                 note,
                 command,
