@@ -232,11 +232,14 @@ fn status_and_partner_list_print_their_versioned_shapes() {
             "responder",
             "schema",
             "sk_lookup",
+            "spf",
             "store",
             "stranding_warning",
             "warnings"
         ]
     );
+    assert_eq!(v["spf"]["domains"], serde_json::json!([]), "{v}");
+    assert!(v["spf"]["error"].is_null(), "{v}");
     assert_eq!(v["loaded"], false, "{v}");
     assert!(v["maps"].is_null(), "{v}");
     assert!(v["daemon_pid"].is_null(), "{v}");
@@ -262,6 +265,10 @@ fn status_and_partner_list_print_their_versioned_shapes() {
         p["partners"][0]["prefixes"][0]["prefix"], PARTNER_NET,
         "{p}"
     );
+    // Where the prefix comes from: given by hand (SPF ones say
+    // "spf:DOMAIN", with the record and term: spf_partners).
+    assert_eq!(p["partners"][0]["prefixes"][0]["origin"], "manual", "{p}");
+    assert_eq!(p["partners"][0]["spf"], serde_json::json!([]), "{p}");
     assert_eq!(p["partners"][0]["note"], "n");
     assert_eq!(p["partners"][0]["active"], true);
     assert!(p["partners"][0]["hits"].is_null(), "{p}");
