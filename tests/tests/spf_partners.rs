@@ -18,6 +18,7 @@ use mx6gate_tests::{
     connect_from,
     gate::GateUnderTest,
     read_banner, require_root,
+    scrape::scrape_at,
     wait::wait_until,
     Listener, Topology, PARTNER_SRC, STRANGER_SRC,
 };
@@ -48,6 +49,9 @@ fn spf_table(dns: &AuthDns) -> String {
         dns.addr()
     )
 }
+
+/// The daemon's metrics endpoint (the default, in the gateway namespace).
+const METRICS: &str = "127.0.0.1:9421";
 
 fn gw25() -> SocketAddr {
     SocketAddr::new(IpAddr::V6(mx6gate_tests::GW_V6), 25)
@@ -208,6 +212,17 @@ fn spf_partner_follows_its_record_safely() {
         reaches(&topo, STRANGER_SRC),
         "last good set kept while DNS fails"
     );
+    let m = scrape_at(&topo.gw, METRICS);
+    let series = |name: &str| format!("{name}{{domain=\"partner.example.test\"}}");
+    assert!(
+        m[&series("mx6gate_spf_refresh_failures_total")] >= 1.0,
+        "{m:?}"
+    );
+    assert_eq!(m[&series("mx6gate_spf_prefixes")], 2.0, "{m:?}");
+    assert!(
+        m[&series("mx6gate_spf_last_success_timestamp_seconds")] > 0.0,
+        "{m:?}"
+    );
 
     // The record shrinks to nothing: held, still enforced, until accepted.
     dns.resume().unwrap();
@@ -222,6 +237,12 @@ fn spf_partner_follows_its_record_safely() {
     assert!(
         status.contains("HELD") && status.contains("-2001:db8:1::/48"),
         "{status}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            scrape_at(&topo.gw, METRICS).get(&series("mx6gate_spf_held")) == Some(&1.0)
+        }),
+        "mx6gate_spf_held says so"
     );
     let accepted = gate.ok(&["partner", "refresh", "p", "--accept"]).unwrap();
     assert!(accepted.contains("held set accepted"), "{accepted}");
