@@ -103,10 +103,14 @@ fn commit(ctx: &Ctx, store: &Store, name: &str, maps: Option<&mut GateMaps>) -> 
 
 /// One edit transaction under the state lock: `change` edits the store
 /// in memory (and may record SPF state); then commit.
+/// `healed` hears at once when the maps had to be brought in step first
+/// (an earlier command interrupted?), even if the change is then refused:
+/// the healing stands either way.
 fn edit<T>(
     ctx: &Ctx,
     name: &str,
     create: bool,
+    healed: &mut dyn FnMut(&SyncReport),
     change: impl FnOnce(&mut Store) -> Result<T>,
 ) -> Result<(Store, T, Applied)> {
     let _lock = ctx.state.lock()?;
@@ -118,10 +122,20 @@ fn edit<T>(
     } else {
         Store::load(&ctx.cfg.partners_dir)?
     };
-    let healed = heal(ctx, &store, maps.as_mut())?;
+    let healed_report = heal(ctx, &store, maps.as_mut())?;
+    if let Some(r) = &healed_report {
+        healed(r);
+    }
     let out = change(&mut store)?;
     let loaded = commit(ctx, &store, name, maps.as_mut())?;
-    Ok((store, out, Applied { loaded, healed }))
+    Ok((
+        store,
+        out,
+        Applied {
+            loaded,
+            healed: healed_report,
+        },
+    ))
 }
 
 /// Expand `domain` through `dns` (the walk's own time limit bounds it).
@@ -163,7 +177,7 @@ fn first_expansion(domain: &str, result: Result<Expansion, SpfError>) -> Result<
 /// `mx6gate partner add`: validated whole (names, prefixes, domains) before
 /// DNS is asked; each new SPF domain expanded once (outside the state
 /// lock: a slow DNS server holds up nobody else); then one transaction.
-pub fn add(ctx: &Ctx, req: &AddRequest) -> Result<Added> {
+pub fn add(ctx: &Ctx, req: &AddRequest, healed: &mut dyn FnMut(&SyncReport)) -> Result<Added> {
     // Dry run on the store as it is: bad input is refused before DNS.
     let mut trial = Store::load_or_new(&ctx.cfg.partners_dir)?;
     let before_spf: Vec<String> = trial
@@ -205,7 +219,7 @@ pub fn add(ctx: &Ctx, req: &AddRequest) -> Result<Added> {
         }
     }
     let name = req.name.clone();
-    let (store, (existed, notices), applied) = edit(ctx, &name, true, |store| {
+    let (store, (existed, notices), applied) = edit(ctx, &name, true, healed, |store| {
         let existed = store.partners.contains_key(&req.name);
         let notices = store.add_with_spf(
             &req.name,
@@ -247,8 +261,9 @@ pub fn remove(
     name: &str,
     prefixes: &[String],
     spf_domains: &[String],
+    healed: &mut dyn FnMut(&SyncReport),
 ) -> Result<(Store, Applied)> {
-    let (store, (), applied) = edit(ctx, name, false, |store| {
+    let (store, (), applied) = edit(ctx, name, false, healed, |store| {
         store.remove_items(name, prefixes, spf_domains)
     })?;
     Ok((store, applied))

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use mx6gate::{
     observe::PartnersView,
-    partners::{self, AddRequest, Applied},
+    partners::{self, AddRequest},
     reconcile::SyncReport,
     spf::Decision,
 };
@@ -82,8 +82,7 @@ pub fn run(config: &Path, cmd: Cmd) -> Result<()> {
                 expires,
                 allow_short: allow_short_prefix,
             };
-            let added = partners::add(&ctx, &req)?;
-            healed(&added.applied);
+            let added = partners::add(&ctx, &req, &mut healed)?;
             for n in &added.notices {
                 println!("note: {n}");
             }
@@ -111,8 +110,7 @@ pub fn run(config: &Path, cmd: Cmd) -> Result<()> {
             prefixes,
             spf,
         } => {
-            let (store, applied) = partners::remove(&ctx, &name, &prefixes, &spf)?;
-            healed(&applied);
+            let (store, applied) = partners::remove(&ctx, &name, &prefixes, &spf, &mut healed)?;
             match store.partners.get(&name) {
                 Some(p) => println!(
                     "partner {name}: {} prefix(es), {} spf domain(s) left; {}",
@@ -160,14 +158,13 @@ pub fn run(config: &Path, cmd: Cmd) -> Result<()> {
     }
 }
 
-/// Say so when the maps had to be brought in step before the edit.
-fn healed(applied: &Applied) {
-    if let Some(r) = &applied.healed {
-        println!(
-            "note: the allowlist did not match the store (an earlier command interrupted?); brought in step first: {}",
-            describe(r)
-        );
-    }
+/// Say so when the maps had to be brought in step before the edit (said
+/// at once: it stands even if the edit is then refused).
+fn healed(r: &SyncReport) {
+    println!(
+        "note: the allowlist did not match the store (an earlier command interrupted?); brought in step first: {}",
+        describe(r)
+    );
 }
 
 /// "+2 added, 1 changed, 3 removed (40 in all)".
