@@ -13,7 +13,7 @@ use mx6gate_common::{
     Counter,
 };
 
-use crate::maps::count;
+use crate::counters::count;
 
 /// Pinned with the other maps (`map_names::REPORTS`).
 #[map]
