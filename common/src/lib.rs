@@ -11,6 +11,7 @@ pub mod explain;
 pub mod proto;
 pub mod report;
 pub mod steer;
+pub mod xdp;
 
 /// Names of the maps in the eBPF object. The controller pins each one under
 /// `<pin_path>/maps/<NAME>`; the names are also the kernel object names, so

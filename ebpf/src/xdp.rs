@@ -5,7 +5,8 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use mx6gate_common::{
     explain::{seen, Seen},
     proto::{TCP_ACK, TCP_SYN},
-    report::{Program, ReportAction},
+    report::Program,
+    xdp::{decide, Action},
     Counter, Mode,
 };
 
@@ -58,14 +59,8 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
                 seen(&x, Some(&r), crate::clock::now_ns(), sport, dport) == Seen::Repeat
             })
     };
-    // Drop and reset are final here, so XDP reports them; what it passes
-    // on (monitor, defer) sk_lookup reports, once per connection.
-    if let Some(action) = match mode {
-        Mode::Drop => Some(ReportAction::Drop),
-        Mode::Reset => Some(ReportAction::Reset),
-        Mode::Defer if escalate => Some(ReportAction::Escalated),
-        Mode::Monitor | Mode::Defer => None,
-    } {
+    let d = decide(mode, escalate);
+    if let Some(action) = d.report {
         crate::report::syn(
             &src,
             sport,
@@ -75,15 +70,13 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
             ctx.ingress_ifindex() as u32,
         );
     }
-    match mode {
-        Mode::Monitor => pass(Counter::Monitored),
-        Mode::Defer if escalate => reset(&ctx, Counter::Escalated),
-        Mode::Defer => pass(Counter::Deferred),
-        Mode::Drop => {
-            count(Counter::Dropped);
+    match d.action {
+        Action::Pass => pass(d.counter),
+        Action::Drop => {
+            count(d.counter);
             xdp_action::XDP_DROP
         }
-        Mode::Reset => reset(&ctx, Counter::Reset),
+        Action::Tx => reset(&ctx, d.counter),
     }
 }
 
