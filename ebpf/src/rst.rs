@@ -10,7 +10,11 @@ use crate::packet::ptr_at;
 /// headers go right after the original IPv6 header's start, so extension
 /// headers and options vanish with the trimmed tail.
 #[inline(always)]
-pub fn write_rst(ctx: &XdpContext, ip: *mut [u8; IPV6_HLEN], tcp: *mut [u8; TCP_HLEN]) -> Option<()> {
+pub fn write_rst(
+    ctx: &XdpContext,
+    ip: *mut [u8; IPV6_HLEN],
+    tcp: *mut [u8; TCP_HLEN],
+) -> Option<()> {
     let (ih, th) = unsafe { (&*ip, &*tcp) };
     let sport = [th[0], th[1]];
     let dport = [th[2], th[3]];

@@ -172,5 +172,5 @@ fn report(src: &[u8; 16], sport: u16, port: u16, outcome: Counter, ifindex: u32)
         Counter::SkEscalated => ReportAction::Escalated,
         _ => return,
     };
-    crate::report::syn(src, sport, port, action, Program::SkLookup, ifindex);
+    crate::report::syn(src, sport, port, action, Program::SkLookup, || ifindex);
 }

@@ -61,14 +61,9 @@ pub fn mx6gate_xdp(ctx: XdpContext) -> u32 {
     };
     let d = decide(mode, escalate);
     if let Some(action) = d.report {
-        crate::report::syn(
-            &src,
-            sport,
-            dport,
-            action,
-            Program::Xdp,
-            ctx.ingress_ifindex() as u32,
-        );
+        crate::report::syn(&src, sport, dport, action, Program::Xdp, || {
+            ctx.ingress_ifindex() as u32
+        });
     }
     match d.action {
         Action::Pass => pass(d.counter),
