@@ -3,6 +3,19 @@
 //!
 //! Everything the kernel side reads or writes is defined here once, so a
 //! layout change is one edit (aya's template does the same).
+//!
+//! - `allow`    — the allowlist's layout (OCCUPIED, SLASH32, LONG_PREFIXES,
+//!   the ALLOW trie) that the controller plans and the programs walk
+//! - `classify` — the reference classifier: the XDP program's semantics in
+//!   plain Rust, which the differential tests hold the kernel program to
+//! - `explain`  — defer mode's explain-then-reset rules (`seen`), shared
+//!   by both programs and the reference classifier
+//! - `proto`    — wire constants and header offsets both classifiers use
+//! - `report`   — the non-partner SYN events sent through REPORTS
+//! - `steer`    — sk_lookup's decision as pure functions (`decide`,
+//!   `defer`, `responder_down`)
+//! - here       — the map names (`map_names`), the load-time constants
+//!   (`load_consts`), `Mode`, `GateConfig` (the CONFIG entry) and `Counter`
 #![no_std]
 
 pub mod allow;

@@ -1,26 +1,50 @@
-//! mx6gate's controller: loads and pins the eBPF programs, keeps the
-//! allowlist in sync with the partner store, and serves the CLI.
+//! mx6gate's controller library: loads and pins the eBPF programs, keeps
+//! the allowlist in step with the partner store, runs the daemon and
+//! answers for every verb. The `mx6gate` binary (`src/bin/mx6gate`: the
+//! command line, one file per verb, and the log setup) is its only user;
+//! nothing here imports it.
 //!
-//! - `gate`   — the pinned state (load, adopt, attach, detach)
-//! - `maps`   — typed access to the pinned maps
-//! - `allowlist` — the allowlist's layout in those maps (plan, diff, read)
-//! - `config` — the TOML config, validated whole
-//! - `store`  — the partner store (partners_dir/*.toml)
-//! - `state`  — runtime state: mode override, partner ids, the lock
-//! - `reconcile` — store and config → maps (what `mx6gate sync` runs)
-//! - `report` — non-partner SYN reports from the kernel, aggregated
-//! - `control` — the daemon's control socket (`mx6gate top` asks it)
-//! - `daemon` — `mx6gate run` (its sync worker in `daemon::worker`)
-//! - `health` — what the daemon found (store refused, repairs), shared
-//! - `pinlock` — one owner per pinned gate (flock on the pin directory)
-//! - `metrics` — the Prometheus endpoint
-//! - `notify` — systemd readiness (sd_notify) for `run`
-//! - `doctor` — the checks behind `mx6gate doctor`
-//! - `explain` — defer mode's explain-then-reset: `[defer]`, its records
-//! - `iface`  — the host's interface addresses
-//! - `kernel` — what the running kernel offers (probed): the floor, and
+//! The pinned gate:
+//! - `gate`      — the pinned state (load, adopt, attach, detach; the bpffs
+//!   layout, its pin checks)
+//! - `maps`      — typed access to the pinned maps
+//! - `batch`     — map batch updates (BPF_MAP_UPDATE/DELETE_BATCH), which
+//!   aya 0.14 lacks
+//! - `allowlist` — the allowlist's layout in those maps (`plan`, `write`,
+//!   `snapshot`, read back in `read`)
+//! - `kernel`    — what the running kernel offers (probed): the floor, and
 //!   the load-time choices for newer kernels
-//! - `spf`    — partners by domain: SPF expansion and refresh safety
+//! - `pinlock`   — one owner per pinned gate (flock on the pin directory)
+//!
+//! The policy:
+//! - `config`    — the TOML config, validated whole
+//! - `context`   — `Ctx`: the validated config and its state dir, what every
+//!   verb starts from
+//! - `store`     — the partner store (partners_dir/*.toml): `parse`, `files`,
+//!   `edit`
+//! - `state`     — runtime state: mode override, partner ids, the lock
+//! - `reconcile` — store and config → maps (what every changing command,
+//!   `mx6gate sync` and the daemon end with)
+//! - `explain`   — defer mode's explain-then-reset: `[defer]`, its records
+//! - `fsutil`    — crash-safe file updates (temp file, fsync, rename)
+//! - `spf`       — partners by domain: SPF expansion and refresh safety
+//!
+//! The daemon and what it serves:
+//! - `daemon`    — `mx6gate run`: the async side (signals, responder,
+//!   metrics, control) and the sync worker thread that owns the gate
+//!   (`daemon::worker`)
+//! - `health`    — what the daemon found (store refused, repairs), shared
+//! - `responder` — defer mode's reject-banner SMTP responder
+//! - `metrics`   — the Prometheus endpoint
+//! - `report`    — non-partner SYN reports from the kernel, aggregated
+//! - `control`   — the daemon's control socket (`mx6gate top` asks it)
+//! - `notify`    — systemd readiness (sd_notify) for `run`
+//!
+//! Looking, never changing:
+//! - `observe`   — one view of the gate (`GateView`: `status` text and
+//!   `mx6gate.status/1`; `PartnersView`: `mx6gate.partners/1`)
+//! - `doctor`    — the checks behind `mx6gate doctor`
+//! - `iface`     — the host's interface addresses
 // The library reports through `tracing` and its return values; only the
 // binary (src/bin/mx6gate) prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
