@@ -389,8 +389,12 @@ fn discussion(r: &Results, pp: &Pp<'_>) -> String {
              cannot come under the ratio while it needs one kernel hash probe; what would: a /32 level that \
              answers without the kernel's hash — e.g. an open-addressed table in an ARRAY map (the verifier \
              inlines the index, a multiplicative hash, one cache line per probe), which then needs tear-free \
-             updates from the controller (a double-buffered table switched through CONFIG, or a sequence word \
-             per slot).\n",
+             updates from the controller. Not built yet; the design argued for (issue 14): one table, not two \
+             (two double the level's memory, past the 1M target), and no sequence word per slot (a writer \
+             preempted mid-slot leaves a bounded reader with no answer: a partner refused or a stranger allowed) \
+             but copy-on-write slots — an entry is written into a free slot and published by one 8-byte store of \
+             its key word, the copy it replaces retired after, and a retired slot reused only after an RCU grace \
+             period (membarrier(MEMBARRIER_CMD_GLOBAL) waits for every program run in progress).\n",
             sz = size_name(n),
             f = num(f),
             room = num(f * (limit - 1.0)),
