@@ -28,6 +28,8 @@
 //! shorter than MIN_EXPAND_LEN (too many /32s to expand), for sources whose
 //! /32 is not in SLASH32 at all (GateConfig::TRIE_ON_MISS).
 
+use crate::PartnerId;
+
 /// Partner id meaning "none".
 pub const NO_PARTNER: u32 = u32::MAX;
 /// Slash32::flags: look this /32 up in the ALLOW trie instead of probing.
@@ -184,6 +186,79 @@ pub fn pop_longest(lens: &mut [u64; 2]) -> Option<u32> {
     } else {
         None
     }
+}
+
+/// The allowlist's maps as one side reaches them: the kernel programs
+/// (ebpf/src/allow.rs), the controller's replay against the pinned maps
+/// (`allowlist::lookup`), the tests' replay over a plan. [`walk`] is the
+/// one lookup all three run.
+pub trait Levels {
+    /// A SLASH32 value: borrowed where the map hands out a pointer (the
+    /// kernel), owned where a lookup copies it out (a syscall).
+    type Slash32: core::borrow::Borrow<Slash32>;
+    /// OCCUPIED word `i` (cells, then the summary from OCCUPIED_WORDS on);
+    /// None if unreadable, which the walk treats as a clear word.
+    fn occupied(&self, i: u32) -> Option<u64>;
+    /// The SLASH32 entry of the /32 `top`.
+    fn slash32(&self, top: &[u8; 4]) -> Option<Self::Slash32>;
+    /// The LONG_PREFIXES entry under `key`.
+    fn long(&self, key: &LongKey) -> Option<PartnerId>;
+    /// The ALLOW trie's longest match for `src`.
+    fn trie(&self, src: &[u8; 16]) -> Option<PartnerId>;
+    /// GateConfig::TRIE_ON_MISS: asked only when the /32 has no entry.
+    fn trie_on_miss(&self) -> bool;
+}
+
+/// The partner whose prefix is the longest match for `src`, if any, as
+/// the levels above lay the allowlist out. Every loop is bounded
+/// (MAX_PROBES): the programs run this very code.
+#[inline(always)]
+pub fn walk<L: Levels>(maps: &L, src: &[u8; 16]) -> Option<PartnerId> {
+    use core::borrow::Borrow;
+    let top = [src[0], src[1], src[2], src[3]];
+    if let Some(cell) = cell_of(u32::from_be_bytes(top)) {
+        // No prefix overlaps this /20, or this /28: a stranger, whatever
+        // the flags say.
+        let sum = cell >> SUMMARY_SHIFT;
+        match maps.occupied(OCCUPIED_WORDS + sum / 64) {
+            Some(w) if w & (1u64 << (sum % 64)) != 0 => {}
+            _ => return None,
+        }
+        match maps.occupied(cell / 64) {
+            Some(w) if w & (1u64 << (cell % 64)) != 0 => {}
+            _ => return None,
+        }
+    }
+    let Some(e) = maps.slash32(&top) else {
+        // A stranger's /32: one probe, unless very short prefixes exist.
+        if maps.trie_on_miss() {
+            return maps.trie(src);
+        }
+        return None;
+    };
+    let e: &Slash32 = e.borrow();
+    if e.flags & USE_TRIE != 0 {
+        return maps.trie(src);
+    }
+    // The longest prefix under this /32, compared in registers.
+    let (mid, lo) = mid_lo(src);
+    if e.inline_covers(mid, lo) {
+        return Some(e.inline_id);
+    }
+    let mut lens = e.lens;
+    for _ in 0..MAX_PROBES {
+        let Some(len) = pop_longest(&mut lens) else {
+            break;
+        };
+        let key = LongKey {
+            prefix_len: len,
+            addr: mask(src, len),
+        };
+        if let Some(id) = maps.long(&key) {
+            return Some(id);
+        }
+    }
+    (e.short_id != NO_PARTNER).then_some(e.short_id)
 }
 
 /// Key of LONG_PREFIXES.

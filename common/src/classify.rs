@@ -7,6 +7,7 @@
 use crate::{
     explain::{seen, DeferConfig, Explained, Seen},
     proto::*,
+    xdp::decide,
     Counter, GateConfig, Mode, PartnerId,
 };
 
@@ -38,15 +39,7 @@ fn no_record(_: &[u8; 16]) -> Option<Explained> {
     None
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// XDP_PASS: the packet continues unchanged.
-    Pass,
-    /// XDP_DROP.
-    Drop,
-    /// XDP_TX: the buffer was rewritten into a RST and goes back out.
-    Tx,
-}
+pub use crate::xdp::Action;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {
@@ -179,38 +172,25 @@ pub fn classify<F: Fn(&[u8; 16]) -> Option<Explained>>(
             ..pass(Counter::PartnerAllowed)
         };
     }
-    match Mode::from_u32(cfg.mode) {
-        Mode::Monitor => pass(Counter::Monitored),
-        Mode::Defer => {
-            let x = &explained.cfg;
-            if x.escalates() {
-                let rec = (explained.lookup)(&x.key(&src));
-                let (sport, dport) = (be16(p, tcp), be16(p, tcp + 2));
-                if seen(x, rec.as_ref(), explained.now_ns, sport, dport) == Seen::Repeat {
-                    let len = write_rst(p, ip, tcp);
-                    return Verdict {
-                        action: Action::Tx,
-                        counter: Counter::Escalated,
-                        partner: None,
-                        len,
-                    };
-                }
-            }
-            pass(Counter::Deferred)
-        }
-        Mode::Drop => Verdict {
-            action: Action::Drop,
-            ..pass(Counter::Dropped)
+    let mode = Mode::from_u32(cfg.mode);
+    let x = &explained.cfg;
+    let escalate = mode == Mode::Defer && x.escalates() && {
+        let rec = (explained.lookup)(&x.key(&src));
+        let (sport, dport) = (be16(p, tcp), be16(p, tcp + 2));
+        seen(x, rec.as_ref(), explained.now_ns, sport, dport) == Seen::Repeat
+    };
+    let d = decide(mode, escalate);
+    match d.action {
+        Action::Tx => Verdict {
+            action: Action::Tx,
+            counter: d.counter,
+            partner: None,
+            len: write_rst(p, ip, tcp),
         },
-        Mode::Reset => {
-            let len = write_rst(p, ip, tcp);
-            Verdict {
-                action: Action::Tx,
-                counter: Counter::Reset,
-                partner: None,
-                len,
-            }
-        }
+        action => Verdict {
+            action,
+            ..pass(d.counter)
+        },
     }
 }
 

@@ -5,7 +5,8 @@
 //! layout change is one edit (aya's template does the same).
 //!
 //! - `allow`    — the allowlist's layout (OCCUPIED, SLASH32, LONG_PREFIXES,
-//!   the ALLOW trie) that the controller plans and the programs walk
+//!   the ALLOW trie) that the controller plans, and `walk`, the one
+//!   lookup over it the programs, the controller and the tests all run
 //! - `classify` — the reference classifier: the XDP program's semantics in
 //!   plain Rust, which the differential tests hold the kernel program to
 //! - `explain`  — defer mode's explain-then-reset rules (`seen`), shared
@@ -14,6 +15,9 @@
 //! - `report`   — the non-partner SYN events sent through REPORTS
 //! - `steer`    — sk_lookup's decision as pure functions (`decide`,
 //!   `defer`, `responder_down`)
+//! - `xdp`      — the XDP program's decision for a stranger's SYN by mode
+//!   (`decide`: action, counter, report), shared with `classify` and
+//!   `mx6gate check`
 //! - here       — the map names (`map_names`), the load-time constants
 //!   (`load_consts`), `Mode`, `GateConfig` (the CONFIG entry) and `Counter`
 #![no_std]
@@ -24,6 +28,7 @@ pub mod explain;
 pub mod proto;
 pub mod report;
 pub mod steer;
+pub mod xdp;
 
 /// Names of the maps in the eBPF object. The controller pins each one under
 /// `<pin_path>/maps/<NAME>`; the names are also the kernel object names, so

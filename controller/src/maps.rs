@@ -302,7 +302,7 @@ impl Occupied {
         unsafe { std::sync::atomic::AtomicU64::from_ptr(self.ptr.add(i as usize)) }
     }
 
-    /// Cell word `i` (i < OCCUPIED_WORDS).
+    /// Word `i`: a cell word below OCCUPIED_WORDS, a summary word from there.
     pub fn get(&self, i: u32) -> u64 {
         self.word(i).load(std::sync::atomic::Ordering::Acquire)
     }

@@ -3,16 +3,25 @@
 //! - `mx6gate_sk_lookup`: steering and backstop in the gateway's network
 //!   namespace (sk_lookup.rs).
 //!
-//! Maps shared with the controller live in maps.rs, reports of
-//! non-partner SYNs to the controller in report.rs, bounds-checked packet
-//! access in packet.rs, the one clock in clock.rs.
+//! In xdp-filter's shape: the header walk in packet.rs, the allowlist
+//! walk over the maps in allow.rs, the reset writer in rst.rs, the maps
+//! themselves (statics only) in maps.rs, and the policy — a few lines that
+//! read them — in xdp.rs and sk_lookup.rs. Counters in counters.rs, the
+//! controller's settings in config.rs, defer mode's records in explain.rs,
+//! reports of non-partner SYNs to the controller in report.rs, the one
+//! clock in clock.rs.
 #![no_std]
 #![no_main]
 
+mod allow;
 mod clock;
+mod config;
+mod counters;
+mod explain;
 mod maps;
 mod packet;
 mod report;
+mod rst;
 mod sk_lookup;
 mod xdp;
 

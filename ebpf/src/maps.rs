@@ -1,17 +1,15 @@
-//! The maps both programs and the controller share. Sizes here are the
-//! defaults; the controller overrides them from its config before loading.
+//! The maps both programs and the controller share, and nothing else (the
+//! code that reads them: allow.rs, counters.rs, explain.rs). Sizes here are
+//! the defaults; the controller overrides them from its config before
+//! loading.
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SockMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SockMap},
 };
 use mx6gate_common::{
-    allow::{
-        cell_of, mask, mid_lo, pop_longest, LongKey, Slash32, MAX_PROBES, NO_PARTNER,
-        OCCUPIED_ENTRIES, OCCUPIED_WORDS, SUMMARY_SHIFT, USE_TRIE,
-    },
-    counter_slot,
+    allow::{LongKey, Slash32, OCCUPIED_ENTRIES},
     explain::{DeferConfig, Explained},
-    Counter, GateConfig, PartnerId, COUNTER_EXT_SLOTS, COUNTER_SLOTS,
+    GateConfig, PartnerId, COUNTER_EXT_SLOTS, COUNTER_SLOTS,
 };
 
 /// The allowlist (see `mx6gate_common::allow`): one bit per /28 of
@@ -76,99 +74,3 @@ pub static PARTNER_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(4096, 
 /// The responder's listening socket at index 0 (sk_lookup assigns it).
 #[map]
 pub static RESPONDER: SockMap = SockMap::with_max_entries(1, 0);
-
-#[inline(always)]
-pub fn count(c: Counter) {
-    let p = match counter_slot(c) {
-        (false, i) => COUNTERS.get_ptr_mut(i),
-        (true, i) => COUNTERS_EXT.get_ptr_mut(i),
-    };
-    if let Some(p) = p {
-        // Per-CPU slot: no other writer, a plain add is enough.
-        unsafe { *p += 1 };
-    }
-}
-
-#[inline(always)]
-pub fn count_partner(id: PartnerId) {
-    if let Some(p) = PARTNER_HITS.get_ptr_mut(id) {
-        unsafe { *p += 1 };
-    }
-}
-
-#[inline(always)]
-fn trie(src: &[u8; 16]) -> Option<PartnerId> {
-    ALLOW.get(Key::new(128, *src)).copied()
-}
-
-/// The partner whose prefix is the longest match for `src`, if any.
-#[inline(always)]
-pub fn allowed(cfg: &GateConfig, src: &[u8; 16]) -> Option<PartnerId> {
-    let top = [src[0], src[1], src[2], src[3]];
-    if let Some(cell) = cell_of(u32::from_be_bytes(top)) {
-        // No prefix overlaps this /20, or this /28: a stranger, whatever
-        // the flags say.
-        let sum = cell >> SUMMARY_SHIFT;
-        match OCCUPIED.get(OCCUPIED_WORDS + sum / 64) {
-            Some(w) if *w & (1u64 << (sum % 64)) != 0 => {}
-            _ => return None,
-        }
-        match OCCUPIED.get(cell / 64) {
-            Some(w) if *w & (1u64 << (cell % 64)) != 0 => {}
-            _ => return None,
-        }
-    }
-    // By reference on purpose (clippy would pass the key by value): the
-    // key then lives where the caller has it, and the object, its verifier
-    // instruction count and the bench figures stay as measured.
-    #[allow(clippy::needless_borrows_for_generic_args)]
-    let Some(e) = (unsafe { SLASH32.get(&top) }) else {
-        // A stranger's /32: one probe, unless very short prefixes exist.
-        if cfg.flags & GateConfig::TRIE_ON_MISS != 0 {
-            return trie(src);
-        }
-        return None;
-    };
-    if e.flags & USE_TRIE != 0 {
-        return trie(src);
-    }
-    // The longest prefix under this /32, compared in registers.
-    let (mid, lo) = mid_lo(src);
-    if e.inline_covers(mid, lo) {
-        return Some(e.inline_id);
-    }
-    let mut lens = e.lens;
-    for _ in 0..MAX_PROBES {
-        let Some(len) = pop_longest(&mut lens) else {
-            break;
-        };
-        let key = LongKey {
-            prefix_len: len,
-            addr: mask(src, len),
-        };
-        // By reference on purpose, as for SLASH32 above.
-        #[allow(clippy::needless_borrows_for_generic_args)]
-        if let Some(id) = unsafe { LONG_PREFIXES.get(&key) } {
-            return Some(*id);
-        }
-    }
-    (e.short_id != NO_PARTNER).then_some(e.short_id)
-}
-
-#[inline(always)]
-pub fn config() -> Option<&'static GateConfig> {
-    CONFIG.get(0)
-}
-
-/// The `[defer]` settings; zeroed (plain defer) if unreadable.
-#[inline(always)]
-pub fn defer_config() -> DeferConfig {
-    DEFER.get(0).copied().unwrap_or_default()
-}
-
-/// The explanation record under `key`, copied out at once (an LRU
-/// element can be reused under a reader).
-#[inline(always)]
-pub fn explained(key: &[u8; 16]) -> Option<Explained> {
-    unsafe { EXPLAINED.get(key) }.copied()
-}

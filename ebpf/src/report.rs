@@ -1,7 +1,8 @@
 //! Reports of non-partner SYNs to the controller through the REPORTS ring
 //! buffer (`mx6gate_common::report` says who reports what). Each CPU has
-//! a token bucket, so under a flood a SYN costs one per-CPU array lookup
-//! and a coarse clock read (clock.rs; jiffy resolution is plenty for a 1000/s budget
+//! a token bucket, so under a flood a SYN costs one per-CPU array lookup,
+//! a coarse clock read and one compare against the bucket's "suppressed
+//! until" (clock.rs; jiffy resolution is plenty for a 1000/s budget
 //! and second-scale first/last seen, and it spares the ~20 ns of a precise
 //! clock on every SYN of a flood), and what does not fit is only counted.
 use aya_ebpf::{
@@ -13,7 +14,7 @@ use mx6gate_common::{
     Counter,
 };
 
-use crate::maps::count;
+use crate::counters::count;
 
 /// Pinned with the other maps (`map_names::REPORTS`).
 #[map]
@@ -23,7 +24,9 @@ pub static REPORTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 pub static REPORT_BUDGET: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(1, 0);
 
-/// Report one non-partner SYN from `src`:`sport` to `dport`.
+/// Report one non-partner SYN from `src`:`sport` to `dport`. `ifindex` is
+/// read only for a report that goes out (in XDP it is two dependent loads
+/// the flood path need not pay).
 #[inline(always)]
 pub fn syn(
     src: &[u8; 16],
@@ -31,14 +34,16 @@ pub fn syn(
     dport: u16,
     action: ReportAction,
     program: Program,
-    ifindex: u32,
+    ifindex: impl FnOnce() -> u32,
 ) {
     let Some(b) = REPORT_BUDGET.get_ptr_mut(0) else {
         return;
     };
     let now = crate::clock::now_ns();
-    // Per-CPU slot: no other writer while this program runs here.
-    if !unsafe { (*b).take(now) } {
+    // Per-CPU slot: no other writer while this program runs here. Under a
+    // flood almost every SYN ends at the first test: one compare, no
+    // refill arithmetic, no stores to the bucket.
+    if unsafe { (*b).suppressed(now) || !(*b).take(now) } {
         count(Counter::ReportSuppressed);
         return;
     }
@@ -47,7 +52,7 @@ pub fn syn(
             e.write(SynEvent {
                 ktime_ns: now,
                 src: *src,
-                ifindex,
+                ifindex: ifindex(),
                 sport,
                 dport,
                 action: action as u8,

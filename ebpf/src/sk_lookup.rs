@@ -17,7 +17,13 @@ use mx6gate_common::{
     Counter,
 };
 
-use crate::maps::{allowed, config, count, defer_config, explained, EXPLAINED, RESPONDER};
+use crate::{
+    allow::allowed,
+    config::{config, defer_config},
+    counters::count,
+    explain::explained,
+    maps::{EXPLAINED, RESPONDER},
+};
 
 const AF_INET6: u32 = 10;
 /// lo is ifindex 1 in every network namespace.
@@ -166,5 +172,5 @@ fn report(src: &[u8; 16], sport: u16, port: u16, outcome: Counter, ifindex: u32)
         Counter::SkEscalated => ReportAction::Escalated,
         _ => return,
     };
-    crate::report::syn(src, sport, port, action, Program::SkLookup, ifindex);
+    crate::report::syn(src, sport, port, action, Program::SkLookup, || ifindex);
 }

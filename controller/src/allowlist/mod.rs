@@ -14,8 +14,8 @@ use aya::maps::{lpm_trie::Key, IterableMap};
 use ipnet::Ipv6Net;
 use mx6gate_common::{
     allow::{
-        cell_of, mask, mid_lo, pop_longest, LongKey, Slash32, CELL_LEN, MAX_PROBES, MIN_EXPAND_LEN,
-        NO_PARTNER, OCCUPIED_TOP3, SUMMARY_SHIFT, USE_TRIE,
+        cell_of, walk, Levels, LongKey, Slash32, CELL_LEN, MAX_PROBES, MIN_EXPAND_LEN, NO_PARTNER,
+        OCCUPIED_TOP3, SUMMARY_SHIFT, USE_TRIE,
     },
     GateConfig, PartnerId,
 };

@@ -43,41 +43,54 @@ pub fn entries(maps: &GateMaps) -> Result<BTreeMap<Ipv6Net, PartnerId>> {
     Ok(entries_of(&read(maps)?))
 }
 
-/// The programs' lookup, replayed from userspace against the maps.
+/// The pinned maps as the walk reads them, one syscall per read (the
+/// config only if the walk asks for TRIE_ON_MISS).
+struct Pinned<'a> {
+    maps: &'a GateMaps,
+    /// The config's first read failure, reported by `lookup`.
+    error: std::cell::RefCell<Option<anyhow::Error>>,
+}
+
+impl Levels for Pinned<'_> {
+    type Slash32 = Slash32;
+
+    fn occupied(&self, i: u32) -> Option<u64> {
+        Some(self.maps.occupied.get(i))
+    }
+
+    fn slash32(&self, top: &[u8; 4]) -> Option<Slash32> {
+        self.maps.slash32.get(top, 0).ok()
+    }
+
+    fn long(&self, key: &LongKey) -> Option<PartnerId> {
+        self.maps.long.get(key, 0).ok()
+    }
+
+    fn trie(&self, src: &[u8; 16]) -> Option<PartnerId> {
+        self.maps.allow.get(&Key::new(128, *src), 0).ok()
+    }
+
+    fn trie_on_miss(&self) -> bool {
+        match self.maps.read_config() {
+            Ok(cfg) => cfg.flags & GateConfig::TRIE_ON_MISS != 0,
+            Err(e) => {
+                self.error.borrow_mut().get_or_insert(e);
+                false
+            }
+        }
+    }
+}
+
+/// The programs' lookup (`mx6gate_common::allow::walk`, the very code
+/// they run), replayed from userspace against the maps.
 pub fn lookup(maps: &GateMaps, addr: Ipv6Addr) -> Result<Option<PartnerId>> {
-    let src = addr.octets();
-    let trie = || maps.allow.get(&Key::new(128, src), 0).ok();
-    if let Some(cell) = cell_of(u32::from_be_bytes([src[0], src[1], src[2], src[3]])) {
-        if !maps.occupied.summary(cell >> SUMMARY_SHIFT)
-            || maps.occupied.get(cell / 64) & (1 << (cell % 64)) == 0
-        {
-            return Ok(None);
-        }
-    }
-    let Ok(e) = maps.slash32.get(&[src[0], src[1], src[2], src[3]], 0) else {
-        let cfg = maps.read_config()?;
-        return Ok(if cfg.flags & GateConfig::TRIE_ON_MISS != 0 {
-            trie()
-        } else {
-            None
-        });
+    let pinned = Pinned {
+        maps,
+        error: Default::default(),
     };
-    if e.flags & USE_TRIE != 0 {
-        return Ok(trie());
+    let found = walk(&pinned, &addr.octets());
+    match pinned.error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(found),
     }
-    let (mid, lo) = mid_lo(&src);
-    if e.inline_covers(mid, lo) {
-        return Ok(Some(e.inline_id));
-    }
-    let mut lens = e.lens;
-    while let Some(len) = pop_longest(&mut lens) {
-        let k = LongKey {
-            prefix_len: len,
-            addr: mask(&src, len),
-        };
-        if let Ok(id) = maps.long.get(&k, 0) {
-            return Ok(Some(id));
-        }
-    }
-    Ok((e.short_id != NO_PARTNER).then_some(e.short_id))
 }

@@ -1,46 +1,52 @@
+use mx6gate_common::allow::OCCUPIED_WORDS;
+
 use super::{snapshot::*, *};
 
 fn set(v: &[(&str, u32)]) -> BTreeMap<Ipv6Net, PartnerId> {
     v.iter().map(|(n, id)| (n.parse().unwrap(), *id)).collect()
 }
 
-/// The kernel's lookup over a plan, in plain Rust.
-fn plan_lookup(p: &Plan, a: Ipv6Addr) -> Option<PartnerId> {
-    let src = a.octets();
-    let trie = || {
-        p.trie
+/// A plan as the walk reads the maps that hold it.
+impl Levels for Plan {
+    type Slash32 = Slash32;
+
+    fn occupied(&self, i: u32) -> Option<u64> {
+        if i < OCCUPIED_WORDS {
+            return Some(self.occupied.get(&i).copied().unwrap_or(0));
+        }
+        let first = (i - OCCUPIED_WORDS) * 64;
+        Some(
+            self.summary
+                .range(first..first + 64)
+                .fold(0, |w, (c, ())| w | 1 << (c - first)),
+        )
+    }
+
+    fn slash32(&self, top: &[u8; 4]) -> Option<Slash32> {
+        self.slash32.get(top).copied()
+    }
+
+    fn long(&self, key: &LongKey) -> Option<PartnerId> {
+        self.long.get(key).copied()
+    }
+
+    fn trie(&self, src: &[u8; 16]) -> Option<PartnerId> {
+        let a = Ipv6Addr::from(*src);
+        self.trie
             .iter()
             .filter(|(n, _)| n.contains(&a))
             .max_by_key(|(n, _)| n.prefix_len())
             .map(|(_, id)| *id)
-    };
-    if let Some(c) = cell_of(u32::from_be_bytes([src[0], src[1], src[2], src[3]])) {
-        if !p.summary.contains_key(&(c >> SUMMARY_SHIFT))
-            || p.occupied.get(&(c / 64)).copied().unwrap_or(0) & (1 << (c % 64)) == 0
-        {
-            return None;
-        }
     }
-    let Some(e) = p.slash32.get(&[src[0], src[1], src[2], src[3]]) else {
-        return if p.trie_on_miss { trie() } else { None };
-    };
-    if e.flags & USE_TRIE != 0 {
-        return trie();
+
+    fn trie_on_miss(&self) -> bool {
+        self.trie_on_miss
     }
-    let (mid, lo) = mid_lo(&src);
-    if e.inline_covers(mid, lo) {
-        return Some(e.inline_id);
-    }
-    let mut lens = e.lens;
-    while let Some(len) = pop_longest(&mut lens) {
-        if let Some(id) = p.long.get(&LongKey {
-            prefix_len: len,
-            addr: mask(&src, len),
-        }) {
-            return Some(*id);
-        }
-    }
-    (e.short_id != NO_PARTNER).then_some(e.short_id)
+}
+
+/// The kernel's lookup over a plan: the programs' own walk.
+fn plan_lookup(p: &Plan, a: Ipv6Addr) -> Option<PartnerId> {
+    walk(p, &a.octets())
 }
 
 /// What write_diff does to the maps, done to a Plan.

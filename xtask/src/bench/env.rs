@@ -51,6 +51,36 @@ fn first_line(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// cpu0's caches as sysfs lists them, e.g. "L1d 32K, L1i 32K, L2 512K,
+/// L3 32768K": the cold figures depend on what fits where, so a run on
+/// another machine is read beside its own sizes.
+fn caches() -> String {
+    let mut out = Vec::new();
+    for i in 0..8 {
+        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let read = |f: &str| {
+            std::fs::read_to_string(format!("{dir}/{f}"))
+                .map(|s| s.trim().to_string())
+                .ok()
+        };
+        let (Some(level), Some(kind), Some(size)) = (read("level"), read("type"), read("size"))
+        else {
+            break;
+        };
+        let suffix = match kind.as_str() {
+            "Data" => "d",
+            "Instruction" => "i",
+            _ => "",
+        };
+        out.push(format!("L{level}{suffix} {size}"));
+    }
+    if out.is_empty() {
+        "?".into()
+    } else {
+        out.join(", ")
+    }
+}
+
 /// Machine, kernel, tools: lines for the results' header.
 pub fn describe() -> Vec<(String, String)> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -86,6 +116,7 @@ pub fn describe() -> Vec<(String, String)> {
             "Machine".into(),
             format!("{model}, {cpus} vCPU, {} MiB RAM", mem / 1024),
         ),
+        ("CPU caches (cpu0)".into(), caches()),
         ("Kernel".into(), first_line("uname", &["-srvm"])),
         ("Clock source".into(), clocksource),
         ("Load average at start".into(), load),

@@ -11,7 +11,7 @@ use mx6gate::{
     reconcile,
     store::{today_utc, Store},
 };
-use mx6gate_common::Mode;
+use mx6gate_common::{xdp::decide, Mode};
 use serde::Serialize;
 
 use super::{json, Ctx};
@@ -180,21 +180,16 @@ pub fn check(ctx: &Ctx, addr: &str) -> Result<Outcome> {
     let verdict = if allowed {
         "allowed"
     } else {
-        match mode {
-            Mode::Monitor => "monitored",
-            Mode::Defer => {
-                let d = defer_verdict(&ctx.cfg, maps.as_ref(), ip6, &ports)?;
-                verdict_text = Some(d.text);
-                explained = d.explained;
-                if d.escalates {
-                    "escalated"
-                } else {
-                    "deferred"
-                }
-            }
-            Mode::Reset => "reset",
-            Mode::Drop => "dropped",
-        }
+        let escalate = if mode == Mode::Defer {
+            let d = defer_verdict(&ctx.cfg, maps.as_ref(), ip6, &ports)?;
+            verdict_text = Some(d.text);
+            explained = d.explained;
+            d.escalates
+        } else {
+            false
+        };
+        // The XDP program's own mapping; its counter names are the verdicts.
+        decide(mode, escalate).counter.as_str()
     };
     let maps_agree = match &maps {
         None => None,

@@ -1,0 +1,53 @@
+//! The allowlist lookup over the kernel maps: `mx6gate_common::allow::walk`
+//! (the one walk the controller and the tests replay too) on the statics
+//! of maps.rs.
+use aya_ebpf::maps::lpm_trie::Key;
+use mx6gate_common::{
+    allow::{walk, Levels, LongKey, Slash32},
+    GateConfig, PartnerId,
+};
+
+use crate::maps::{ALLOW, LONG_PREFIXES, OCCUPIED, SLASH32};
+
+/// The maps as the walk reads them; the config only for its TRIE_ON_MISS.
+struct Kernel<'a> {
+    cfg: &'a GateConfig,
+}
+
+impl Levels for Kernel<'_> {
+    type Slash32 = &'static Slash32;
+
+    #[inline(always)]
+    fn occupied(&self, i: u32) -> Option<u64> {
+        OCCUPIED.get(i).copied()
+    }
+
+    #[inline(always)]
+    fn slash32(&self, top: &[u8; 4]) -> Option<&'static Slash32> {
+        // By reference on purpose: the key then lives where the walk has
+        // it, and the object, its verifier instruction count and the bench
+        // figures stay as measured.
+        unsafe { SLASH32.get(top) }
+    }
+
+    #[inline(always)]
+    fn long(&self, key: &LongKey) -> Option<PartnerId> {
+        unsafe { LONG_PREFIXES.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn trie(&self, src: &[u8; 16]) -> Option<PartnerId> {
+        ALLOW.get(Key::new(128, *src)).copied()
+    }
+
+    #[inline(always)]
+    fn trie_on_miss(&self) -> bool {
+        self.cfg.flags & GateConfig::TRIE_ON_MISS != 0
+    }
+}
+
+/// The partner whose prefix is the longest match for `src`, if any.
+#[inline(always)]
+pub fn allowed(cfg: &GateConfig, src: &[u8; 16]) -> Option<PartnerId> {
+    walk(&Kernel { cfg }, src)
+}
