@@ -23,6 +23,10 @@
 //! - `store`     — the partner store (partners_dir/*.toml): `parse`, `files`,
 //!   `edit`
 //! - `state`     — runtime state: mode override, partner ids, the lock
+//! - `policy`    — the allowlist the gate enforces: manual prefixes ∪ each
+//!   partner's SPF domains' last good sets (never a held one)
+//! - `partners`  — the partner edits (`add`, `remove`, `refresh`,
+//!   `accept`) as one transaction each: store, SPF state and maps together
 //! - `reconcile` — store and config → maps (what every changing command,
 //!   `mx6gate sync` and the daemon end with)
 //! - `explain`   — defer mode's explain-then-reset: `[defer]`, its records
