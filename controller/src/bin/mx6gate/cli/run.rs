@@ -41,11 +41,16 @@ pub fn run(config: &Path, args: Args) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(mx6gate::daemon::run(
+    let result = rt.block_on(mx6gate::daemon::run(
         config,
         args.ifaces,
         args.mode.map(Into::into),
-    ))
+    ));
+    // Dropping the runtime would wait for blocking helpers still running
+    // (the SPF task reading a big store behind the state lock): SIGTERM
+    // must end the daemon at once, and what they write is atomic.
+    rt.shutdown_background();
+    result
 }
 
 /// Deferring IPv6 strands senders when they cannot retry over IPv4: say so
