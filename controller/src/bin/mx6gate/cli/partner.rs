@@ -266,13 +266,23 @@ pub fn print_spf_domain(partner: &str, d: &mx6gate::observe::SpfDomainView) {
             "; NO IPv6 in its SPF record"
         }
     );
+    for line in spf_state_lines(partner, d) {
+        println!("    {line}");
+    }
+}
+
+/// A domain's refresh trouble, one line each (no indent): failing since
+/// when, and a held candidate with what accepting it would change.
+/// `partner list` and `status` both print them.
+pub fn spf_state_lines(partner: &str, d: &mx6gate::observe::SpfDomainView) -> Vec<String> {
+    let mut out = Vec::new();
     if let Some(f) = &d.failing {
-        println!(
-            "    REFRESH FAILING since {} ({} in a row): {}; the last good set stays enforced",
+        out.push(format!(
+            "REFRESH FAILING since {} ({} in a row): {}; the last good set stays enforced",
             f.since.format("%Y-%m-%d %H:%M:%SZ"),
             f.count,
             f.error
-        );
+        ));
     }
     if let Some(h) = &d.held {
         let change: Vec<String> = h
@@ -281,11 +291,12 @@ pub fn print_spf_domain(partner: &str, d: &mx6gate::observe::SpfDomainView) {
             .map(|n| format!("+{n}"))
             .chain(h.removed.iter().map(|n| format!("-{n}")))
             .collect();
-        println!(
-            "    HELD since {} ({}): accepting would change {}; `mx6gate partner refresh {partner} --accept`",
+        out.push(format!(
+            "HELD since {} ({}): accepting would change {}; `mx6gate partner refresh {partner} --accept`",
             h.since.format("%Y-%m-%d %H:%M:%SZ"),
             h.reason,
             if change.is_empty() { "nothing".to_string() } else { change.join(" ") }
-        );
+        ));
     }
+    out
 }

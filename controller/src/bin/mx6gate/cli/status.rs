@@ -185,28 +185,8 @@ fn text(v: &GateView) -> String {
             d.partner,
             d.prefixes
         );
-        if let Some(f) = &d.failing {
-            line!(
-                "             REFRESH FAILING since {} ({} in a row): {}; the last good set stays enforced",
-                f.since.format("%Y-%m-%d %H:%M:%SZ"),
-                f.count,
-                f.error
-            );
-        }
-        if let Some(h) = &d.held {
-            let change: Vec<String> = h
-                .added
-                .iter()
-                .map(|n| format!("+{n}"))
-                .chain(h.removed.iter().map(|n| format!("-{n}")))
-                .collect();
-            line!(
-                "             HELD since {} ({}): accepting would change {}; `mx6gate partner refresh {} --accept`",
-                h.since.format("%Y-%m-%d %H:%M:%SZ"),
-                h.reason,
-                if change.is_empty() { "nothing".to_string() } else { change.join(" ") },
-                d.partner
-            );
+        for l in super::partner::spf_state_lines(&d.partner, d) {
+            line!("             {l}");
         }
     }
     let Some(m) = &v.maps else {
