@@ -303,6 +303,9 @@ struct RunningResponder {
     cfg: ResponderConfig,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// With `threads` > 1 the responder's own multi-thread runtime (the
+    /// task above runs on it); None when it shares the daemon's runtime.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl RunningResponder {
@@ -317,7 +320,7 @@ impl RunningResponder {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let r = Responder::with_stats(cfg.clone(), metrics.metrics().responder_stats());
         let up = metrics.metrics().responder_up();
-        let task = tokio::spawn(async move {
+        let served = async move {
             let shutdown = async {
                 let _ = rx.await;
             };
@@ -330,12 +333,30 @@ impl RunningResponder {
                     "responder failed; defer-mode connections get the down policy"
                 );
             }
-        });
+        };
+        // More than one thread: a runtime of its own, so that its workers
+        // serve sessions in parallel while the daemon's current-thread
+        // runtime (signals, control socket, the worker's replies) never
+        // waits behind a busy accept loop. Still one listening socket and
+        // one accept loop: the SOCKMAP holds one socket, and a reuseport
+        // group would let the kernel pick among its members instead.
+        let (task, runtime) = if cfg.threads > 1 {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cfg.threads.into())
+                .thread_name("mx6gate-resp")
+                .enable_all()
+                .build()
+                .context("building the responder's runtime")?;
+            (rt.spawn(served), Some(rt))
+        } else {
+            (tokio::spawn(served), None)
+        };
         Ok(RunningResponder {
             listener,
             cfg: cfg.clone(),
             stop: Some(tx),
             task: Some(task),
+            runtime,
         })
     }
 
@@ -345,6 +366,19 @@ impl RunningResponder {
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
+        }
+        // `serve` has returned (it waited its grace for the sessions);
+        // dropping a runtime may block, which async code must not.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for RunningResponder {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }
