@@ -57,7 +57,7 @@ fn greetings(stdout: &str, server: &str) -> Option<u64> {
 }
 
 #[test]
-fn quick_bench_greets_from_both_servers() {
+fn quick_bench_greets_from_every_server() {
     if !require_root() {
         return;
     }
@@ -92,7 +92,15 @@ fn quick_bench_greets_from_both_servers() {
         stdout.contains("| 10 | Postfix smtpd (limit 100) |"),
         "no Postfix row in:\n{stdout}"
     );
-    for server in ["responder", "postfix"] {
+    assert!(
+        stdout.contains("| 10 | Postfix postscreen (denylist, drop) |"),
+        "no postscreen row in:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("| 10 | responder, 2 threads (mx6gate defer) |"),
+        "no two-thread responder row in:\n{stdout}"
+    );
+    for server in ["responder", "postfix", "postscreen", "responder-2t"] {
         let n = greetings(&stdout, server)
             .unwrap_or_else(|| panic!("no summary line for {server} in:\n{stdout}"));
         assert!(n > 0, "{server}: no greetings at all:\n{stdout}");

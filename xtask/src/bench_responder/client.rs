@@ -3,14 +3,14 @@
 //! the file-descriptor limit they need.
 use std::{
     io::{self, Read},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream},
     os::fd::AsRawFd,
     sync::{Barrier, OnceLock},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
-use mx6gate_tests::{GW_V6, STRANGER_SRC};
+use mx6gate_tests::STRANGER_SRC;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{Plan, Server};
@@ -139,7 +139,7 @@ pub(super) fn client(server: Server, from: Instant, until: Instant, timeout: Dur
         if start >= until {
             break;
         }
-        let (mut kind, ttb, line) = one_connection(timeout);
+        let (mut kind, ttb, line) = one_connection(server.addr(), timeout);
         t.attempts_all += 1;
         if kind == Kind::Ok {
             let l = line.as_deref().unwrap_or("");
@@ -168,12 +168,15 @@ pub(super) fn client(server: Server, from: Instant, until: Instant, timeout: Dur
     t
 }
 
-/// One connection from STRANGER_SRC to [GW_V6]:25 in the calling thread's
+/// One connection from STRANGER_SRC to `[addr]:25` in the calling thread's
 /// namespace: (how it ended — `Ok` meaning "some complete reply line",
 /// time to that line, the line or the error text).
-pub(super) fn one_connection(timeout: Duration) -> (Kind, Duration, Option<String>) {
+pub(super) fn one_connection(
+    addr: Ipv6Addr,
+    timeout: Duration,
+) -> (Kind, Duration, Option<String>) {
     let t0 = Instant::now();
-    let dst = SocketAddr::new(IpAddr::V6(GW_V6), 25);
+    let dst = SocketAddr::new(IpAddr::V6(addr), 25);
     let sock = match Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)) {
         Ok(s) => s,
         Err(e) => return (Kind::Other, t0.elapsed(), Some(format!("socket: {e}"))),

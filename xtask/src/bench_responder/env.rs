@@ -27,6 +27,7 @@ pub(super) struct Environment {
     pub(super) postfix_log_tail: Vec<String>,
     pub(super) daemon_threads: String,
     pub(super) postfix_rss: String,
+    pub(super) postscreen_rss: String,
 }
 
 pub(super) fn sh(argv: &[&str]) -> String {

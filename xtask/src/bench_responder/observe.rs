@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use mx6gate_tests::{gate::GateUnderTest, Netns};
+use mx6gate_tests::{gate::GateUnderTest, Netns, Postfix};
 
 use super::Lab;
 
@@ -25,9 +25,9 @@ pub(super) struct CpuSnapshot {
 }
 
 impl CpuSnapshot {
-    pub(super) fn take(lab: &Lab) -> CpuSnapshot {
-        let postfix_ms = lab
-            .postfix
+    /// `peer`: the Postfix instance whose processes are counted.
+    pub(super) fn take(lab: &Lab, peer: &Postfix) -> CpuSnapshot {
+        let postfix_ms = peer
             .master_pid()
             .map(|m| {
                 // The master's own time and that of the children it reaped,

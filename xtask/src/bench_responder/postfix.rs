@@ -1,14 +1,20 @@
-//! The Postfix peer: its process limit changed between passes, its RSS
-//! and its warnings for the report.
+//! The Postfix peers — smtpd, and postscreen beside it on its own address —
+//! started, smtpd's process limit changed between passes, their RSS and
+//! warnings for the report.
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
-use mx6gate_tests::{cmd, Netns, Postfix};
+use mx6gate_tests::{
+    cmd, Netns, Postfix, PostfixInstance, GW_HOSTNAME, GW_V6, MAIL_DOMAIN, STRANGER_NET,
+};
 
-use super::observe::{comm_ppid, listen_backlogs, proc_pids, rss_kb};
+use super::{
+    observe::{comm_ppid, listen_backlogs, proc_pids, rss_kb},
+    POSTFIX_LIMIT, POSTSCREEN_PROCESS_LIMIT, POSTSCREEN_V6, RESPONDER_CAP,
+};
 
 /// Raise Postfix's `default_process_limit` and restart it in `ns`. Not
 /// `postfix reload`: the master sizes an inet listener's backlog as
@@ -58,7 +64,7 @@ pub(super) fn set_postfix_limit(pf: &Postfix, ns: &Netns, limit: u32) -> Result<
             && listen_backlogs(ns)
                 .unwrap_or_default()
                 .iter()
-                .any(|(a, q)| a.ends_with(":25") && *q == want);
+                .any(|(a, q)| *a == format!("[{GW_V6}]:25") && *q == want);
         if ready {
             break;
         }
@@ -127,4 +133,69 @@ pub(super) fn postfix_warnings(pf: &Postfix) -> Vec<String> {
         .take(15)
         .map(|(l, n)| format!("{n}× {l}"))
         .collect()
+}
+
+/// The smtpd instance: the tests' receiver, bound to `[GW_V6]:25` only
+/// (not the wildcard, so that the postscreen instance can have port 25 on
+/// its own address beside it).
+pub(super) fn start_smtpd(ns: &Netns) -> Result<Postfix> {
+    let mut smtpd = PostfixInstance::receiver(GW_HOSTNAME, MAIL_DOMAIN)
+        .set("default_process_limit", &POSTFIX_LIMIT.to_string());
+    smtpd.smtpd_listen = Some(format!("[{GW_V6}]:25"));
+    smtpd.start(ns)
+}
+
+/// The postscreen instance: Postfix's own answer to "turn this client away
+/// at connect time, from one process". Its access list rejects the
+/// clients' network and `postscreen_denylist_action = drop` (Postfix 3.6's
+/// name for `postscreen_blacklist_action`) answers it with a 521 and
+/// closes, before any after-greeting test (those are off by default) and
+/// before any smtpd. Listens on `[POSTSCREEN_V6]:25`.
+pub(super) fn start_postscreen(ns: &Netns) -> Result<Postfix> {
+    let access = mx6gate_tests::run_dir()?.join("postscreen-access.cidr");
+    std::fs::write(
+        &access,
+        format!("# mx6gate bench: the clients' network is denylisted\n{STRANGER_NET} reject\n"),
+    )
+    .with_context(|| format!("writing {}", access.display()))?;
+    let mut ps = PostfixInstance::receiver(GW_HOSTNAME, MAIL_DOMAIN)
+        // Not the clients' prefix: permit_mynetworks would let them past.
+        .set("mynetworks", "127.0.0.0/8 [::1]/128")
+        .set(
+            "postscreen_access_list",
+            &format!("permit_mynetworks, cidr:{}", access.display()),
+        )
+        .set("postscreen_denylist_action", "drop")
+        // As the responder's max_per_source: one source, many clients.
+        .set(
+            "postscreen_client_connection_count_limit",
+            &RESPONDER_CAP.to_string(),
+        )
+        // The master gives an inet listener a backlog of
+        // max(maxproc, default_process_limit); postscreen's maxproc is 1.
+        .set(
+            "default_process_limit",
+            &POSTSCREEN_PROCESS_LIMIT.to_string(),
+        )
+        .master_line(&format!(
+            "[{POSTSCREEN_V6}]:25 inet  n       -       n       -       1       postscreen"
+        ))
+        .master_line("smtpd      pass  -       -       n       -       -       smtpd")
+        .master_line("dnsblog    unix  -       -       n       -       0       dnsblog")
+        .master_line("tlsproxy   unix  -       -       n       -       0       tlsproxy");
+    ps.smtpd_listen = None;
+    let pf = ps.start(ns)?;
+    // With no smtpd_listen, start() does not wait for the port.
+    let want = format!("[{POSTSCREEN_V6}]:25");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !listen_backlogs(ns)?.iter().any(|(a, _)| *a == want) {
+        if Instant::now() >= deadline {
+            bail!(
+                "postscreen did not listen on {want} within 20 s; log:\n{}",
+                mx6gate_tests::postfix::tail(&pf.log(), 20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(pf)
 }

@@ -2,13 +2,14 @@
 //! and the markdown file.
 use std::fmt::Write as _;
 
-use mx6gate_tests::{GW_V6, STRANGER_SRC};
+use mx6gate_tests::{GW_V6, STRANGER_NET, STRANGER_SRC};
 
 use super::{
     client::{Kind, KINDS},
     env::Environment,
     run::RunResult,
-    Plan, Server, POSTFIX_LIMIT, POSTFIX_RAISED_LIMIT, RESPONDER_CAP,
+    Plan, Server, POSTFIX_LIMIT, POSTFIX_RAISED_LIMIT, POSTSCREEN_PROCESS_LIMIT, POSTSCREEN_V6,
+    RESPONDER_CAP,
 };
 use crate::measure::ratio;
 
@@ -29,8 +30,7 @@ pub(super) fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
 pub(super) fn groups(plan: &Plan) -> Vec<(Server, usize)> {
     let mut g = Vec::new();
     for &n in &plan.clients {
-        g.push((Server::Responder, n));
-        g.push((Server::Postfix(POSTFIX_LIMIT), n));
+        g.extend(plan.servers().into_iter().map(|s| (s, n)));
         if plan.raised.contains(&n) {
             g.push((Server::Postfix(POSTFIX_RAISED_LIMIT), n));
         }
@@ -176,23 +176,58 @@ pub(super) fn table(plan: &Plan, results: &[RunResult]) -> String {
 }
 
 pub(super) fn ratios(plan: &Plan, results: &[RunResult]) -> String {
+    let mut against = vec![Server::Postfix(POSTFIX_LIMIT), Server::Postscreen];
+    against.push(Server::Postfix(POSTFIX_RAISED_LIMIT));
+    ratio_table(
+        plan,
+        results,
+        Server::Responder(plan.threads[0]),
+        "responder",
+        "Postfix",
+        &against,
+    )
+}
+
+/// The responder's other `threads` settings against the first.
+pub(super) fn threads_ratios(plan: &Plan, results: &[RunResult]) -> String {
     let mut s = String::new();
+    for &t in &plan.threads[1..] {
+        s.push_str(&ratio_table(
+            plan,
+            results,
+            Server::Responder(t),
+            &format!("{t} threads"),
+            &format!("{} thread", plan.threads[0]),
+            &[Server::Responder(plan.threads[0])],
+        ));
+    }
+    s
+}
+
+/// One row per N and `against` server that ran at that N: `base`'s medians
+/// over theirs.
+fn ratio_table(
+    plan: &Plan,
+    results: &[RunResult],
+    base: Server,
+    base_name: &str,
+    other_name: &str,
+    against: &[Server],
+) -> String {
+    let mut s = String::new();
+    let q = format!("{base_name}/{other_name}");
     let _ = writeln!(
         s,
-        "| N clients | against | greetings/s responder/Postfix | p50 responder/Postfix | p99 responder/Postfix | server CPU per connection responder/Postfix |"
+        "| N clients | against | greetings/s {q} | p50 {q} | p99 {q} | server CPU per connection {q} |"
     );
     let _ = writeln!(s, "|--:|---|--:|--:|--:|--:|");
     for &n in &plan.clients {
-        let resp = runs_of(results, Server::Responder, n);
+        let resp = runs_of(results, base, n);
         if resp.is_empty() {
             continue;
         }
         let r = agg(&resp);
-        let mut against = vec![Server::Postfix(POSTFIX_LIMIT)];
-        if plan.raised.contains(&n) {
-            against.push(Server::Postfix(POSTFIX_RAISED_LIMIT));
-        }
-        for p in against {
+        for &p in against {
             let pr = runs_of(results, p, n);
             if pr.is_empty() {
                 continue;
@@ -346,7 +381,7 @@ pub(super) fn observations(plan: &Plan, results: &[RunResult]) -> Vec<String> {
                 r.example_err.as_deref().unwrap_or("")
             ));
         }
-        if server == Server::Responder {
+        if matches!(server, Server::Responder(_)) {
             let (dfr, all): (u64, u64) = runs
                 .iter()
                 .map(|r| (r.sk_deferred, r.attempts_all))
@@ -380,7 +415,7 @@ pub(super) fn render(plan: &Plan, env: &Environment, results: &[RunResult]) -> S
     let w = &mut s;
     let _ = writeln!(
         w,
-        "# Responder benchmark: mx6gate's reject-banner responder vs Postfix smtpd\n"
+        "# Responder benchmark: mx6gate's reject-banner responder vs Postfix smtpd and postscreen\n"
     );
     let _ = writeln!(
         w,
@@ -403,8 +438,8 @@ pub(super) fn render(plan: &Plan, env: &Environment, results: &[RunResult]) -> S
     let _ = writeln!(w, "- mx6gate: git {} (release build)", env.git);
     let _ = writeln!(
         w,
-        "- one virtual machine: the clients, mx6gate (its tokio runtime is current-thread; \
-         threads in the daemon: {}) and Postfix all share these {} vCPUs.\n",
+        "- one virtual machine: the clients, mx6gate (threads in the daemon with the \
+         responder on its current-thread runtime: {}) and Postfix all share these {} vCPUs.\n",
         env.daemon_threads, env.cpus
     );
 
@@ -412,26 +447,31 @@ pub(super) fn render(plan: &Plan, env: &Environment, results: &[RunResult]) -> S
     let _ = writeln!(
         w,
         "- Lab: the namespace topology of the integration tests (sender and gateway \
-         namespaces joined by one veth pair). In the gateway namespace: a real Postfix \
-         ({}) listening on port 25, and the real `mx6gate run` daemon, XDP on the gateway's \
-         veth, sk_lookup on its namespace, the responder listening on `[::1]:10421`.",
+         namespaces joined by one veth pair). In the gateway namespace: two real Postfix \
+         ({}) instances — smtpd listening on `[{GW_V6}]:25`, postscreen on \
+         `[{POSTSCREEN_V6}]:25` (a second address on the gateway's veth: two instances \
+         cannot both have the wildcard) — and the real `mx6gate run` daemon, XDP on the \
+         gateway's veth, sk_lookup on its namespace, the responder listening on \
+         `[::1]:10421`.",
         env.postfix_version
     );
     let _ = writeln!(
         w,
-        "- The same clients for both servers: N threads in the sender namespace (Rust, \
+        "- The same clients for every server: N threads in the sender namespace (Rust, \
          blocking sockets), each looping: connect from `{STRANGER_SRC}` (a non-partner) to \
-         `[{GW_V6}]:25`, read the greeting up to its final line, close (no QUIT, for both). \
-         Connect limit {t:?}, then {t:?} for the greeting.",
+         `[{GW_V6}]:25` (responder, smtpd) or `[{POSTSCREEN_V6}]:25` (postscreen), read the \
+         greeting up to its final line, close (no QUIT, for all). Connect limit {t:?}, then \
+         {t:?} for the greeting.",
         t = plan.timeout
     );
     let _ = writeln!(
         w,
-        "- The only difference between the servers is the gate's mode, switched with \
-         `mx6gate mode`: `defer` → sk_lookup hands the connection to the responder, which \
-         greets `421 4.7.0 …` and closes; `monitor` → the connection reaches Postfix's smtpd, \
-         which greets `220 …`. A connection counts as a greeting only if its reply starts \
-         with `421 4.7.0 ` (responder) or `220 ` (Postfix); anything else is an error."
+        "- The gate's mode, switched with `mx6gate mode`, picks the server on port 25: \
+         `defer` → sk_lookup hands the connection to the responder, which greets \
+         `421 4.7.0 …` and closes; `monitor` → the connection reaches Postfix's smtpd, which \
+         greets `220 …`, or postscreen, which answers `521 …` and closes. A connection counts \
+         as a greeting only if its reply starts with `421 4.7.0 ` (responder), `220 ` (smtpd) \
+         or `521 ` (postscreen); anything else is an error."
     );
     let _ = writeln!(
         w,
@@ -439,18 +479,26 @@ pub(super) fn render(plan: &Plan, env: &Environment, results: &[RunResult]) -> S
          started in the window is recorded. greetings/s = good greetings started in the \
          window / window length. Time-to-banner = connect() start → the greeting's final \
          line complete (nearest-rank p50/p99 over the run's greetings). {} repetitions \
-         per point, the two servers alternating (responder first in odd repetitions, \
-         Postfix first in even ones); the tables give the median and (min–max) over the \
-         repetitions.",
-        plan.warmup, plan.window, plan.reps
+         per point; the servers take turns at going first (repetition k starts with the \
+         k-th of: {}, and goes on in that order); the tables give the median and (min–max) \
+         over the repetitions.",
+        plan.warmup,
+        plan.window,
+        plan.reps,
+        plan.servers()
+            .iter()
+            .map(|s| s.label())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(
         w,
         "- Server CPU per connection: CPU time (user + system, from /proc/<pid>/stat) of \
          the server being measured over the whole run, warm-up included, divided by the \
-         connections of the run: for the responder the `mx6gate run` process, for Postfix \
-         the master plus all its children (smtpd, anvil, postlogd, …; reaped children via \
-         the master's cutime/cstime). Kernel work in softirq context (most of TCP on the \
+         connections of the run: for the responder the `mx6gate run` process (all its \
+         threads), for Postfix the instance's master plus all its children (smtpd, anvil, \
+         postlogd, …, or postscreen and postlogd; reaped children via the master's \
+         cutime/cstime). Kernel work in softirq context (most of TCP on the \
          veth, both ends) is not in these figures: /proc/stat accounts it as softirq. CPU shares (of wall time × vCPUs): the clients (this \
          process), irq + softirq (/proc/stat; mostly both ends of the bench's own TCP \
          traffic, so it grows with the connection rate), and other processes (busy time \
@@ -491,6 +539,40 @@ pub(super) fn render(plan: &Plan, env: &Environment, results: &[RunResult]) -> S
             )
         }
     );
+    let _ = writeln!(
+        w,
+        "- postscreen config: a second instance of the same receiver config with, in \
+         master.cf, `[{POSTSCREEN_V6}]:25 inet n - n - 1 postscreen` (one process, as \
+         Postfix ships it) and the `smtpd pass` service behind it; in main.cf \
+         `postscreen_access_list = permit_mynetworks, cidr:…` with the table \
+         `{STRANGER_NET} reject` (the clients' network), `mynetworks` loopback only (else \
+         permit_mynetworks would let the clients past), `postscreen_denylist_action = drop` \
+         (Postfix 3.6's name for `postscreen_blacklist_action`; `postconf -d` of this \
+         Postfix lists both): a `521` and close at once, before any pregreet wait and any \
+         smtpd. The after-greeting tests (pipelining, non-SMTP command, bare newline) are \
+         off (Postfix's default), no DNSBL. `postscreen_client_connection_count_limit = \
+         {RESPONDER_CAP}` (as the responder's per-source cap: one source, many clients) and \
+         `default_process_limit = {POSTSCREEN_PROCESS_LIMIT}` (it sets postscreen's listen \
+         backlog, max(maxproc, default_process_limit): at 100 it would overflow long before \
+         the one postscreen process is busy). It logs three lines per connection (CONNECT, \
+         DENYLISTED, DISCONNECT) through postlogd."
+    );
+    let _ = writeln!(
+        w,
+        "- Responder threads: `threads = {}` (the default: the responder shares the daemon's \
+         current-thread tokio runtime){}. One listening socket and one accept loop either \
+         way (the SOCKMAP holds one socket; a reuseport group would let the kernel choose \
+         among its members); with more threads the sessions it accepts run on the workers. \
+         Switched between runs by editing `[responder] threads` in the daemon's config and \
+         SIGHUP: the daemon restarts the responder on the same socket.",
+        plan.threads[0],
+        plan.threads[1..]
+            .iter()
+            .map(|t| format!(
+                " and `threads = {t}` (its own multi-thread runtime with {t} workers)"
+            ))
+            .collect::<String>()
+    );
     let backlog = |b: &[(String, String)]| {
         b.iter()
             .map(|(a, q)| format!("`{a}` {q}"))
@@ -524,6 +606,16 @@ pub(super) fn render(plan: &Plan, env: &Environment, results: &[RunResult]) -> S
          is faster):\n"
     );
     let _ = writeln!(w, "{}", ratios(plan, results));
+    if plan.threads.len() > 1 {
+        let _ = writeln!(
+            w,
+            "The responder's other `threads` settings against `threads = {}` (same run; \
+             above 1 for greetings/s and below 1 for latency and CPU mean more threads \
+             help):\n",
+            plan.threads[0]
+        );
+        let _ = writeln!(w, "{}", threads_ratios(plan, results));
+    }
 
     let _ = writeln!(w, "### Memory\n");
     let _ = writeln!(
@@ -548,8 +640,13 @@ pub(super) fn render(plan: &Plan, env: &Environment, results: &[RunResult]) -> S
         w,
         "- Postfix: peak smtpd processes per run are in the per-run table below; each is a \
          separate process. At the end of the runs (idle smtpd processes linger up to \
-         max_idle = 100 s): {}.\n",
+         max_idle = 100 s): {}.",
         env.postfix_rss
+    );
+    let _ = writeln!(
+        w,
+        "- Postfix postscreen instance at the end: {}.\n",
+        env.postscreen_rss
     );
 
     let obs = observations(plan, results);
@@ -580,17 +677,34 @@ pub(super) fn render(plan: &Plan, env: &Environment, results: &[RunResult]) -> S
          process limit of smtpd processes, the responder one thread. When other processes \
          compete for the CPUs (see the shares), they take a larger part of the machine \
          from the responder's runs than from Postfix's.",
-        "The responder runs on one thread (current-thread tokio runtime); Postfix uses up to \
-         its process limit of smtpd processes, each serving one connection at a time and \
-         exiting after max_use connections (fork/exec cost included in its numbers).",
+        "The responder (by default) runs on one thread (current-thread tokio runtime), \
+         postscreen in one process: the like-for-like pair. smtpd uses up to its process \
+         limit of processes, each serving one connection at a time and exiting after \
+         max_use connections (fork/exec cost included in its numbers).",
+        "postscreen against the responder is the same job done two ways: both turn the \
+         client away at connect time, from one process, without an smtpd. postscreen's \
+         `521` (RFC 7504: this host does not accept mail) is a permanent refusal — Exim, \
+         for one, fails the message on a 5xx greeting — while the responder's `421` is a \
+         temporary one that sends senders to IPv4; postscreen cannot give that reply \
+         (`postscreen_denylist_action` has no 4xx drop; `enforce` answers 550 after the \
+         greeting). The \
+         comparison is the cost of the turning away, not a claim that postscreen can do \
+         the responder's job as configured here.",
         "Postfix here does no reverse DNS lookup (smtpd_peername_lookup = no) and no anvil \
          accounting for this client (mynetworks); a production smtpd does both before the \
-         banner, and postscreen (if used) adds its own pre-greet delay: real Postfix greetings \
-         are slower than measured here.",
+         banner: real smtpd greetings are slower than measured here. postscreen needs \
+         neither for a denylisted client.",
         "In defer mode the connection goes through the XDP program and the sk_lookup program \
          and is then handed to the responder; in monitor mode it goes through the same XDP \
          program and sk_lookup returns pass. The kernel path costs differ only by the \
          SOCKMAP assignment.",
+        "More responder threads: with `threads = 2` the responder has two runnable threads \
+         where it had one, so on a machine whose CPUs are contended (the clients, softirq, \
+         other processes: see the shares) the scheduler gives it a larger part of them — \
+         which alone raises and steadies its greetings/s. The price is in its CPU per \
+         connection (the multi-thread scheduler's work stealing and cross-thread wake-ups) \
+         and in its RSS (a malloc arena per worker thread, and the runtime rebuilt at each \
+         switch): see the per-run table.",
         "The client closes right after the greeting. The responder closes its side first \
          (FIN after the greeting), Postfix waits for the client: TIME_WAIT ends up on the \
          gateway for the responder and on the client for Postfix.",

@@ -11,7 +11,7 @@ use anyhow::Result;
 use super::{
     client::{drive, Kind, KINDS},
     observe::{netstat, sample, sk_counters, CpuSnapshot},
-    Lab, Plan, Server,
+    set_responder_threads, Lab, Plan, Server,
 };
 
 /// One run: one server, one N, one repetition.
@@ -55,8 +55,8 @@ impl RunResult {
     /// CPU time of the server being measured per connection, µs.
     pub(super) fn server_cpu_us(&self) -> f64 {
         let ms = match self.server {
-            Server::Responder => self.cpu_daemon_ms,
-            Server::Postfix(_) => self.cpu_postfix_ms,
+            Server::Responder(_) => self.cpu_daemon_ms,
+            Server::Postfix(_) | Server::Postscreen => self.cpu_postfix_ms,
         };
         if self.attempts_all == 0 {
             return 0.0;
@@ -79,25 +79,30 @@ pub(super) fn run_point(
     rep: usize,
 ) -> Result<RunResult> {
     lab.gate.ok(&["mode", server.mode()])?;
+    if let Server::Responder(threads) = server {
+        set_responder_threads(lab, threads)?;
+    }
+    let peer = server.postfix(lab);
     // Let the previous run's sessions (draining, TIME_WAIT) settle a bit.
     std::thread::sleep(Duration::from_millis(500));
     let gw_before = netstat(&lab.topo.gw)?;
     let snd_before = netstat(&lab.topo.sender)?;
     let sk_before = sk_counters(&lab.gate);
 
-    let cpu_before = CpuSnapshot::take(lab);
+    let cpu_before = CpuSnapshot::take(lab, peer);
     let t_run = Instant::now();
     let stop = AtomicBool::new(false);
-    let master = lab.postfix.master_pid();
+    let master = peer.master_pid();
+    let daemon_pid = lab.daemon_pid;
     let (tallies, (peak_rss, peak_smtpd)) = std::thread::scope(|s| {
-        let sampler = s.spawn(|| sample(&stop, lab.daemon_pid, master));
+        let sampler = s.spawn(|| sample(&stop, daemon_pid, master));
         let tallies = lab.topo.sender.enter(|| drive(plan, server, n));
         stop.store(true, Ordering::Relaxed);
         let peaks = sampler.join().unwrap_or((0, 0));
         (tallies, peaks)
     });
     let wall_s = t_run.elapsed().as_secs_f64();
-    let cpu_after = CpuSnapshot::take(lab);
+    let cpu_after = CpuSnapshot::take(lab, peer);
     let tallies = tallies?;
 
     let gw_after = netstat(&lab.topo.gw)?;
