@@ -340,6 +340,28 @@ pub fn record_refresh(
     })
 }
 
+/// Drop the SPF state of domains no partner names any more (`owners`: a
+/// store just loaded, under the state lock the caller holds, so an edit in
+/// progress is seen whole). Returns the domains dropped.
+pub fn forget_unnamed_domains(
+    state: &crate::state::StateDir,
+    owners: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<String>> {
+    let mut s = SpfState::load(&state.path)?;
+    let gone: Vec<String> = s
+        .domain
+        .keys()
+        .filter(|d| !owners.contains_key(*d))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        let keep = owners.keys().cloned().collect();
+        s.retain_domains(&keep);
+        s.save(&state.path)?;
+    }
+    Ok(gone)
+}
+
 /// The SPF domains of partner `name` (an error naming it when it has none).
 fn domains_of(ctx: &Ctx, name: &str) -> Result<Vec<String>> {
     let store = Store::load(&ctx.cfg.partners_dir)?;
