@@ -55,6 +55,7 @@
 
 pub mod allowlist;
 pub(crate) mod batch;
+pub mod check;
 pub mod config;
 pub mod context;
 pub mod control;
