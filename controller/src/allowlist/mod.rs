@@ -25,11 +25,16 @@ use crate::{batch, maps::GateMaps};
 mod plan;
 mod read;
 mod snapshot;
+mod table;
 mod write;
 
+pub use self::upgrade::adopt_legacy_slash32;
+mod upgrade;
+
+pub use self::table::grace_period;
 pub use self::{
     plan::plan,
-    read::{entries, is_empty, lookup, read},
+    read::{entries, is_empty, lookup, read, table_fill},
     snapshot::apply_tracked,
     write::{apply, check_capacity, check_fits, Changes},
 };
