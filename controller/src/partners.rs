@@ -152,6 +152,28 @@ fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output> {
     Ok(rt.block_on(fut))
 }
 
+/// Expand each of `domains` in turn through the configured resolver, on a
+/// runtime of the CLI's own. `no_resolver_tail` ends the error when there
+/// is no resolver (what the caller has, or has not, changed by then).
+fn expand_each(
+    ctx: &Ctx,
+    domains: &[String],
+    no_resolver_tail: &str,
+) -> Result<Vec<(String, Result<Expansion, SpfError>)>> {
+    let dns = ctx
+        .cfg
+        .spf
+        .resolver()
+        .map_err(|e| anyhow!("spf: no resolver: {}{no_resolver_tail}", e.0))?;
+    block_on(async {
+        let mut v = Vec::new();
+        for d in domains {
+            v.push((d.clone(), expand_domain(&dns, d).await));
+        }
+        v
+    })
+}
+
 /// Why `partner add --spf DOMAIN` refuses the domain, if it does: it has
 /// no usable SPF record, or DNS did not answer, or the walk was partial.
 fn first_expansion(domain: &str, result: Result<Expansion, SpfError>) -> Result<Decision> {
@@ -201,19 +223,7 @@ pub fn add(ctx: &Ctx, req: &AddRequest, healed: &mut dyn FnMut(&SyncReport)) -> 
         .collect();
     let mut first: Vec<(String, Decision)> = Vec::new();
     if !new_domains.is_empty() {
-        let dns = ctx
-            .cfg
-            .spf
-            .resolver()
-            .map_err(|e| anyhow!("spf: no resolver: {}; nothing was changed", e.0))?;
-        let results = block_on(async {
-            let mut v = Vec::new();
-            for d in &new_domains {
-                v.push((d.clone(), expand_domain(&dns, d).await));
-            }
-            v
-        })?;
-        for (d, r) in results {
+        for (d, r) in expand_each(ctx, &new_domains, "; nothing was changed")? {
             let decision = first_expansion(&d, r)?;
             first.push((d, decision));
         }
@@ -330,6 +340,28 @@ pub fn record_refresh(
     })
 }
 
+/// Drop the SPF state of domains no partner names any more (`owners`: a
+/// store just loaded, under the state lock the caller holds, so an edit in
+/// progress is seen whole). Returns the domains dropped.
+pub fn forget_unnamed_domains(
+    state: &crate::state::StateDir,
+    owners: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<String>> {
+    let mut s = SpfState::load(&state.path)?;
+    let gone: Vec<String> = s
+        .domain
+        .keys()
+        .filter(|d| !owners.contains_key(*d))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        let keep = owners.keys().cloned().collect();
+        s.retain_domains(&keep);
+        s.save(&state.path)?;
+    }
+    Ok(gone)
+}
+
 /// The SPF domains of partner `name` (an error naming it when it has none).
 fn domains_of(ctx: &Ctx, name: &str) -> Result<Vec<String>> {
     let store = Store::load(&ctx.cfg.partners_dir)?;
@@ -346,20 +378,8 @@ fn domains_of(ctx: &Ctx, name: &str) -> Result<Vec<String>> {
 /// each result (held and kept sets as the daemon would), then reconcile.
 pub fn refresh(ctx: &Ctx, name: &str) -> Result<(Vec<Refreshed>, bool)> {
     let domains = domains_of(ctx, name)?;
-    let dns = ctx
-        .cfg
-        .spf
-        .resolver()
-        .map_err(|e| anyhow!("spf: no resolver: {}", e.0))?;
-    let results = block_on(async {
-        let mut v = Vec::new();
-        for d in &domains {
-            v.push((d.clone(), expand_domain(&dns, d).await));
-        }
-        v
-    })?;
     let mut out = Vec::new();
-    for (d, r) in results {
+    for (d, r) in expand_each(ctx, &domains, "")? {
         out.push(record_refresh(&ctx.state, &d, r)?);
     }
     let loaded = reconcile_now(ctx)?;

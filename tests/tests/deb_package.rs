@@ -73,7 +73,7 @@ fn dpkg_status(sd: &SystemdInstance) -> String {
 const MACHINE_TRACES: [&str; 4] = [
     "/etc/mx6gate",
     "/var/lib/mx6gate",
-    "/usr/bin/mx6gate",
+    "/usr/sbin/mx6gate",
     "/lib/systemd/system/mx6gate.service",
 ];
 
@@ -215,7 +215,7 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
     assert_eq!(dpkg_status(&lab.sd), "installed");
     // Into the copy only: the machine's /usr is as it was.
     assert_eq!(
-        Path::new("/usr/bin/mx6gate").exists(),
+        Path::new("/usr/sbin/mx6gate").exists(),
         machine_before[2].1.is_some(),
         "dpkg -i in the test changed the machine's /usr"
     );
@@ -429,7 +429,7 @@ fn deb_installs_runs_under_systemd_and_purges_clean() {
     for p in [
         "/etc/mx6gate",
         "/var/lib/mx6gate",
-        "/usr/bin/mx6gate",
+        "/usr/sbin/mx6gate",
         "/lib/systemd/system/mx6gate.service",
         "/usr/share/man/man8/mx6gate.8.gz",
         "/usr/share/mx6gate",

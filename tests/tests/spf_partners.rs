@@ -254,6 +254,41 @@ fn spf_partner_follows_its_record_safely() {
         turned_away(&topo, STRANGER_SRC),
         "accepted: the empty set applies"
     );
+
+    // A domain added while the daemon runs is refreshed by it, and once no
+    // partner names it its state is dropped: the refresh task follows the
+    // store the worker applies.
+    let logged = |gate: &GateUnderTest, what: &str, domain: &str| {
+        wait_until(Duration::from_secs(30), || {
+            gate.log()
+                .lines()
+                .any(|l| l.contains(what) && l.contains(domain))
+        })
+    };
+    gate.ok(&["partner", "add", "q", "--spf", "other.example.test"])
+        .unwrap();
+    assert!(
+        logged(&gate, "spf: refreshed", "other.example.test"),
+        "the daemon refreshes a domain added while it runs:\n{}",
+        gate.log()
+    );
+    gate.ok(&["partner", "remove", "q"]).unwrap();
+    assert!(
+        logged(
+            &gate,
+            "state dropped for domains no partner names",
+            "other.example.test"
+        ),
+        "the state of a domain no partner names is dropped:\n{}",
+        gate.log()
+    );
+    let v = gate.status().unwrap();
+    assert!(
+        !v["spf"]["domains"]
+            .to_string()
+            .contains("other.example.test"),
+        "{v:#}"
+    );
     gate.stop().unwrap();
 }
 

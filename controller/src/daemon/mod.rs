@@ -111,7 +111,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         warn!("{w}");
     }
     let state = StateDir::new(&cfg.state_dir);
-    let (gate, maps, pin_lock, pid_file, listener, metrics, kept, running) = {
+    let (gate, maps, pin_lock, pid_file, listener, metrics, kept, running, spf_owners) = {
         let _lock = state.lock()?;
         if let Some(pid) = state.running_daemon() {
             bail!(
@@ -211,13 +211,17 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         } {
             warn!("partner store: {s}");
         }
+        let spf_owners = match &store {
+            StartStore::Apply(s) => s.spf_owners(),
+            StartStore::Keep(_) => Default::default(),
+        };
         let kept = match store {
             StartStore::Keep(why) => Some(why),
             StartStore::Apply(_) => None,
         };
         made_pin_dir.keep();
         (
-            gate, maps, pin_lock, pid_file, listener, metrics, kept, running,
+            gate, maps, pin_lock, pid_file, listener, metrics, kept, running, spf_owners,
         )
     };
     let health = metrics.metrics().health();
@@ -230,6 +234,7 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
     let (requests, requests_rx) = mpsc::channel();
     let (fatal_tx, fatal) = tokio::sync::mpsc::unbounded_channel();
     let store_seen = Fingerprint::of(&cfg.partners_dir);
+    let (spf_owners_tx, spf_owners) = tokio::sync::watch::channel(spf_owners);
     let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     worker::Worker {
         cfg: cfg.clone(),
@@ -248,13 +253,14 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
         refused_seen: kept.map(|why| (Fingerprint::default(), why, std::time::Instant::now())),
         config_error: None,
         stopping: stopping.clone(),
+        spf_owners: spf_owners_tx,
     }
     .spawn(requests_rx, fatal_tx)?;
     // Partners by domain: re-expanded by their TTLs; changes go to the
     // worker like any store change.
     let (spf_config, spf_config_rx) = tokio::sync::watch::channel(cfg.spf.clone());
     let _spf = spf::RefreshTask {
-        partners_dir: cfg.partners_dir.clone(),
+        owners: spf_owners,
         state: state.clone(),
         config: spf_config_rx,
         worker: requests.clone(),

@@ -8,17 +8,13 @@
 //! A tokio task on the daemon's runtime: DNS is async, each walk bounded by
 //! its time limit, and the state lock is taken on a blocking thread, so a
 //! slow DNS server or a CLI holding the lock delays only this task.
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::mpsc, time::Duration};
 
 use chrono::Utc;
 use tokio::{sync::watch, time::Instant};
 use tracing::{info, warn};
 
-use super::worker::{Fingerprint, Request};
+use super::worker::Request;
 use crate::{
     partners::{self, Refreshed},
     spf::{
@@ -26,15 +22,16 @@ use crate::{
         Decision, SpfConfig, SpfState,
     },
     state::StateDir,
-    store::Store,
 };
 
-/// How often the task looks at the schedule and the store's domains.
+/// How often the task looks at the schedule and at the domains the worker published.
 const TICK: Duration = Duration::from_millis(500);
 
 /// What the task needs; `config` follows reloads.
 pub struct RefreshTask {
-    pub partners_dir: std::path::PathBuf,
+    /// The SPF domains of the store the worker last applied, with their
+    /// partners (the worker drops the state of domains no longer named).
+    pub owners: watch::Receiver<BTreeMap<String, String>>,
     pub state: StateDir,
     pub config: watch::Receiver<SpfConfig>,
     pub worker: mpsc::Sender<Request>,
@@ -51,8 +48,9 @@ impl RefreshTask {
     }
 
     async fn run(mut self) {
-        let mut seen = Fingerprint::default();
         let mut domains: BTreeMap<String, String> = BTreeMap::new();
+        // The store applied at start counts as a change.
+        self.owners.mark_changed();
         let mut schedule: BTreeMap<String, Due> = BTreeMap::new();
         let mut cfg = self.config.borrow().clone();
         let mut dns = resolver(&cfg);
@@ -61,17 +59,14 @@ impl RefreshTask {
                 cfg = self.config.borrow_and_update().clone();
                 dns = resolver(&cfg);
             }
-            let now_seen = Fingerprint::of(&self.partners_dir);
-            if now_seen != seen {
-                if let Some(d) = self.domains_now().await {
-                    if d.keys().ne(domains.keys()) {
-                        info!(domains = ?d.keys().collect::<Vec<_>>(), "spf: domains to refresh");
-                    }
-                    domains = d;
-                    seen = now_seen;
-                    schedule.retain(|k, _| domains.contains_key(k));
-                    self.metrics.retain(&domains.keys().cloned().collect());
+            if self.owners.has_changed().unwrap_or(false) {
+                let d = self.owners.borrow_and_update().clone();
+                if d.keys().ne(domains.keys()) {
+                    info!(domains = ?d.keys().collect::<Vec<_>>(), "spf: domains to refresh");
                 }
+                domains = d;
+                schedule.retain(|k, _| domains.contains_key(k));
+                self.metrics.retain(&domains.keys().cloned().collect());
             }
             // New domains: due by their stored TTL, or now.
             let state = self.load_state().await;
@@ -143,39 +138,6 @@ impl RefreshTask {
             }
             tokio::time::sleep(TICK).await;
         }
-    }
-
-    /// The SPF domains the store names, with their partner, and the state
-    /// of domains no partner names any more dropped (under the state lock,
-    /// so an edit in progress is seen whole). None while the store is
-    /// refused: the domains stay as they were.
-    async fn domains_now(&self) -> Option<BTreeMap<String, String>> {
-        let dir = self.partners_dir.clone();
-        let state = self.state.clone();
-        tokio::task::spawn_blocking(move || {
-            let _lock = state.lock().ok()?;
-            let store = Store::load(&dir).ok()?;
-            let names: BTreeMap<String, String> = store
-                .partners
-                .values()
-                .flat_map(|p| p.spf.iter().map(|d| (d.clone(), p.name.clone())))
-                .collect();
-            let keep: BTreeSet<String> = names.keys().cloned().collect();
-            if let Ok(mut s) = SpfState::load(&state.path) {
-                let before: Vec<String> = s.domain.keys().cloned().collect();
-                if s.retain_domains(&keep) {
-                    let gone: Vec<&String> = before.iter().filter(|d| !keep.contains(*d)).collect();
-                    match s.save(&state.path) {
-                        Ok(()) => info!(domains = ?gone, "spf: state dropped for domains no partner names"),
-                        Err(e) => warn!(error = format!("{e:#}"), "spf: cannot save the state"),
-                    }
-                }
-            }
-            Some(names)
-        })
-        .await
-        .ok()
-        .flatten()
     }
 
     async fn load_state(&self) -> Option<SpfState> {

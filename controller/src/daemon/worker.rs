@@ -12,6 +12,7 @@
 //! changed, and in full every [`RESYNC`] (expiry, drift). A store that
 //! cannot be applied whole is refused and the allowlist kept as it was.
 use std::{
+    collections::BTreeMap,
     net::TcpListener,
     path::{Path, PathBuf},
     sync::mpsc,
@@ -113,6 +114,9 @@ pub struct Worker {
     /// Set by the async side when the daemon is on its way out (its pid
     /// file is going): the worker no longer keeps the pid file in place.
     pub stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The SPF domains of the store last applied, with their partners:
+    /// the refresh task follows this instead of reading the store again.
+    pub spf_owners: tokio::sync::watch::Sender<BTreeMap<String, String>>,
 }
 
 impl Worker {
@@ -365,7 +369,23 @@ impl Worker {
             }
         }
         let store = Store::load(&self.cfg.partners_dir)?;
+        let owners = store.spf_owners();
+        match crate::partners::forget_unnamed_domains(&self.state, &owners) {
+            Ok(gone) if !gone.is_empty() => {
+                info!(domains = ?gone, "spf: state dropped for domains no partner names")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(
+                error = format!("{e:#}"),
+                "spf: cannot drop the state of domains no partner names"
+            ),
+        }
         let report = reconcile::reconcile(&store, &self.state, &mut self.maps, today_utc(), false)?;
+        self.spf_owners.send_if_modified(|o| {
+            let changed = *o != owners;
+            *o = owners;
+            changed
+        });
         let mut h = self.health.lock();
         h.store_refused = None;
         h.partners = store.partners.len();

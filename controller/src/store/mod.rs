@@ -211,12 +211,13 @@ impl Store {
             .max_by_key(|(_, n)| n.prefix_len())
     }
 
-    /// Every SPF domain any partner names (active or not: an expired
-    /// partner's domains keep their state, for when it is renewed).
-    pub fn spf_domains(&self) -> std::collections::BTreeSet<String> {
+    /// Every SPF domain any partner names, with that partner's name
+    /// (active or not: an expired partner's domains keep their state, for
+    /// when it is renewed). A domain belongs to one partner only.
+    pub fn spf_owners(&self) -> BTreeMap<String, String> {
         self.partners
             .values()
-            .flat_map(|p| p.spf.iter().cloned())
+            .flat_map(|p| p.spf.iter().map(|d| (d.clone(), p.name.clone())))
             .collect()
     }
 
