@@ -17,7 +17,9 @@
 //! - `pinlock`   — one owner per pinned gate (flock on the pin directory)
 //!
 //! The policy:
-//! - `config`    — the TOML config, validated whole
+//! - `config`    — the TOML config, validated whole; it assembles the
+//!   sections each component owns (`responder::config`,
+//!   `metrics::config`, `spf::config`, `explain`'s `[defer]`)
 //! - `context`   — `Ctx`: the validated config and its state dir, what every
 //!   verb starts from
 //! - `store`     — the partner store (partners_dir/*.toml): `parse`, `files`,
@@ -39,14 +41,19 @@
 //!   (`daemon::worker`)
 //! - `health`    — what the daemon found (store refused, repairs), shared
 //! - `responder` — defer mode's reject-banner SMTP responder
-//! - `metrics`   — the Prometheus endpoint
-//! - `report`    — non-partner SYN reports from the kernel, aggregated
+//! - `metrics`   — the Prometheus endpoint (it renders `observe`'s
+//!   `PinnedView`)
+//! - `report`    — non-partner SYN reports from the kernel, aggregated;
+//!   `report::suggest`, `top --suggest`'s `partner add` lines
 //! - `control`   — the daemon's control socket (`mx6gate top` asks it)
 //! - `notify`    — systemd readiness (sd_notify) for `run`
 //!
 //! Looking, never changing:
 //! - `observe`   — one view of the gate (`GateView`: `status` text and
-//!   `mx6gate.status/1`; `PartnersView`: `mx6gate.partners/1`)
+//!   `mx6gate.status/1`, built on `PinnedView`, the kernel half the
+//!   metrics render; `PartnersView`: `mx6gate.partners/1`)
+//! - `check`     — what the gate would do with one address now (`check
+//!   ADDR`'s answer, which the binary renders)
 //! - `doctor`    — the checks behind `mx6gate doctor`
 //! - `iface`     — the host's interface addresses
 // The library reports through `tracing` and its return values; only the
@@ -55,6 +62,7 @@
 
 pub mod allowlist;
 pub(crate) mod batch;
+pub mod check;
 pub mod config;
 pub mod context;
 pub mod control;

@@ -1,10 +1,13 @@
 //! One view of the gate: what is pinned, attached, enforced and counted,
 //! read from the kernel, the state dir and the store without changing
 //! any of them. `mx6gate status` renders a [`GateView`] as text and as
-//! `mx6gate.status/1` JSON; doctor and the metrics collector share its
-//! pieces ([`attachments`], [`crate::gate::is_bpffs`],
-//! [`crate::config::DownPolicy::consequence`]) so that the three never
-//! disagree about, say, which interfaces are protected.
+//! `mx6gate.status/1` JSON. Its kernel half, [`PinnedView`] (links,
+//! counters, what the CONFIG map enforces, the maps' fill), is what the
+//! metrics collector renders on every scrape, read by the same code;
+//! doctor shares the other pieces ([`attachments`],
+//! [`crate::gate::is_bpffs`], [`crate::config::DownPolicy::consequence`]),
+//! so that the three never disagree about, say, which interfaces are
+//! protected or what a counter says.
 //!
 //! Diagnosis keeps working whatever is broken: a refused partner store or
 //! a garbled mode file is a field of the view, not an error; only a gate
@@ -13,18 +16,22 @@ use std::{
     collections::BTreeSet,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use anyhow::Result;
 use aya::programs::links::{FdLink, PinnedLink};
 use ipnet::Ipv6Net;
+use mx6gate_common::{map_names, Counter, Mode};
 use serde::{ser::SerializeMap, Serialize, Serializer};
 
 use crate::{
     context::Ctx,
     gate::{AttachRecord, PinLayout},
-    maps::GateMaps,
+    maps::{ExplainMaps, GateMaps},
     pinlock, reconcile,
+    state::StateDir,
     store::{today_utc, Store},
 };
 
@@ -83,7 +90,7 @@ fn link_ids(pin: &Path) -> Result<LinkIds, String> {
         .map_err(|e| e.to_string())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InterfaceView {
     #[serde(flatten)]
     pub attachment: Attachment,
@@ -94,7 +101,7 @@ pub struct InterfaceView {
     pub link_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SkLookupView {
     pub attached: bool,
     pub link: Option<LinkIds>,
@@ -150,7 +157,7 @@ pub struct StoreView {
 }
 
 /// Counter name → value, in the programs' order (a JSON object).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts(pub Vec<(&'static str, u64)>);
 
 impl Serialize for Counts {
@@ -163,7 +170,7 @@ impl Serialize for Counts {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Counters {
     /// XDP: packets (SYNs to a protected port by action, and the rest).
     pub xdp: Counts,
@@ -173,7 +180,7 @@ pub struct Counters {
     pub report: Counts,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExplainedView {
     /// Sources within the explain window now.
     pub live: u64,
@@ -182,6 +189,296 @@ pub struct ExplainedView {
     pub capacity: u32,
     /// Sources recorded since load.
     pub recorded: u64,
+}
+
+impl Counters {
+    /// Every counter the programs keep, summed over CPUs.
+    pub fn read(maps: &GateMaps) -> Result<Counters> {
+        let named =
+            |v: Vec<(Counter, u64)>| Counts(v.into_iter().map(|(c, n)| (c.as_str(), n)).collect());
+        Ok(Counters {
+            xdp: named(maps.counters()?),
+            sk_lookup: named(maps.sk_counters()?),
+            report: named(maps.report_counters()?),
+        })
+    }
+
+    /// (program, counters) in the programs' order: xdp, sk_lookup, then
+    /// the reports.
+    pub fn by_program(&self) -> [(&'static str, &Counts); 3] {
+        [
+            ("xdp", &self.xdp),
+            ("sk_lookup", &self.sk_lookup),
+            ("report", &self.report),
+        ]
+    }
+}
+
+impl ExplainedView {
+    fn read(
+        maps: &GateMaps,
+        x: &ExplainMaps,
+        (entries, live): (u64, u64),
+    ) -> Result<ExplainedView> {
+        Ok(ExplainedView {
+            live,
+            entries,
+            capacity: x.explained_capacity,
+            recorded: maps.counter(Counter::Explained)?,
+        })
+    }
+}
+
+/// What the programs enforce, from the CONFIG map: the mode and the
+/// down policy the daemon or the last changing command wrote (the mode
+/// file and the config say what they should be: [`ModeView`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnforcedView {
+    #[serde(serialize_with = "mode_name")]
+    pub mode: Mode,
+    /// "pass" or "refuse".
+    pub responder_down_policy: &'static str,
+}
+
+fn mode_name<S: Serializer>(m: &Mode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
+/// Entries and capacity of one sized map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MapFill {
+    pub map: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// The allowlist as the maps hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct AllowFill {
+    /// Prefixes the programs match (each counted once, whichever map
+    /// holds it).
+    pub prefixes: u64,
+    pub maps: Vec<MapFill>,
+}
+
+/// Longest the counts of [`ScrapeCache`] are reused.
+const FILL_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// What a reader that comes back every few seconds (the metrics
+/// collector) keeps between reads: counting the allowlist maps walks
+/// every key, and counting EXPLAINED reads every record.
+#[derive(Debug, Default)]
+pub struct ScrapeCache {
+    /// The allowlist counts only change when the controller bumps
+    /// CONFIG.allow_generation, so they are kept per generation, and for
+    /// at most FILL_MAX_AGE (the generation does not see edits made
+    /// around the controller, e.g. with bpftool).
+    fill: Mutex<Option<(u32, Instant, AllowFill)>>,
+    /// EXPLAINED's (entries, live), at most once per FILL_MAX_AGE.
+    explained: Mutex<Option<(Instant, (u64, u64))>>,
+}
+
+/// How much of the maps a reader wants.
+#[derive(Debug, Clone, Copy)]
+pub enum Depth<'a> {
+    /// What `status` shows: counters, the CONFIG entry, EXPLAINED
+    /// counted now; neither the per-map fill nor the partner hits (the
+    /// partner ids file is the partner list's business: a garbled one
+    /// must not stop `status`).
+    Status,
+    /// Everything, with the reader's caches: the metrics collector.
+    Scrape(&'a ScrapeCache),
+}
+
+/// The maps of a loaded gate, as the kernel holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedMaps {
+    pub counters: Counters,
+    pub enforced: EnforcedView,
+    pub explained: Option<ExplainedView>,
+    /// (partner name, SYNs let in) for each partner with a counter slot;
+    /// None at [`Depth::Status`].
+    pub partner_hits: Option<Vec<(String, u64)>>,
+    /// None at [`Depth::Status`].
+    pub fill: Option<AllowFill>,
+}
+
+impl PinnedMaps {
+    pub fn observe(maps: &GateMaps, state: &StateDir, depth: Depth<'_>) -> Result<PinnedMaps> {
+        let counters = Counters::read(maps)?;
+        let cfg = maps.read_config()?;
+        let enforced = EnforcedView {
+            mode: Mode::from_u32(cfg.mode),
+            responder_down_policy: if cfg.responder_down_refuse != 0 {
+                "refuse"
+            } else {
+                "pass"
+            },
+        };
+        let cache = match depth {
+            Depth::Status => None,
+            Depth::Scrape(c) => Some(c),
+        };
+        let explained = match &maps.explain {
+            Some(x) => Some(ExplainedView::read(
+                maps,
+                x,
+                explained_count(maps, x, cache)?,
+            )?),
+            None => None,
+        };
+        let (partner_hits, fill) = match cache {
+            None => (None, None),
+            Some(cache) => {
+                let ids = state.load_ids()?;
+                let mut hits = Vec::new();
+                for (name, id) in &ids.ids {
+                    if *id < maps.partner_capacity {
+                        hits.push((name.clone(), maps.partner_hits(*id)?));
+                    }
+                }
+                let mut fill = allow_fill(maps, cfg.allow_generation, cache)?;
+                fill.maps.push(MapFill {
+                    map: map_names::PARTNER_HITS,
+                    entries: ids.ids.len() as u64,
+                    capacity: u64::from(maps.partner_capacity),
+                });
+                if let (Some(x), Some(e)) = (&maps.explain, &explained) {
+                    fill.maps.push(MapFill {
+                        map: map_names::EXPLAINED,
+                        entries: e.entries,
+                        capacity: u64::from(x.explained_capacity),
+                    });
+                }
+                (Some(hits), Some(fill))
+            }
+        };
+        Ok(PinnedMaps {
+            counters,
+            enforced,
+            explained,
+            partner_hits,
+            fill,
+        })
+    }
+}
+
+fn explained_count(
+    maps: &GateMaps,
+    x: &ExplainMaps,
+    cache: Option<&ScrapeCache>,
+) -> Result<(u64, u64)> {
+    let count = || x.count(&maps.read_defer()?, crate::explain::monotonic_now_ns());
+    let Some(cache) = cache else {
+        return count();
+    };
+    let mut c = cache.explained.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, n)) = &*c {
+        if at.elapsed() < FILL_MAX_AGE {
+            return Ok(*n);
+        }
+    }
+    let n = count()?;
+    *c = Some((Instant::now(), n));
+    Ok(n)
+}
+
+fn allow_fill(maps: &GateMaps, generation: u32, cache: &ScrapeCache) -> Result<AllowFill> {
+    let mut c = cache.fill.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(match &*c {
+        Some((g, at, fill)) if *g == generation && at.elapsed() < FILL_MAX_AGE => fill.clone(),
+        _ => {
+            let fill = count_allowlist(maps)?;
+            // Odd: an update is under way, the counts may be half-way.
+            *c = generation
+                .is_multiple_of(2)
+                .then(|| (generation, Instant::now(), fill.clone()));
+            fill
+        }
+    })
+}
+
+/// Entries of the three allowlist maps (keys only, but the /32 table's values).
+fn count_allowlist(maps: &GateMaps) -> Result<AllowFill> {
+    // A /32's longest prefix sits inline in its SLASH32 value, in no other map.
+    let (slash32, inline) = crate::allowlist::table_fill(maps);
+    let long = maps.long.keys().try_fold(0u64, |n, k| k.map(|_| n + 1))?;
+    let (mut trie, mut short) = (0u64, 0u64);
+    for k in maps.allow.keys() {
+        trie += 1;
+        // Prefixes up to /32 live in the trie only; longer ones in the
+        // trie are copies of LONG_PREFIXES entries (crowded /32s).
+        if k?.prefix_len() <= 32 {
+            short += 1;
+        }
+    }
+    let cap = u64::from(maps.allow_capacity);
+    let fill = |map, entries| MapFill {
+        map,
+        entries,
+        capacity: cap,
+    };
+    Ok(AllowFill {
+        prefixes: long + short + inline,
+        maps: vec![
+            fill(map_names::SLASH32, slash32),
+            fill(map_names::LONG_PREFIXES, long),
+            fill(map_names::ALLOW, trie),
+        ],
+    })
+}
+
+/// The pinned gate as the kernel holds it, without the config's or the
+/// store's side: [`GateView`] is built on it, and the metrics collector
+/// renders it on every scrape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedView {
+    /// Whether a gate is pinned at all.
+    pub loaded: bool,
+    /// The protected interfaces (attached ∪ configured) with their links.
+    pub interfaces: Vec<InterfaceView>,
+    pub sk_lookup: SkLookupView,
+    /// None when no gate is loaded, or its maps could not be read.
+    pub maps: Option<PinnedMaps>,
+}
+
+impl PinnedView {
+    /// The links: what is pinned and attached, read from the pins alone
+    /// (the maps are [`PinnedMaps::observe`]'s).
+    pub fn observe_links(
+        layout: &PinLayout,
+        state_dir: &Path,
+        configured: &[String],
+    ) -> PinnedView {
+        let interfaces = attachments(layout, state_dir, configured)
+            .into_iter()
+            .map(|a| {
+                let (link, link_error) = if a.attached {
+                    match link_ids(&layout.xdp_link(&a.interface)) {
+                        Ok(ids) => (Some(ids), None),
+                        Err(e) => (None, Some(e)),
+                    }
+                } else {
+                    (None, None)
+                };
+                InterfaceView {
+                    attachment: a,
+                    link,
+                    link_error,
+                }
+            })
+            .collect();
+        let sk_link = link_ids(&layout.sk_lookup_link()).ok();
+        PinnedView {
+            loaded: layout.is_loaded(),
+            interfaces,
+            sk_lookup: SkLookupView {
+                attached: sk_link.is_some(),
+                link: sk_link,
+            },
+            maps: None,
+        }
+    }
 }
 
 /// The config asks for map sizes the loaded maps do not have (they keep
@@ -208,6 +505,9 @@ pub struct MapsView {
     pub vacant: bool,
     pub pending_sizes: Option<PendingSizes>,
     pub counters: Counters,
+    /// What the CONFIG map enforces now (added to mx6gate.status/1 in
+    /// place: a new field only).
+    pub enforced: EnforcedView,
     /// None for a gate pinned by an mx6gate from before the records.
     pub explained: Option<ExplainedView>,
 }
@@ -283,25 +583,16 @@ impl GateView {
         };
         let d = &cfg.defer;
         let r = &cfg.responder;
-        let interfaces: Vec<InterfaceView> = attachments(&layout, &ctx.state.path, &cfg.interfaces)
-            .into_iter()
-            .map(|a| {
-                let (link, link_error) = if a.attached {
-                    match link_ids(&layout.xdp_link(&a.interface)) {
-                        Ok(ids) => (Some(ids), None),
-                        Err(e) => (None, Some(e)),
-                    }
-                } else {
-                    (None, None)
-                };
-                InterfaceView {
-                    attachment: a,
-                    link,
-                    link_error,
-                }
-            })
-            .collect();
-        let sk_link = link_ids(&layout.sk_lookup_link()).ok();
+        let pinned = PinnedView::observe_links(&layout, &ctx.state.path, &cfg.interfaces);
+        let pinned_maps = match &maps {
+            Some(m) => Some(PinnedMaps::observe(m, &ctx.state, Depth::Status)?),
+            None => None,
+        };
+        let PinnedView {
+            interfaces,
+            sk_lookup,
+            ..
+        } = pinned;
         // Configured ∪ attached: an interface attached by an older config
         // is protected too.
         let protected: Vec<String> = interfaces
@@ -336,19 +627,12 @@ impl GateView {
                 let in_map: BTreeSet<Ipv6Net> =
                     crate::allowlist::entries(maps)?.into_keys().collect();
                 let vacant = refused.is_empty() && store.files == 0 && !in_map.is_empty();
-                let explained = match &maps.explain {
-                    Some(x) => {
-                        let (entries, live) =
-                            x.count(&maps.read_defer()?, crate::explain::monotonic_now_ns())?;
-                        Some(ExplainedView {
-                            live,
-                            entries,
-                            capacity: x.explained_capacity,
-                            recorded: maps.counter(mx6gate_common::Counter::Explained)?,
-                        })
-                    }
-                    None => None,
-                };
+                let PinnedMaps {
+                    counters,
+                    enforced,
+                    explained,
+                    ..
+                } = pinned_maps.expect("read with the maps");
                 let pending = maps.allow_capacity != cfg.maps.allow_entries
                     || maps.partner_capacity != cfg.maps.max_partners;
                 Some(MapsView {
@@ -363,26 +647,8 @@ impl GateView {
                         allow_entries: cfg.maps.allow_entries,
                         max_partners: cfg.maps.max_partners,
                     }),
-                    counters: Counters {
-                        xdp: Counts(
-                            maps.counters()?
-                                .into_iter()
-                                .map(|(c, n)| (c.as_str(), n))
-                                .collect(),
-                        ),
-                        sk_lookup: Counts(
-                            maps.sk_counters()?
-                                .into_iter()
-                                .map(|(c, n)| (c.as_str(), n))
-                                .collect(),
-                        ),
-                        report: Counts(
-                            maps.report_counters()?
-                                .into_iter()
-                                .map(|(c, n)| (c.as_str(), n))
-                                .collect(),
-                        ),
-                    },
+                    counters,
+                    enforced,
                     explained,
                 })
             }
@@ -411,10 +677,7 @@ impl GateView {
             },
             metrics: running.and(cfg.metrics.listen),
             interfaces,
-            sk_lookup: SkLookupView {
-                attached: sk_link.is_some(),
-                link: sk_link,
-            },
+            sk_lookup,
             stranding_warning,
             store: StoreView {
                 partners_dir: cfg.partners_dir.clone(),

@@ -304,6 +304,12 @@ fn status_and_partner_list_print_their_versioned_shapes() {
     assert!(xdp["partner_allowed"].as_u64().unwrap() >= 1, "{v}");
     assert!(v["maps"]["counters"]["sk_lookup"].is_object(), "{v}");
     assert!(v["maps"]["counters"]["report"].is_object(), "{v}");
+    // What the CONFIG map enforces (the same reading the metrics export).
+    assert_eq!(v["maps"]["enforced"]["mode"], "drop", "{v}");
+    assert_eq!(
+        v["maps"]["enforced"]["responder_down_policy"], "pass",
+        "{v}"
+    );
     // The text shows the same counters.
     let text = g.ok(&["status"]).unwrap();
     let dropped = text

@@ -109,6 +109,18 @@ fn main() -> Result<()> {
                     deb,
                 });
             }
+            // xtask's own unit tests (the bench report's PASS/MISS logic and
+            // its golden text) live behind the `bench` feature, which the
+            // workspace run leaves off.
+            run(Command::new("cargo").args([
+                "test",
+                "--release",
+                "-p",
+                "xtask",
+                "--features",
+                "bench",
+                "--bins",
+            ]))?;
             run(Command::new("cargo")
                 .args(["test", "--workspace", "--release"])
                 .args(&args)

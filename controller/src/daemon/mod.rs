@@ -33,7 +33,7 @@ use crate::{
     gate::{self, Gate, PinLayout},
     health::SharedHealth,
     maps::GateMaps,
-    metrics::Exporter,
+    metrics::{gate::GateCollector, Exporter},
     pinlock::PinLock,
     reconcile,
     responder::{self, Responder},
@@ -152,7 +152,10 @@ pub async fn run(config_path: &Path, ifaces: Vec<String>, mode: Option<Mode>) ->
             );
         }
         let listener = responder::bind_listener(&cfg.responder)?;
-        let metrics = Exporter::start(&cfg)?;
+        let metrics = Exporter::start(
+            &cfg.metrics,
+            GateCollector::new(&cfg.pin_path, &cfg.state_dir, cfg.interfaces.clone()),
+        )?;
         let mut gate = Gate::load(&cfg)?;
         let mut maps = GateMaps::open(&cfg.pin_path)?;
         if maps.allow_capacity != cfg.maps.allow_entries
@@ -534,7 +537,8 @@ impl Daemon {
         if cfg.responder != self.responder.cfg {
             self.restart_responder(&cfg.responder, new_listener).await?;
         }
-        self.metrics.apply_reload(&cfg, metrics_rebind)?;
+        self.metrics
+            .apply_reload(&cfg.metrics, cfg.interfaces.clone(), metrics_rebind)?;
         self.spf_config.send_replace(cfg.spf.clone());
         self.cfg = cfg;
         info!("reloaded");

@@ -9,6 +9,11 @@
 //! - `server` — the HTTP endpoint (`GET /metrics`);
 //! - `config` — the `[metrics]` table.
 //!
+//! Like every component, metrics takes its own section (`MetricsConfig`)
+//! and the few top-level values it needs (the pin path, state dir and
+//! interfaces, given to `GateCollector`), never the whole `Config`:
+//! `config` assembles the sections and imports them, not the reverse.
+//!
 //! Every metric is named `mx6gate_*`; README.md lists them.
 pub mod config;
 pub mod gate;
@@ -32,7 +37,7 @@ use prometheus_client::{
 use tracing::info;
 
 pub use self::config::MetricsConfig;
-use crate::{config::Config, health::SharedHealth, responder::ResponderStats};
+use crate::{health::SharedHealth, responder::ResponderStats};
 
 /// Everything a scrape shows. Shared by the daemon (which updates the
 /// in-process metrics) and the HTTP server (which encodes it).
@@ -128,7 +133,9 @@ impl SpfMetrics {
 }
 
 impl Metrics {
-    pub fn new(cfg: &Config) -> Metrics {
+    /// `gate` reads the pinned gate at scrape time; the rest is the
+    /// daemon's own state.
+    pub fn new(gate: gate::GateCollector) -> Metrics {
         let mut registry = Registry::with_prefix("mx6gate");
         registry.register(
             "build",
@@ -161,11 +168,7 @@ impl Metrics {
         registry.register_collector(Box::new(ResponderCollector(Arc::clone(&responder_stats))));
         let health = SharedHealth::default();
         registry.register_collector(Box::new(HealthCollector(health.clone())));
-        let gate = Arc::new(gate::GateCollector::new(
-            &cfg.pin_path,
-            &cfg.state_dir,
-            cfg.interfaces.clone(),
-        ));
+        let gate = Arc::new(gate);
         registry.register_collector(Box::new(Arc::clone(&gate)));
         let spf = SpfMetrics::default();
         spf.register(&mut registry);
@@ -235,11 +238,11 @@ pub struct Exporter {
 pub struct Rebind(Option<std::net::TcpListener>);
 
 impl Exporter {
-    /// Create the metrics and serve them on `cfg.metrics.listen` (unless
+    /// Create the metrics and serve them on `cfg.listen` (unless
     /// disabled). A bind failure is an error naming the address.
-    pub fn start(cfg: &Config) -> Result<Exporter> {
-        let metrics = Arc::new(Metrics::new(cfg));
-        let server = match cfg.metrics.listen {
+    pub fn start(cfg: &MetricsConfig, gate: gate::GateCollector) -> Result<Exporter> {
+        let metrics = Arc::new(Metrics::new(gate));
+        let server = match cfg.listen {
             None => {
                 info!("metrics endpoint disabled ([metrics] listen = false)");
                 None
@@ -267,9 +270,14 @@ impl Exporter {
 
     /// Second half, once the reload has succeeded: switch to the new
     /// listener (or stop serving) and follow the new interface list.
-    pub fn apply_reload(&mut self, cfg: &Config, rebind: Rebind) -> Result<()> {
-        self.metrics.gate.set_interfaces(cfg.interfaces.clone());
-        if cfg.metrics.listen == self.server.as_ref().map(|s| s.local_addr()) {
+    pub fn apply_reload(
+        &mut self,
+        cfg: &MetricsConfig,
+        interfaces: Vec<String>,
+        rebind: Rebind,
+    ) -> Result<()> {
+        self.metrics.gate.set_interfaces(interfaces);
+        if cfg.listen == self.server.as_ref().map(|s| s.local_addr()) {
             return Ok(());
         }
         self.server = None;
@@ -430,13 +438,11 @@ mod tests {
 
     fn metrics() -> (tempfile::TempDir, Metrics) {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config {
-            pin_path: dir.path().join("no-gate-here"),
-            state_dir: dir.path().join("state"),
-            interfaces: vec!["eth0".into()],
-            ..Config::default()
-        };
-        let m = Metrics::new(&cfg);
+        let m = Metrics::new(gate::GateCollector::new(
+            &dir.path().join("no-gate-here"),
+            &dir.path().join("state"),
+            vec!["eth0".into()],
+        ));
         (dir, m)
     }
 

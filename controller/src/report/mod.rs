@@ -6,11 +6,13 @@
 //!   stray segments are recognised)
 //! - `aggregate` — counts, first/last seen and time buckets per prefix,
 //!   memory-bounded
+//! - `suggest`   — `top --suggest`: rows turned into `partner add` lines
 //! - this module — the service the daemon runs: reader, periodic summary
 //!   log line, and the answers `mx6gate top` gets over the control socket.
 pub mod aggregate;
 pub mod dedup;
 pub mod reader;
+pub mod suggest;
 
 use std::{
     path::Path,

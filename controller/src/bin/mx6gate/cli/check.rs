@@ -1,18 +1,15 @@
-//! `mx6gate check ADDR`: which partner and prefix match, and what the gate
-//! would do with an SMTP connection from ADDR right now. `--json` prints
-//! the same as one object (schema `mx6gate.check/1`, see json.rs).
-use std::{net::IpAddr, path::Path};
+//! `mx6gate check ADDR`: prints the library's answer (`mx6gate::check`:
+//! which partner and prefix match, and what the gate would do with an
+//! SMTP connection from ADDR right now) as text, or with `--json` as one
+//! object (schema `mx6gate.check/1`, see json.rs).
+use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use mx6gate::{
-    config::Config,
+    check::{check, DeferAnswer, Outcome},
     explain::{self, Standing},
-    maps::GateMaps,
-    reconcile,
-    store::{today_utc, Store},
 };
-use mx6gate_common::{xdp::decide, Mode};
-use serde::Serialize;
+use mx6gate_common::explain::Repeat;
 
 use super::{json, Ctx};
 
@@ -25,72 +22,6 @@ pub struct Args {
     pub json: bool,
 }
 
-/// The answer, whichever way it is printed.
-#[derive(Debug, Serialize)]
-pub struct Outcome {
-    pub address: String,
-    /// "ipv6", or "ipv4" (never gated).
-    pub family: &'static str,
-    /// The mode in force (null for IPv4).
-    pub mode: Option<&'static str>,
-    /// The partner prefix that holds the address, if any (expired or not).
-    pub partner: Option<PartnerMatch>,
-    /// What the next connection from the address to a protected port
-    /// meets: "allowed", "monitored", "deferred" (the responder's banner),
-    /// "escalated" (defer mode, source explained within the window: a
-    /// reset), "reset", "dropped", or "not_gated" (IPv4).
-    pub verdict: &'static str,
-    /// Defer mode, non-partner: the source's explanation within the
-    /// window, or null (none, or another mode).
-    pub explained: Option<Explanation>,
-    pub ports: Vec<u16>,
-    /// Whether a gate is loaded (otherwise nothing is enforced now).
-    pub gate_loaded: bool,
-    /// Whether the loaded allowlist agrees with the store on this address
-    /// (null when no gate is loaded, or for IPv4).
-    pub maps_agree: Option<bool>,
-    /// The verdict line of the text output (defer mode says more).
-    #[serde(skip)]
-    pub verdict_text: Option<String>,
-    /// Why the partner store is refused, per refused file (text output;
-    /// the JSON shape shows the consequence in `maps_agree`).
-    #[serde(skip)]
-    pub store_refused: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Explanation {
-    /// The /64 (or /128, `explain_by`) the record is kept for.
-    pub prefix: String,
-    pub ago_seconds: u64,
-    /// Left of the window.
-    pub left_seconds: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PartnerMatch {
-    pub name: String,
-    pub prefix: String,
-    /// false once its expiry date has passed: treated as a stranger.
-    pub active: bool,
-    pub expires: Option<String>,
-    /// When the prefix comes from a partner's SPF domain: which domain,
-    /// and the record and term that list it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spf: Option<SpfMatch>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SpfMatch {
-    /// The domain the partner names (`--spf DOMAIN`).
-    pub domain: String,
-    /// The record the term is in (the domain itself or an include).
-    pub record: String,
-    pub term: String,
-    /// For `a`/`mx`: the host whose AAAA record it is.
-    pub via: Option<String>,
-}
-
 pub fn run(config: &Path, args: Args) -> Result<()> {
     let ctx = Ctx::load(config)?;
     let outcome = check(&ctx, &args.addr)?;
@@ -99,115 +30,6 @@ pub fn run(config: &Path, args: Args) -> Result<()> {
     }
     print!("{}", render(&outcome));
     Ok(())
-}
-
-pub fn check(ctx: &Ctx, addr: &str) -> Result<Outcome> {
-    let ip: IpAddr = match addr.parse() {
-        Ok(ip) => ip,
-        Err(_) => bail!("{addr:?} is not an IP address"),
-    };
-    let ports = ctx.cfg.ports.clone();
-    // An IPv4-mapped address is how an IPv4 peer looks on a dual-stack
-    // socket: IPv4 on the wire, never gated.
-    let ip6 = match ip {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => v6,
-        _ => {
-            return Ok(Outcome {
-                address: ip.to_string(),
-                family: "ipv4",
-                mode: None,
-                partner: None,
-                verdict: "not_gated",
-                explained: None,
-                ports,
-                gate_loaded: mx6gate::gate::PinLayout::new(&ctx.cfg.pin_path).is_loaded(),
-                maps_agree: None,
-                verdict_text: None,
-                store_refused: Vec::new(),
-            })
-        }
-    };
-    let mode = reconcile::effective_mode(&ctx.cfg, &ctx.state)?;
-    // A refused store still answers from what reads cleanly; the maps
-    // (what the gate enforces) have the last word below.
-    let (store, refused) = Store::load_lenient(&ctx.cfg.partners_dir);
-    let store_refused: Vec<String> = refused.iter().map(|r| r.to_string()).collect();
-    let maps = GateMaps::open_if_loaded(&ctx.cfg.pin_path)?;
-    let mut partner = store.lookup(ip6).map(|(p, net)| {
-        (
-            net.prefix_len(),
-            PartnerMatch {
-                name: p.name.clone(),
-                prefix: net.to_string(),
-                active: p.is_active(today_utc()),
-                expires: p.expires.map(|d| d.to_string()),
-                spf: None,
-            },
-        )
-    });
-    // The partners' enforced SPF sets too (what the policy allows); the
-    // longest prefix wins, as in the kernel's trie.
-    let spf_state = mx6gate::spf::SpfState::load(&ctx.state.path).unwrap_or_default();
-    for p in store.partners.values() {
-        for d in &p.spf {
-            if let Some(sp) = mx6gate::spf::covering(spf_state.enforced(d), ip6) {
-                if partner
-                    .as_ref()
-                    .is_none_or(|(len, _)| sp.prefix.prefix_len() > *len)
-                {
-                    partner = Some((
-                        sp.prefix.prefix_len(),
-                        PartnerMatch {
-                            name: p.name.clone(),
-                            prefix: sp.prefix.to_string(),
-                            active: p.is_active(today_utc()),
-                            expires: p.expires.map(|d| d.to_string()),
-                            spf: Some(SpfMatch {
-                                domain: d.clone(),
-                                record: sp.domain.clone(),
-                                term: sp.term.clone(),
-                                via: sp.via.clone(),
-                            }),
-                        },
-                    ));
-                }
-            }
-        }
-    }
-    let partner = partner.map(|(_, m)| m);
-    let allowed = partner.as_ref().is_some_and(|p| p.active);
-    let (mut verdict_text, mut explained) = (None, None);
-    let verdict = if allowed {
-        "allowed"
-    } else {
-        let escalate = if mode == Mode::Defer {
-            let d = defer_verdict(&ctx.cfg, maps.as_ref(), ip6, &ports)?;
-            verdict_text = Some(d.text);
-            explained = d.explained;
-            d.escalates
-        } else {
-            false
-        };
-        // The XDP program's own mapping; its counter names are the verdicts.
-        decide(mode, escalate).counter.as_str()
-    };
-    let maps_agree = match &maps {
-        None => None,
-        Some(m) => Some(mx6gate::allowlist::lookup(m, ip6)?.is_some() == allowed),
-    };
-    Ok(Outcome {
-        address: ip6.to_string(),
-        family: "ipv6",
-        mode: Some(mode.as_str()),
-        partner,
-        verdict,
-        explained,
-        ports,
-        gate_loaded: maps.is_some(),
-        maps_agree,
-        verdict_text,
-        store_refused,
-    })
 }
 
 /// The text `mx6gate check` prints.
@@ -264,7 +86,7 @@ pub fn render(o: &Outcome) -> String {
     let ports: Vec<String> = o.ports.iter().map(u16::to_string).collect();
     let ports = ports.join(", ");
     let verdict = match o.verdict {
-        _ if o.verdict_text.is_some() => o.verdict_text.clone().unwrap_or_default(),
+        _ if o.defer.is_some() => o.defer.as_ref().map(|d| defer_text(d, &ports)).unwrap_or_default(),
         "allowed" => format!("allowed: connections to port(s) {ports} reach the MTA in every mode"),
         "monitored" => "mode monitor: passes to the MTA, counted as \"monitored\" (would be turned away once enforcing)".to_string(),
         "deferred" => format!("mode defer: connections to port(s) {ports} get the responder's 4xx banner, the sender retries over IPv4"),
@@ -292,51 +114,21 @@ pub fn render(o: &Outcome) -> String {
     out
 }
 
-/// Defer mode for a non-partner: the banner, or the reset if its source
-/// was explained within the window (what the loaded gate holds for it).
-struct DeferVerdict {
-    text: String,
-    escalates: bool,
-    explained: Option<Explanation>,
-}
-
-fn defer_verdict(
-    cfg: &Config,
-    maps: Option<&GateMaps>,
-    ip6: std::net::Ipv6Addr,
-    ports: &[u16],
-) -> Result<DeferVerdict> {
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    let ports = ports.join(", ");
-    let settings = &cfg.defer;
-    let window = explain::human(settings.explain_window);
+/// Defer mode's verdict line: the banner, or the reset for a source
+/// explained within the window.
+fn defer_text(d: &DeferAnswer, ports: &str) -> String {
+    let net = &d.net;
+    let window = explain::human(d.window);
     let banner = format!("connections to port(s) {ports} get the responder's 4xx banner, the sender retries over IPv4");
-    let then = match settings.repeat {
-        mx6gate_common::explain::Repeat::Reset => format!(
+    let then = match d.repeat {
+        Repeat::Reset => format!(
             "further connections from it within {window} get a TCP RST (connection refused), which every sender falls back on"
         ),
-        mx6gate_common::explain::Repeat::Defer => {
+        Repeat::Defer => {
             format!("further connections within {window} get the banner again (repeat = \"defer\")")
         }
     };
-    let (x, rec) = match maps {
-        Some(m) if m.explain.is_some() => {
-            let x = m.read_defer()?;
-            (x, m.explained(&x.key(&ip6.octets()))?)
-        }
-        // No gate (or one pinned before explain-then-reset, until the
-        // daemon's next start): what the config will make of it.
-        _ => {
-            let x = settings.kernel();
-            (x, None)
-        }
-    };
-    let by = if x.explain_by == 128 { 128 } else { 64 };
-    let net = ipnet::Ipv6Net::new(ip6, by)
-        .map(|n| n.trunc().to_string())
-        .unwrap_or_else(|_| ip6.to_string());
-    let (mut escalated, mut explained) = (false, None);
-    let text = match explain::standing(&x, rec.as_ref(), explain::monotonic_now_ns()) {
+    match d.standing {
         Standing::Off => format!("mode defer: {banner}"),
         Standing::Unexplained { expired_ago } => {
             let before = match expired_ago {
@@ -356,12 +148,6 @@ fn defer_verdict(
             sport,
             escalates,
         } => {
-            escalated = escalates;
-            explained = Some(Explanation {
-                prefix: net.clone(),
-                ago_seconds: ago.as_secs(),
-                left_seconds: left.as_secs(),
-            });
             let now = if escalates {
                 "new connections get a TCP RST (connection refused) and the sender retries over IPv4 at once".to_string()
             } else {
@@ -373,16 +159,13 @@ fn defer_verdict(
                 explain::ago(left)
             )
         }
-    };
-    Ok(DeferVerdict {
-        text,
-        escalates: escalated,
-        explained,
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use mx6gate::check::PartnerMatch;
+
     use super::*;
 
     fn outcome(partner: Option<PartnerMatch>, verdict: &'static str) -> Outcome {
@@ -396,7 +179,7 @@ mod tests {
             ports: vec![25],
             gate_loaded: true,
             maps_agree: Some(true),
-            verdict_text: None,
+            defer: None,
             store_refused: Vec::new(),
         }
     }

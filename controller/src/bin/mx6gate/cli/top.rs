@@ -4,14 +4,16 @@
 //! `--suggest` turns it into `mx6gate partner add` lines for the operator
 //! to confirm, `--resolve` adds reverse DNS (the system resolver, only
 //! when asked).
-use std::{net::Ipv6Addr, path::Path};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
-use ipnet::Ipv6Net;
 use mx6gate::{
     control::{self, Answer, Query},
-    report::{TopQuery, TopReport, TopRow},
-    store::{today_utc, Store},
+    report::{
+        suggest::{mark_partners, reverse_dns, spf_checks, suggest, when, window_str, Suggestion},
+        TopQuery, TopReport,
+    },
+    store::Store,
 };
 use serde::Serialize;
 
@@ -79,19 +81,6 @@ struct JsonOut<'a> {
     suggestions: Option<Vec<Suggestion>>,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Suggestion {
-    pub name: String,
-    pub prefix: String,
-    /// The domain to add with `--spf` instead of the prefix: its SPF
-    /// record covers the source (checked by expanding it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spf: Option<String>,
-    pub note: String,
-    /// The command, ready to run once the operator has confirmed it.
-    pub command: String,
-}
-
 pub fn run(config: &Path, args: Args) -> Result<()> {
     let ctx = Ctx::load(config)?;
     let query = TopQuery {
@@ -121,7 +110,7 @@ pub fn run(config: &Path, args: Args) -> Result<()> {
     let suggestions = args.suggest.then(|| {
         let config_arg = (ctx.config_path != Path::new(mx6gate::config::DEFAULT_CONFIG_PATH))
             .then(|| ctx.config_path.display().to_string());
-        let covered = spf_checks(&ctx, &report);
+        let covered = spf_checks(&ctx.cfg.spf, &report);
         suggest(&report, config_arg.as_deref(), &covered)
     });
     if args.json {
@@ -138,35 +127,6 @@ pub fn run(config: &Path, args: Args) -> Result<()> {
         print_suggestions(&s);
     }
     Ok(())
-}
-
-/// Rows that a partner's prefix now covers (added since the reports).
-fn mark_partners(rows: &mut [TopRow], store: &Store) {
-    let active = store.active_prefixes(today_utc());
-    for r in rows {
-        let Ok(net) = r.prefix.parse::<Ipv6Net>() else {
-            continue;
-        };
-        if let Some((_, name)) = active.iter().find(|(p, _)| p.contains(&net)) {
-            r.now_partner = Some(name.clone());
-        } else if let Some((_, name)) = active.iter().find(|(p, _)| net.contains(p)) {
-            r.now_partner = Some(format!("{name} (part)"));
-        }
-    }
-}
-
-fn when(secs: u64) -> String {
-    chrono::DateTime::from_timestamp(secs as i64, 0)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| secs.to_string())
-}
-
-fn window_str(minutes: u32) -> String {
-    if minutes.is_multiple_of(60) {
-        format!("{}h", minutes / 60)
-    } else {
-        format!("{minutes}m")
-    }
 }
 
 fn print_table(r: &TopReport, resolve: bool) {
@@ -238,198 +198,9 @@ fn print_suggestions(s: &[Suggestion]) {
     }
 }
 
-/// Rows checked for an SPF domain that covers their source, and the
-/// time all of it may take: `top` stays quick.
-const SPF_ROWS: usize = 10;
-const SPF_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// For the rows `suggest` would list (at most SPF_ROWS): the PTR-parent
-/// domain whose SPF covers the row's last source, by prefix. DNS through
-/// the `[spf]` resolvers; what does not answer within SPF_BUDGET is
-/// simply not suggested as `--spf`.
-fn spf_checks(
-    ctx: &Ctx,
-    r: &TopReport,
-) -> std::collections::HashMap<String, mx6gate::spf::suggest::Covered> {
-    let mut out = std::collections::HashMap::new();
-    let Ok(dns) = ctx.cfg.spf.resolver() else {
-        return out;
-    };
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return out;
-    };
-    let rows: Vec<(String, Ipv6Addr)> = r
-        .rows
-        .iter()
-        .filter(|row| row.now_partner.is_none())
-        .filter_map(|row| Some((row.prefix.clone(), row.last_source.parse().ok()?)))
-        .take(SPF_ROWS)
-        .collect();
-    rt.block_on(async {
-        let _ = tokio::time::timeout(SPF_BUDGET, async {
-            for (prefix, addr) in rows {
-                let walk = std::time::Duration::from_secs(5);
-                if let Some(c) = mx6gate::spf::suggest::spf_covering(&dns, addr, walk).await {
-                    out.insert(prefix, c);
-                }
-            }
-        })
-        .await;
-    });
-    out
-}
-
-/// One suggestion per row not covered by a partner yet: `--spf DOMAIN`
-/// where `covered` found a domain whose SPF covers the source, else the
-/// prefix.
-pub fn suggest(
-    r: &TopReport,
-    config: Option<&str>,
-    covered: &std::collections::HashMap<String, mx6gate::spf::suggest::Covered>,
-) -> Vec<Suggestion> {
-    let day = when(r.now)[..10].to_string();
-    r.rows
-        .iter()
-        .filter(|row| {
-            row.now_partner
-                .as_deref()
-                .is_none_or(|p| p.ends_with("(part)"))
-        })
-        .filter_map(|row| {
-            let net: Ipv6Net = row.prefix.parse().ok()?;
-            let name = row
-                .ptr
-                .as_deref()
-                .and_then(name_from_ptr)
-                .unwrap_or_else(|| name_from_prefix(&net));
-            let spf = covered.get(&row.prefix);
-            let name = match spf {
-                Some(c) => name_from_ptr(&c.domain).unwrap_or(name),
-                None => name,
-            };
-            let mut note = format!(
-                "suggested by mx6gate top on {day}: {} attempts in {}",
-                row.count,
-                window_str(r.window_minutes)
-            );
-            if let Some(p) = spf.map(|c| &c.ptr).or(row.ptr.as_ref()) {
-                note.push_str(&format!(", PTR {p}"));
-            }
-            if let Some(c) = spf {
-                note.push_str(&format!(
-                    ", SPF of {} covers {} ({:?} in {})",
-                    c.domain, row.last_source, c.prefix.term, c.prefix.domain
-                ));
-            }
-            let mut command = String::from("mx6gate");
-            if let Some(c) = config {
-                command.push_str(&format!(" --config {}", shell_quote(c)));
-            }
-            let what = match spf {
-                Some(c) => format!("--spf {}", shell_quote(&c.domain)),
-                None => net.to_string(),
-            };
-            command.push_str(&format!(
-                " partner add {} {what} --note {}",
-                shell_quote(&name),
-                shell_quote(&note)
-            ));
-            Some(Suggestion {
-                name,
-                spf: spf.map(|c| c.domain.clone()),
-                prefix: net.to_string(),
-                note,
-                command,
-            })
-        })
-        .collect()
-}
-
-/// "mx1.mail.example.net" → "example.net" (the last two labels, three
-/// under a two-letter country code with a short second level such as
-/// co.uk); None if nothing usable is left.
-pub fn name_from_ptr(ptr: &str) -> Option<String> {
-    let clean: String = ptr
-        .trim_end_matches('.')
-        .to_ascii_lowercase()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
-        .collect();
-    let labels: Vec<&str> = clean.split('.').filter(|l| !l.is_empty()).collect();
-    if labels.len() < 2 {
-        return None;
-    }
-    let n = labels.len();
-    let take = if n >= 3 && labels[n - 1].len() == 2 && labels[n - 2].len() <= 3 {
-        3
-    } else {
-        2
-    };
-    let name: String = labels[n - take..].join(".");
-    let name = name.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
-    let name: String = name.chars().take(mx6gate::store::MAX_NAME_LEN).collect();
-    mx6gate::store::validate_name(&name).ok().map(|()| name)
-}
-
-/// "2001:db8:2::/48" → "net-2001-db8-2-48": the prefix's hextets.
-pub fn name_from_prefix(net: &Ipv6Net) -> String {
-    let seg = net.network().segments();
-    let n = usize::from(net.prefix_len()).div_ceil(16).max(1);
-    let hex: Vec<String> = seg[..n].iter().map(|s| format!("{s:x}")).collect();
-    format!("net-{}-{}", hex.join("-"), net.prefix_len())
-}
-
-/// Quote for a POSIX shell unless the word is plainly safe.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
-/// The PTR name of `addr` through the system resolver (getnameinfo with
-/// NI_NAMEREQD: no name, no answer).
-pub fn reverse_dns(addr: Ipv6Addr) -> Option<String> {
-    let mut raw: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    raw.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    raw.sin6_addr.s6_addr = addr.octets();
-    let mut host = [0 as libc::c_char; 1025];
-    // SAFETY: getnameinfo reads the sockaddr we own and writes at most
-    // host.len() bytes (NUL-terminated) into host.
-    let rc = unsafe {
-        libc::getnameinfo(
-            &raw as *const libc::sockaddr_in6 as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            host.as_mut_ptr(),
-            host.len() as libc::socklen_t,
-            std::ptr::null_mut(),
-            0,
-            libc::NI_NAMEREQD,
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
-    let name = unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
-    // Only a printable host name goes into a note or a table.
-    name.chars()
-        .all(|c| c.is_ascii_graphic())
-        .then_some(name)
-        .filter(|n| !n.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
-    use mx6gate::report::Stats;
+    use mx6gate::report::{Stats, TopRow};
 
     use super::*;
 
@@ -530,36 +301,5 @@ mod tests {
             let e = parse_window(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
         }
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(
-            name_from_ptr("mx1.mail.example.net.").as_deref(),
-            Some("example.net")
-        );
-        assert_eq!(
-            name_from_ptr("smtp.example.co.uk").as_deref(),
-            Some("example.co.uk")
-        );
-        assert_eq!(name_from_ptr("localhost"), None);
-        assert_eq!(
-            name_from_prefix(&"2001:db8:2::/48".parse().unwrap()),
-            "net-2001-db8-2-48"
-        );
-        assert_eq!(
-            name_from_prefix(&"2001:db8:4:5::/64".parse().unwrap()),
-            "net-2001-db8-4-5-64"
-        );
-        for n in ["net-2001-db8-2-48", "example.net"] {
-            mx6gate::store::validate_name(n).unwrap();
-        }
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("example.net"), "example.net");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }
 }
