@@ -40,7 +40,12 @@ pub mod map_names {
     pub const PARTNER_HITS: &str = "PARTNER_HITS";
     /// SOCKMAP holding the responder's listening socket at index 0.
     pub const RESPONDER: &str = "RESPONDER";
-    /// First level of the allowlist (see `allow`).
+    /// The /32 level of the allowlist (see `allow::TableHeader`).
+    pub const SLASH32_TABLE: &str = "SLASH32_TABLE";
+    /// The /32 level as releases before the table had it (a kernel hash of
+    /// `allow::Slash32`). Not in this build's object: a load over such a
+    /// gate copies it into SLASH32_TABLE and removes its pin (see
+    /// `Gate::load`). Also the name the metrics give the /32 level.
     pub const SLASH32: &str = "SLASH32";
     /// Second level of the allowlist (see `allow`).
     pub const LONG_PREFIXES: &str = "LONG_PREFIXES";
@@ -57,14 +62,14 @@ pub mod map_names {
     pub const COUNTERS_EXT: &str = "COUNTERS_EXT";
     /// Maps a gate pinned by an earlier release may lack: a load creates
     /// them (empty) instead of refusing to adopt the gate.
-    pub const ADDED_LATER: [&str; 4] = [REPORTS, EXPLAINED, DEFER, COUNTERS_EXT];
+    pub const ADDED_LATER: [&str; 5] = [REPORTS, EXPLAINED, DEFER, COUNTERS_EXT, SLASH32_TABLE];
     pub const ALL: [&str; 12] = [
         ALLOW,
         CONFIG,
         COUNTERS,
         PARTNER_HITS,
         RESPONDER,
-        SLASH32,
+        SLASH32_TABLE,
         LONG_PREFIXES,
         REPORTS,
         OCCUPIED,
@@ -164,7 +169,7 @@ pub struct GateConfig {
 
 impl GateConfig {
     /// The allowlist has prefixes shorter than allow::MIN_EXPAND_LEN: a
-    /// source whose /32 is not in SLASH32 must still be looked up in the
+    /// source whose /32 is not in the /32 table must still be looked up in the
     /// ALLOW trie.
     pub const TRIE_ON_MISS: u32 = 1;
 
@@ -342,6 +347,8 @@ mod user {
     // SAFETY: plain #[repr(C)] data without padding-dependent invariants.
     unsafe impl aya::Pod for super::GateConfig {}
     unsafe impl aya::Pod for super::allow::Slash32 {}
+    unsafe impl aya::Pod for super::allow::Slot {}
+    unsafe impl aya::Pod for super::allow::TableHeader {}
     unsafe impl aya::Pod for super::allow::LongKey {}
     unsafe impl aya::Pod for super::explain::DeferConfig {}
     unsafe impl aya::Pod for super::explain::Explained {}

@@ -282,6 +282,30 @@ impl Gate {
                 "the pinned gate predates this map: created it (upgrade)"
             );
         }
+        // A gate from before the /32 table: its entries move from the
+        // old SLASH32 hash into the new table now, before this load's
+        // programs replace the running ones (their links are updated
+        // later, by `attach`), so the allowlist never looks empty.
+        let legacy = layout.map(map_names::SLASH32);
+        if created_now.contains(&layout.map(map_names::SLASH32_TABLE)) && legacy.exists() {
+            let moved = crate::allowlist::adopt_legacy_slash32(&cfg.pin_path, &legacy);
+            let n = match moved {
+                Ok(n) => n,
+                Err(e) => {
+                    for path in &created_now {
+                        fs::remove_file(path).ok();
+                    }
+                    return Err(e);
+                }
+            };
+            // The old programs hold their own reference to the old map;
+            // the pin goes so that nothing reads it again.
+            fs::remove_file(&legacy).with_context(|| format!("removing {}", legacy.display()))?;
+            info!(
+                entries = n,
+                "moved the /32 level from the SLASH32 hash into SLASH32_TABLE (upgrade)"
+            );
+        }
         let mut map_ids: BTreeMap<&'static str, u32> = BTreeMap::new();
         for name in map_names::ALL.iter().copied() {
             let info = MapInfo::from_pin(layout.map(name))
@@ -617,7 +641,10 @@ fn load_programs(
     }
     loader
         .map_max_entries(map_names::ALLOW, cfg.maps.allow_entries)
-        .map_max_entries(map_names::SLASH32, cfg.maps.allow_entries)
+        .map_max_entries(
+            map_names::SLASH32_TABLE,
+            mx6gate_common::allow::table_entries(cfg.maps.allow_entries),
+        )
         .map_max_entries(map_names::LONG_PREFIXES, cfg.maps.allow_entries)
         .map_max_entries(map_names::PARTNER_HITS, cfg.maps.max_partners)
         .map_max_entries(map_names::EXPLAINED, cfg.maps.explained_entries);
@@ -639,11 +666,11 @@ fn load_programs(
 /// Key and value sizes of each map as this build defines them. Pinned
 /// maps from a build with another layout cannot be adopted; say so plainly
 /// instead of failing deep in the loader or the verifier.
-fn expected_layout() -> [(&'static str, usize, usize); 12] {
+fn expected_layout() -> [(&'static str, usize, usize); 13] {
     use std::mem::size_of;
 
     use mx6gate_common::{
-        allow::{LongKey, Slash32},
+        allow::{LongKey, Slash32, Slot},
         explain::{DeferConfig, Explained},
         AllowKey, GateConfig,
     };
@@ -653,6 +680,8 @@ fn expected_layout() -> [(&'static str, usize, usize); 12] {
         (map_names::COUNTERS, 4, 8),
         (map_names::PARTNER_HITS, 4, 8),
         (map_names::RESPONDER, 4, 4),
+        (map_names::SLASH32_TABLE, 4, size_of::<Slot>()),
+        // Only in gates pinned before the table (see `Gate::load`).
         (map_names::SLASH32, 4, size_of::<Slash32>()),
         (map_names::LONG_PREFIXES, size_of::<LongKey>(), 4),
         // A ring buffer has neither keys nor values.
@@ -669,7 +698,8 @@ fn check_pinned_layout(layout: &PinLayout) -> Result<()> {
         let path = layout.map(name);
         // Added after the first release: a gate pinned before them gets
         // them created by this load (see `Gate::load`).
-        if map_names::ADDED_LATER.contains(&name) && !path.exists() {
+        if (map_names::ADDED_LATER.contains(&name) || name == map_names::SLASH32) && !path.exists()
+        {
             continue;
         }
         let info = aya::maps::MapInfo::from_pin(&path).map_err(|e| {

@@ -7,7 +7,10 @@ use aya::maps::{
     lpm_trie::LpmTrie, Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuValues, SockMap,
 };
 use mx6gate_common::{
-    allow::{LongKey, Slash32, OCCUPIED_ENTRIES, OCCUPIED_WORDS, SUMMARY_SHIFT},
+    allow::{
+        table_entries, table_shape, LongKey, Slot, TableHeader, OCCUPIED_ENTRIES, OCCUPIED_WORDS,
+        SUMMARY_SHIFT,
+    },
     counter_slot,
     explain::{DeferConfig, Explained},
     map_names, Counter, GateConfig, PartnerId,
@@ -16,8 +19,9 @@ use mx6gate_common::{
 use crate::gate::PinLayout;
 
 pub struct GateMaps {
-    /// The allowlist's three maps; `crate::allowlist` owns their layout.
-    pub slash32: HashMap<MapData, [u8; 4], Slash32>,
+    /// The allowlist's maps; `crate::allowlist` owns their layout. The /32
+    /// table is mapped into this process (see `Table`).
+    pub table: Table,
     pub long: HashMap<MapData, LongKey, PartnerId>,
     pub allow: LpmTrie<MapData, [u8; 16], PartnerId>,
     /// Level 0, mapped into this process (see `Occupied`).
@@ -55,7 +59,7 @@ fn open(layout: &PinLayout, name: &str) -> Result<Map> {
 impl GateMaps {
     pub const ID_COUNT: usize = 5;
 
-    /// The kernel ids of CONFIG, SLASH32, LONG_PREFIXES, ALLOW and
+    /// The kernel ids of CONFIG, SLASH32_TABLE, LONG_PREFIXES, ALLOW and
     /// OCCUPIED as opened: which maps these are (ids are unique within a
     /// boot, and never reused while a map exists).
     pub fn ids(&self) -> [u32; Self::ID_COUNT] {
@@ -68,7 +72,7 @@ impl GateMaps {
         let mut ids = [0u32; Self::ID_COUNT];
         for (i, name) in [
             map_names::CONFIG,
-            map_names::SLASH32,
+            map_names::SLASH32_TABLE,
             map_names::LONG_PREFIXES,
             map_names::ALLOW,
             map_names::OCCUPIED,
@@ -80,9 +84,10 @@ impl GateMaps {
                 .with_context(|| format!("opening pinned map {}", l.map(name).display()))?
                 .id();
         }
+        let allow_capacity = MapInfo::from_pin(l.map(map_names::ALLOW))?.max_entries();
         Ok(GateMaps {
             ids,
-            slash32: open(&l, map_names::SLASH32)?.try_into()?,
+            table: Table::open(&l, allow_capacity)?,
             long: open(&l, map_names::LONG_PREFIXES)?.try_into()?,
             allow: open(&l, map_names::ALLOW)?.try_into()?,
             occupied: Occupied::open(&l)?,
@@ -91,7 +96,7 @@ impl GateMaps {
             partner_hits: open(&l, map_names::PARTNER_HITS)?.try_into()?,
             responder: open(&l, map_names::RESPONDER)?.try_into()?,
             explain: ExplainMaps::open(&l)?,
-            allow_capacity: MapInfo::from_pin(l.map(map_names::ALLOW))?.max_entries(),
+            allow_capacity,
             partner_capacity: MapInfo::from_pin(l.map(map_names::PARTNER_HITS))?.max_entries(),
         })
     }
@@ -358,5 +363,202 @@ impl Occupied {
 impl Drop for Occupied {
     fn drop(&mut self) {
         unsafe { libc::munmap(self.ptr.cast(), Self::BYTES) };
+    }
+}
+
+/// SLASH32_TABLE (see `mx6gate_common::allow::TableHeader`), mapped shared
+/// into this process: the controller writes the inactive image with plain
+/// stores and publishes it with one store of the generation. What goes
+/// where is `crate::allowlist`'s business; this is the memory.
+pub struct Table {
+    ptr: *mut Slot,
+    entries: u32,
+    /// The map the mapping is of (None: anonymous memory, for tests).
+    _map: Option<MapData>,
+}
+
+// SAFETY: shared memory; the writer is one controller at a time (the pin
+// lock), and the kernel only reads it.
+unsafe impl Send for Table {}
+unsafe impl Sync for Table {}
+
+impl Table {
+    /// Open the pinned table of a gate whose maps hold `capacity` entries,
+    /// setting its header up if it is new (all zero).
+    pub fn open_pinned(path: &Path, capacity: u32) -> Result<Table> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let map = MapData::from_pin(path)
+            .with_context(|| format!("opening pinned map {}", path.display()))?;
+        let info = map.info()?;
+        let entries = info.max_entries();
+        if info.value_size() as usize != std::mem::size_of::<Slot>()
+            || entries != table_entries(capacity)
+        {
+            anyhow::bail!(
+                "pinned map {} has {entries} entries of {} bytes, this build needs {} of {} for maps of {capacity} (made by another mx6gate version: run `mx6gate detach`, then start again)",
+                path.display(),
+                info.value_size(),
+                table_entries(capacity),
+                std::mem::size_of::<Slot>()
+            );
+        }
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                entries as usize * std::mem::size_of::<Slot>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("mapping {} into memory", path.display()));
+        }
+        let t = Table {
+            ptr: ptr.cast(),
+            entries,
+            _map: Some(map),
+        };
+        t.shape(capacity);
+        let h = t.header();
+        if h.image_base(2) > entries
+            || h.slots + mx6gate_common::allow::PROBE_LIMIT + h.stash > h.stride
+        {
+            anyhow::bail!(
+                "pinned map {} has a header that does not fit it ({h:?}): run `mx6gate detach`, then start again",
+                path.display()
+            );
+        }
+        Ok(t)
+    }
+
+    fn open(layout: &PinLayout, capacity: u32) -> Result<Table> {
+        Self::open_pinned(&layout.map(map_names::SLASH32_TABLE), capacity)
+    }
+
+    /// A table for `capacity` /32s in anonymous memory (no map), for tests
+    /// of what `allowlist` does to it.
+    pub fn anonymous(capacity: u32) -> Table {
+        let entries = table_entries(capacity);
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                entries as usize * std::mem::size_of::<Slot>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(
+            ptr != libc::MAP_FAILED,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        let t = Table {
+            ptr: ptr.cast(),
+            entries,
+            _map: None,
+        };
+        t.shape(capacity);
+        t
+    }
+
+    /// A new table (all zero) gets its shape, before any program can see
+    /// a slot (until then every lookup finds slot 1 empty: no /32 at all).
+    fn shape(&self, capacity: u32) {
+        if self.header().slots != 0 {
+            return;
+        }
+        let (slots, stash, stride) = table_shape(capacity);
+        let mut h = self.header();
+        h.slots = slots;
+        h.stash = stash;
+        h.stride = stride;
+        self.set_header(&h);
+    }
+
+    /// The header as it is now.
+    pub fn header(&self) -> TableHeader {
+        // SAFETY: slot 0 exists and has the header's size and alignment.
+        unsafe { std::ptr::read_volatile(self.ptr.cast::<TableHeader>()) }
+    }
+
+    /// Write the header, all but the generation (see `publish`).
+    pub fn set_header(&self, h: &TableHeader) {
+        let mut h = *h;
+        h.generation = self.header().generation;
+        // SAFETY: as in `header`. The programs read the shape fields only
+        // after the controller set them (before any slot was used) and
+        // `unplaced` of the active image only as the controller left it
+        // for that image (see `allowlist`).
+        unsafe { std::ptr::write_volatile(self.ptr.cast::<TableHeader>(), h) }
+    }
+
+    /// The image the programs read.
+    pub fn active(&self) -> u32 {
+        self.generation_word()
+            .load(std::sync::atomic::Ordering::Acquire)
+            & 1
+    }
+
+    /// Make the other image the one the programs read: one aligned 4-byte
+    /// store, after (Release) every store into that image.
+    pub fn publish(&self) {
+        self.generation_word()
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn generation_word(&self) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: the header's first field, 4-byte aligned (page-aligned base).
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(self.ptr.cast::<u32>()) }
+    }
+
+    /// Slot `i` (not the header).
+    pub fn slot(&self, i: u32) -> &Slot {
+        assert!(
+            i >= 1 && i < self.entries,
+            "SLASH32_TABLE slot {i} out of range"
+        );
+        // SAFETY: in bounds; the kernel never writes it, and this process
+        // writes only slots of the image no program reads (`allowlist`).
+        unsafe { &*self.ptr.add(i as usize) }
+    }
+
+    pub fn set_slot(&self, i: u32, s: &Slot) {
+        assert!(
+            i >= 1 && i < self.entries,
+            "SLASH32_TABLE slot {i} out of range"
+        );
+        // SAFETY: as in `slot`.
+        unsafe { std::ptr::write_volatile(self.ptr.add(i as usize), *s) }
+    }
+
+    /// Copy image `from` over the other one, slots and stash (memcpy).
+    pub fn copy_image(&self, from: u32) {
+        let h = self.header();
+        let (src, dst) = (h.image_base(from), h.image_base(1 - from));
+        // SAFETY: both ranges lie in the mapping (checked at open) and do
+        // not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.add(src as usize),
+                self.ptr.add(dst as usize),
+                h.stride as usize,
+            )
+        }
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        unsafe {
+            libc::munmap(
+                self.ptr.cast(),
+                self.entries as usize * std::mem::size_of::<Slot>(),
+            )
+        };
     }
 }

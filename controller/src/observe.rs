@@ -398,17 +398,10 @@ fn allow_fill(maps: &GateMaps, generation: u32, cache: &ScrapeCache) -> Result<A
     })
 }
 
-/// Entries of the three allowlist maps (keys only, but SLASH32's values).
+/// Entries of the three allowlist maps (keys only, but the /32 table's values).
 fn count_allowlist(maps: &GateMaps) -> Result<AllowFill> {
     // A /32's longest prefix sits inline in its SLASH32 value, in no other map.
-    let (mut slash32, mut inline) = (0u64, 0u64);
-    for e in maps.slash32.iter() {
-        let (_, v) = e?;
-        slash32 += 1;
-        if v.inline_id != mx6gate_common::allow::NO_PARTNER {
-            inline += 1;
-        }
-    }
+    let (slash32, inline) = crate::allowlist::table_fill(maps);
     let long = maps.long.keys().try_fold(0u64, |n, k| k.map(|_| n + 1))?;
     let (mut trie, mut short) = (0u64, 0u64);
     for k in maps.allow.keys() {

@@ -3,11 +3,11 @@
 //! of maps.rs.
 use aya_ebpf::maps::lpm_trie::Key;
 use mx6gate_common::{
-    allow::{walk, Levels, LongKey, Slash32},
+    allow::{probe, walk, Levels, LongKey, Probe, Slash32, TableHeader},
     GateConfig, PartnerId,
 };
 
-use crate::maps::{ALLOW, LONG_PREFIXES, OCCUPIED, SLASH32};
+use crate::maps::{ALLOW, LONG_PREFIXES, OCCUPIED, SLASH32_TABLE};
 
 /// The maps as the walk reads them; the config only for its TRIE_ON_MISS.
 struct Kernel<'a> {
@@ -23,11 +23,19 @@ impl Levels for Kernel<'_> {
     }
 
     #[inline(always)]
-    fn slash32(&self, top: &[u8; 4]) -> Option<&'static Slash32> {
-        // By reference on purpose: the key then lives where the walk has
-        // it, and the object, its verifier instruction count and the bench
-        // figures stay as measured.
-        unsafe { SLASH32.get(top) }
+    fn slash32(&self, top: &[u8; 4]) -> Probe<&'static Slash32> {
+        let Some(h) = SLASH32_TABLE.get(0) else {
+            return Probe::Absent;
+        };
+        // SAFETY: slot 0 is the header, of the slots' size (asserted in
+        // common); the map's memory lives as long as the program.
+        let h: &TableHeader = unsafe { &*(h as *const _ as *const TableHeader) };
+        // One read of the generation: every slot address below derives
+        // from it, so the whole lookup reads one image.
+        let generation = unsafe { core::ptr::read_volatile(&h.generation) };
+        probe(h, generation & 1, u32::from_be_bytes(*top), |i| {
+            SLASH32_TABLE.get(i)
+        })
     }
 
     #[inline(always)]

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SockMap},
 };
 use mx6gate_common::{
-    allow::{LongKey, Slash32, OCCUPIED_ENTRIES},
+    allow::{table_entries, LongKey, Slot, OCCUPIED_ENTRIES},
     explain::{DeferConfig, Explained},
     GateConfig, PartnerId, COUNTER_EXT_SLOTS, COUNTER_SLOTS,
 };
@@ -29,9 +29,14 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 /// flipping bits are plain loads and 8-byte stores, not 2^19 syscalls.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 
-/// Top 32 bits → what lies below them …
+/// Top 32 bits → what lies below them: the double-buffered open-addressed
+/// table of `mx6gate_common::allow::TableHeader` (slot 0 the header). An
+/// ARRAY, so each slot lookup is an inlined index and load; mmapable, so
+/// the controller writes images at memory speed. Sized by the controller
+/// (`table_entries` of maps.allow_entries) …
 #[map]
-pub static SLASH32: HashMap<[u8; 4], Slash32> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+pub static SLASH32_TABLE: Array<Slot> =
+    Array::with_max_entries(table_entries(65536), BPF_F_MMAPABLE);
 
 /// … and (length, masked address) → partner id for prefixes longer than /32.
 #[map]

@@ -33,18 +33,53 @@ pub fn allow_map(pin: &Path) -> BTreeMap<Ipv6Net, u32> {
             v,
         );
     }
-    // The longest prefix under each /32 is held inline in its SLASH32 entry.
-    let data = MapData::from_pin(pin.join("maps/SLASH32")).expect("open pinned SLASH32");
-    let map = Map::from_map_data(data).expect("SLASH32 map");
-    let slash32: aya::maps::HashMap<MapData, [u8; 4], mx6gate_common::allow::Slash32> =
-        map.try_into().expect("SLASH32 is a hash");
-    for kv in slash32.iter() {
-        let (top, e) = kv.expect("iterating SLASH32");
+    // The longest prefix under each /32 is held inline in its entry of the
+    // table's active image (placed or stashed), read through a mapping.
+    for (top, e) in table_image(pin) {
         if e.inline_id != mx6gate_common::allow::NO_PARTNER {
             let net = Ipv6Net::new(Ipv6Addr::from(e.inline_addr(top)), e.inline_len as u8);
             out.insert(net.unwrap(), e.inline_id);
         }
     }
+    out
+}
+
+/// The /32 entries of SLASH32_TABLE's active image (see
+/// mx6gate_common::allow::TableHeader), read through a read-only mapping.
+pub fn table_image(pin: &Path) -> BTreeMap<[u8; 4], mx6gate_common::allow::Slash32> {
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use mx6gate_common::allow::{Slot, TableHeader, PROBE_LIMIT};
+    let data = MapData::from_pin(pin.join("maps/SLASH32_TABLE")).expect("open SLASH32_TABLE");
+    let entries = data.info().expect("SLASH32_TABLE info").max_entries() as usize;
+    let len = entries * std::mem::size_of::<Slot>();
+    let fd = data.fd().as_fd().as_raw_fd();
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    assert!(
+        ptr != libc::MAP_FAILED,
+        "mmap SLASH32_TABLE: {}",
+        std::io::Error::last_os_error()
+    );
+    let slots = unsafe { std::slice::from_raw_parts(ptr as *const Slot, entries) };
+    let h: TableHeader = unsafe { std::ptr::read_volatile(ptr as *const TableHeader) };
+    let image = h.generation & 1;
+    let base = h.image_base(image) as usize;
+    let n = (h.slots + PROBE_LIMIT + h.unplaced[image as usize]) as usize;
+    let out = slots[base..base + n]
+        .iter()
+        .filter(|s| s.used != 0)
+        .map(|s| (s.top.to_be_bytes(), s.value))
+        .collect();
+    unsafe { libc::munmap(ptr, len) };
     out
 }
 

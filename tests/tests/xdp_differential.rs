@@ -616,13 +616,17 @@ fn allowlist_layout_matches_reference_across_updates() {
 /// BPF_MAP_CREATE of a hash map, pinned at `path` (what an older build
 /// would have left there).
 fn pin_hash(path: &std::path::Path, key: u32, value: u32) {
+    pin_hash_sized(path, key, value, 16)
+}
+
+fn pin_hash_sized(path: &std::path::Path, key: u32, value: u32, entries: u32) {
     use std::os::unix::ffi::OsStrExt;
     // union bpf_attr, map_create: map_type, key_size, value_size, max_entries, map_flags
     let mut attr = [0u32; 32];
     attr[0] = 1; // BPF_MAP_TYPE_HASH
     attr[1] = key;
     attr[2] = value;
-    attr[3] = 16;
+    attr[3] = entries;
     let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_mut_ptr(), 128u32) };
     assert!(
         fd >= 0,
@@ -641,15 +645,16 @@ fn pin_hash(path: &std::path::Path, key: u32, value: u32) {
     unsafe { libc::close(fd as i32) };
 }
 
-/// A gate pinned by a build with the previous allowlist layout (24-byte
-/// SLASH32 values, no OCCUPIED) is refused with a message saying what to
+/// A gate pinned by a build with an older allowlist layout (SLASH32 with
+/// 24-byte values, no OCCUPIED) is refused with a message saying what to
 /// do, and left as it was — never adopted and misread.
 #[test]
 fn gate_pinned_with_an_older_layout_is_refused() {
     let Some(h) = Harness::new() else { return };
     let maps = h.cfg.pin_path.join("maps");
-    // Old SLASH32: same name and key, the old 24-byte value.
-    std::fs::remove_file(maps.join("SLASH32")).unwrap();
+    // Before the /32 table: an old SLASH32 hash instead, with the old
+    // 24-byte value.
+    std::fs::remove_file(maps.join("SLASH32_TABLE")).unwrap();
     pin_hash(&maps.join("SLASH32"), 4, 24);
     let e = match Gate::load(&h.cfg) {
         Ok(_) => panic!("a SLASH32 with 24-byte values was adopted"),
@@ -660,6 +665,10 @@ fn gate_pinned_with_an_older_layout_is_refused() {
         "{e}"
     );
     assert!(maps.join("SLASH32").exists(), "the old pins must stay");
+    assert!(
+        !maps.join("SLASH32_TABLE").exists(),
+        "nothing is created in a refused gate"
+    );
     // No OCCUPIED at all (the build before it).
     std::fs::remove_file(maps.join("SLASH32")).unwrap();
     pin_hash(
@@ -677,7 +686,56 @@ fn gate_pinned_with_an_older_layout_is_refused() {
         "{e}"
     );
     assert!(
-        !maps.join("OCCUPIED").exists(),
+        !maps.join("OCCUPIED").exists() && !maps.join("SLASH32_TABLE").exists(),
         "nothing is created in an adopted gate"
     );
+}
+
+/// A gate pinned by the release before the /32 table (its /32 level a
+/// SLASH32 hash of the same values) is adopted: the load copies the hash
+/// into the new table before its programs run, and removes the old pin;
+/// the partners pass through the new program at once, strangers do not.
+#[test]
+fn gate_pinned_before_the_slash32_table_is_upgraded_in_place() {
+    let Some(mut h) = Harness::new() else { return };
+    let maps = h.cfg.pin_path.join("maps");
+    let held = mx6gate_tests::pinned::table_image(&h.cfg.pin_path);
+    assert!(!held.is_empty(), "the harness's partners have /32 entries");
+    // What the previous release pinned: the hash, no table.
+    std::fs::remove_file(maps.join("SLASH32_TABLE")).unwrap();
+    pin_hash_sized(
+        &maps.join("SLASH32"),
+        4,
+        std::mem::size_of::<mx6gate_common::allow::Slash32>() as u32,
+        held.len() as u32 + 16,
+    );
+    {
+        let data = aya::maps::MapData::from_pin(maps.join("SLASH32")).unwrap();
+        let mut old: aya::maps::HashMap<_, [u8; 4], mx6gate_common::allow::Slash32> =
+            aya::maps::Map::from_map_data(data)
+                .unwrap()
+                .try_into()
+                .unwrap();
+        for (k, v) in &held {
+            old.insert(k, v, 0).unwrap();
+        }
+    }
+    let gate = Gate::load(&h.cfg).expect("the older gate is adopted");
+    assert!(!maps.join("SLASH32").exists(), "the old hash's pin is gone");
+    assert_eq!(mx6gate_tests::pinned::table_image(&h.cfg.pin_path), held);
+    h.gate = gate;
+    h.maps = GateMaps::open(&h.cfg.pin_path).unwrap();
+    for (n, _) in h.partners.clone() {
+        for src in [n.network().octets(), n.broadcast().octets()] {
+            let pkt = tcp_frame(&[], src, &[], &Tcp::syn(25));
+            h.check(&pkt, Mode::Drop, false).unwrap();
+        }
+    }
+    let stranger = tcp_frame(
+        &[],
+        Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x25).octets(),
+        &[],
+        &Tcp::syn(25),
+    );
+    h.check(&stranger, Mode::Drop, false).unwrap();
 }

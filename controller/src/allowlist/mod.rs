@@ -2,7 +2,9 @@
 //! levels the programs probe (see `mx6gate_common::allow`) plus the
 //! fallback trie. `plan` turns a prefix set into that layout; `apply`
 //! moves the maps to it by diff, in an order that never hides a prefix
-//! that stays; `entries` and `lookup` read it back.
+//! that stays (`table`: the /32 level's double-buffered images);
+//! `entries` and `lookup` read it back; `upgrade` adopts a gate pinned
+//! before the /32 table.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv6Addr,
@@ -25,12 +27,16 @@ use crate::{batch, maps::GateMaps};
 mod plan;
 mod read;
 mod snapshot;
+mod table;
+mod upgrade;
 mod write;
 
 pub use self::{
     plan::plan,
-    read::{entries, is_empty, lookup, read},
+    read::{entries, is_empty, lookup, read, table_fill},
     snapshot::apply_tracked,
+    table::grace_period,
+    upgrade::adopt_legacy_slash32,
     write::{apply, check_capacity, check_fits, Changes},
 };
 use self::{plan::*, read::*, write::*};

@@ -12,10 +12,7 @@ pub fn read(maps: &GateMaps) -> Result<Plan> {
         summary: maps.occupied.read_summary(),
         ..Plan::default()
     };
-    for kv in maps.slash32.iter() {
-        let (k, v) = kv?;
-        p.slash32.insert(k, v);
-    }
+    p.slash32 = table::read_image(&maps.table, maps.table.active());
     for kv in maps.long.iter() {
         let (k, v) = kv?;
         p.long.insert(k, v);
@@ -31,11 +28,23 @@ pub fn read(maps: &GateMaps) -> Result<Plan> {
     Ok(p)
 }
 
-/// Whether the maps hold no prefix at all (two map reads, whatever their
-/// size: every prefix has a SLASH32 entry or a trie entry).
+/// Whether the maps hold no prefix at all (the table's count and one trie
+/// read, whatever their size: every prefix has a /32 entry or a trie entry).
 pub fn is_empty(maps: &GateMaps) -> Result<bool> {
-    Ok(maps.slash32.keys().next().transpose()?.is_none()
+    let h = maps.table.header();
+    Ok(h.count[maps.table.active() as usize] == 0
         && maps.allow.keys().next().transpose()?.is_none())
+}
+
+/// The /32 level's fill: /32s in the active image, and how many of them
+/// hold a prefix inline (a memory scan of the mapping, no syscalls).
+pub fn table_fill(maps: &GateMaps) -> (u64, u64) {
+    let entries = table::read_image(&maps.table, maps.table.active());
+    let inline = entries
+        .values()
+        .filter(|e| e.inline_id != NO_PARTNER)
+        .count();
+    (entries.len() as u64, inline as u64)
 }
 
 /// The prefix → partner set the maps hold (for status, check, tests).
@@ -58,8 +67,8 @@ impl Levels for Pinned<'_> {
         Some(self.maps.occupied.get(i))
     }
 
-    fn slash32(&self, top: &[u8; 4]) -> Option<Slash32> {
-        self.maps.slash32.get(top, 0).ok()
+    fn slash32(&self, top: &[u8; 4]) -> mx6gate_common::allow::Probe<Slash32> {
+        table::lookup(&self.maps.table, top)
     }
 
     fn long(&self, key: &LongKey) -> Option<PartnerId> {

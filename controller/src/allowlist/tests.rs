@@ -22,8 +22,12 @@ impl Levels for Plan {
         )
     }
 
-    fn slash32(&self, top: &[u8; 4]) -> Option<Slash32> {
-        self.slash32.get(top).copied()
+    fn slash32(&self, top: &[u8; 4]) -> mx6gate_common::allow::Probe<Slash32> {
+        use mx6gate_common::allow::Probe;
+        match self.slash32.get(top) {
+            Some(e) => Probe::Found(*e),
+            None => Probe::Absent,
+        }
     }
 
     fn long(&self, key: &LongKey) -> Option<PartnerId> {

@@ -30,7 +30,7 @@ pub(super) fn stale<K: Ord + Copy, V>(want: &BTreeMap<K, V>, have: &BTreeMap<K, 
 /// Fail, changing nothing, if `plan` does not fit the maps.
 pub fn check_capacity(maps: &GateMaps, plan: &Plan) -> Result<()> {
     for (name, n) in [
-        ("SLASH32 (distinct /32s)", plan.slash32.len()),
+        ("SLASH32_TABLE (distinct /32s)", plan.slash32.len()),
         ("LONG_PREFIXES (prefixes longer than /32)", plan.long.len()),
         ("ALLOW (trie)", plan.trie.len()),
     ] {
@@ -44,26 +44,97 @@ pub fn check_capacity(maps: &GateMaps, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Every prefix longer than /32 under the /32s `tops`, as `p` lays them
+/// out (inline, and in LONG_PREFIXES by the entry's lengths): what the
+/// trie must hold for an unplaced /32.
+pub(super) fn prefixes_under(p: &Plan, tops: &BTreeSet<[u8; 4]>) -> BTreeMap<Ipv6Net, PartnerId> {
+    let mut out = BTreeMap::new();
+    for top in tops {
+        let Some(e) = p.slash32.get(top) else {
+            continue;
+        };
+        if e.inline_id != NO_PARTNER {
+            if let Ok(n) = Ipv6Net::new(Ipv6Addr::from(e.inline_addr(*top)), e.inline_len as u8) {
+                out.insert(n, e.inline_id);
+            }
+        }
+        let base = u128::from(u32::from_be_bytes(*top)) << 96;
+        let mut lens = e.lens;
+        while let Some(len) = mx6gate_common::allow::pop_longest(&mut lens) {
+            let lo = LongKey {
+                prefix_len: len,
+                addr: base.to_be_bytes(),
+            };
+            let hi = LongKey {
+                prefix_len: len,
+                addr: (base | (u128::MAX >> 32)).to_be_bytes(),
+            };
+            for (k, id) in p.long.range(lo..=hi) {
+                if let Ok(n) = Ipv6Net::new(Ipv6Addr::from(k.addr), k.prefix_len as u8) {
+                    out.insert(n, *id);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Write the difference between `have` and `want` (plans of the same
-/// scope). Additions land bottom-up (second level and trie before the /32
-/// bitmaps that point at them), removals top-down, so a lookup meanwhile
-/// sees the old or the new answer for a prefix that stays, never none.
+/// scope), so that a lookup meanwhile gives the old answer or the new one
+/// for every source — never refuses a partner of both, never lets in a
+/// stranger to both:
+///
+/// 1. the /32 table's inactive image (no program reads it: a refusal
+///    here, a too-crowded table, changes nothing the programs see);
+/// 2. additions to LONG_PREFIXES and the trie (the new image's entries
+///    point at them; the old image's never asked for them);
+/// 3. publish the new image, and wait until no program reads the old one;
+/// 4. OCCUPIED (a new prefix shows once all below it is there, see
+///    below) and TRIE_ON_MISS;
+/// 5. the same edits into the image left (both equal again);
+/// 6. removals from LONG_PREFIXES and the trie, which only the old image
+///    pointed at — and no program reads it any more (3).
 pub(super) fn write_diff(maps: &mut GateMaps, want: &Plan, have: &Plan) -> Result<()> {
+    let edits = table::Edits {
+        upserts: upserts(&want.slash32, &have.slash32),
+        removals: stale(&want.slash32, &have.slash32),
+    };
+    let t = &maps.table;
+    let unplaced_before = table::unplaced(t, t.active());
+    let next = table::begin(t);
+    table::write_inactive(t, next, &edits)?;
+    // Unplaced /32s are answered by the trie: it holds what lies under
+    // them, in this plan's scope (the rest stays as it is).
+    let mut want_trie = want.trie.clone();
+    want_trie.extend(prefixes_under(want, &table::unplaced(t, next)));
+    let mut have_trie = have.trie.clone();
+    have_trie.extend(prefixes_under(have, &unplaced_before));
+    // A /32 that was unplaced and found a slot when another left may have
+    // left its prefixes in the trie (harmless while they are in the set:
+    // the trie is asked about a /32 only when it holds all of it). Those
+    // leaving the set go from the trie too, wherever they were.
+    let touched: BTreeSet<[u8; 4]> = edits
+        .upserts
+        .iter()
+        .map(|(t, _)| *t)
+        .chain(edits.removals.iter().copied())
+        .collect();
+    let staying = prefixes_under(want, &touched);
+    let leaving: Vec<Ipv6Net> = prefixes_under(have, &touched)
+        .into_keys()
+        .filter(|n| !staying.contains_key(n) && !have_trie.contains_key(n))
+        .collect();
     batch::update(
         maps.long.map(),
         &upserts(&want.long, &have.long),
         "updating LONG_PREFIXES",
     )?;
-    for (n, v) in upserts(&want.trie, &have.trie) {
+    for (n, v) in upserts(&want_trie, &have_trie) {
         maps.allow
             .insert(&trie_key(&n), v, 0)
             .with_context(|| format!("adding {n} to the ALLOW trie"))?;
     }
-    batch::update(
-        maps.slash32.map(),
-        &upserts(&want.slash32, &have.slash32),
-        "updating SLASH32",
-    )?;
+    table::publish(&maps.table, next)?;
     // Level 0 after the levels below are in place (a new prefix shows once
     // all below it is there). A word that changes keeps every bit a staying
     // prefix needs, so its one store is safe. The summary only filters: its
@@ -92,20 +163,26 @@ pub(super) fn write_diff(maps: &mut GateMaps, want: &Plan, have: &Plan) -> Resul
             };
         maps.write_config(&cfg)?;
     }
-    batch::delete(
-        maps.slash32.map(),
-        &stale(&want.slash32, &have.slash32),
-        "removing from SLASH32",
-    )?;
+    table::finish(&maps.table, 1 - next, &edits)?;
     batch::delete(
         maps.long.map(),
         &stale(&want.long, &have.long),
         "removing from LONG_PREFIXES",
     )?;
-    for n in stale(&want.trie, &have.trie) {
+    for n in stale(&want_trie, &have_trie) {
         maps.allow
             .remove(&trie_key(&n))
             .with_context(|| format!("removing {n} from the ALLOW trie"))?;
+    }
+    for n in leaving {
+        match maps.allow.remove(&trie_key(&n)) {
+            Ok(()) => {}
+            // Most were never there (aya reports the kernel's ENOENT as a
+            // failed syscall, not KeyNotFound).
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {n} from the ALLOW trie")),
+        }
     }
     Ok(())
 }

@@ -77,10 +77,13 @@ pub const KERNELS: &[Kernel] = &[
 /// Also `doctor`: where the kernel's features are probed and explained;
 /// and `unparsable_syns` (invariant 7): what the kernel does with SYNs XDP
 /// cannot parse (fragments, long extension-header chains) differs by
-/// kernel, and sk_lookup must backstop them on each.
+/// kernel, and sk_lookup must backstop them on each; and `slash32_updates`:
+/// the /32 table's update protocol rests on each kernel's RCU (membarrier
+/// → synchronize_rcu) and on its XDP test runs under concurrent updates.
 const CORE: &[&str] = &[
     "attach_modes",
     "xdp_differential",
+    "slash32_updates",
     "gate_invariants",
     "steering",
     "doctor",
