@@ -76,19 +76,17 @@ pub(super) fn discussion(r: &Results, pp: &Pp<'_>) -> String {
              {room} ns for everything the gate does to a SYN. A stranger whose /28 holds no prefix costs {a} ns over \
              the floor (parse to TCP, the CONFIG entry, two loads from the OCCUPIED bitmap — an ARRAY the verifier \
              inlines, no hashing — and a counter): {qa} the floor. A stranger inside a partner's /32 costs {b} ns \
-             more (one SLASH32 hash probe, 4-byte key; the /32's longest prefix sits inline in the entry and is \
-             compared in registers, so with one prefix per /32 there is no second probe), a partner another {c} ns \
-             (its per-partner hit counter): {qn} and {qp} the floor. One BPF hash-map lookup (hash the key, walk \
-             the bucket, compare) costs about as much as the whole floor on this machine{xs}{ts}. So a partner \
-             cannot come under the ratio while it needs one kernel hash probe; what would: a /32 level that \
-             answers without the kernel's hash — e.g. an open-addressed table in an ARRAY map (the verifier \
-             inlines the index, a multiplicative hash, one cache line per probe), which then needs tear-free \
-             updates from the controller. Not built yet; the design argued for (issue 14): one table, not two \
-             (two double the level's memory, past the 1M target), and no sequence word per slot (a writer \
-             preempted mid-slot leaves a bounded reader with no answer: a partner refused or a stranger allowed) \
-             but copy-on-write slots — an entry is written into a free slot and published by one 8-byte store of \
-             its key word, the copy it replaces retired after, and a retired slot reused only after an RCU grace \
-             period (membarrier(MEMBARRIER_CMD_GLOBAL) waits for every program run in progress).\n",
+             more (one line of the /32 table: a multiplicative hash of the top 32 bits picks a 64-byte slot of an \
+             ARRAY the verifier inlines — no helper call, no kernel hash — and the /32's longest prefix sits inline \
+             in the slot, compared in registers), a partner another {c} ns (its per-partner hit counter): {qn} and \
+             {qp} the floor. For scale, one BPF hash-map lookup (hash the key, walk the bucket, compare) costs about \
+             as much as the whole floor on this machine{xs}{ts}. The lookup itself is no longer what misses: the \
+             worst row in the Targets table names the class, and where it is a verdict that writes (defer → RST \
+             rewrites the frame and sends it back, drop and reset count per CPU for the reports) it is that work \
+             after the lookup. The flood path already ends a suppressed report at a clock read and one compare (the \
+             per-CPU \"suppressed until\" word); what is left of it is the clock helper call itself, about 20 ns, and \
+             skipping it would change when reports go out. What would close the rest: a verdict path that writes \
+             less — e.g. counting a drop in the report bucket's own line instead of a separate per-CPU counter.\n",
             sz = size_name(n),
             f = num(f),
             room = num(f * (limit - 1.0)),
@@ -123,10 +121,11 @@ pub(super) fn discussion(r: &Results, pp: &Pp<'_>) -> String {
             "* **Cold at 1M, ≤ 300 ns.** With sources spread over a table several times the L3, every probe is a \
              cache miss to DRAM, and the gate's loads depend on one another. Cold vs hot at 1M: stranger with no \
              prefix in its /28 {} vs {} ns (the bitmap: a 16 KiB summary, then a 4 MiB table of /28 cells), \
-             stranger next to a partner {} vs {} ns, partner {} vs {} ns (the bitmap, then one SLASH32 probe: the \
-             kernel hash's bucket array and then its element, two dependent misses after the bitmap's); the plain trie {} ns, \
-             xdp-filter {} ns. What would close it: one line per lookup at the /32 level — the ARRAY-backed \
-             open-addressed table described above — instead of the kernel hash's two.\n",
+             stranger next to a partner {} vs {} ns, partner {} vs {} ns (the bitmap, then one line of the /32 \
+             table — one dependent miss after the bitmap's, where the kernel hash it replaced took two, bucket and \
+             element); the plain trie {} ns, xdp-filter {} ns. What would close it: fewer lines in front of the \
+             table — the summary and the 4 MiB cell table are a miss each before it — e.g. folding the cell bit into \
+             the table's slot for /28s that hold prefixes.\n",
             fmt(g("drop")),
             fmt(h("drop")),
             fmt(g("near")),
@@ -144,13 +143,38 @@ pub(super) fn discussion(r: &Results, pp: &Pp<'_>) -> String {
              hash of exact 16-byte addresses, after parsing only the Ethernet and IPv6 headers; it needs one entry \
              per address (it cannot hold a /48). The gate parses on to TCP (VLAN tags, extension headers), checks \
              the flags and the port, and then looks the source up by prefix: two inlined bitmap loads when no prefix \
-             lies in the source's /28 — the class where it is far below xdp-filter — and one SLASH32 hash probe more \
-             for a partner or a stranger next to one (the /32's longest prefix inline: no second-level probe). \
-             Where those are still above, it is that probe plus the bitmap in front of it: cold, the 4 MiB cell \
-             table costs a miss of its own (the far-stranger row) before the hash's two dependent ones, where \
-             xdp-filter (whose destination lookup stays hot) pays the hash's alone. The ARRAY-backed /32 table \
-             described above is what would put them below.\n"
+             lies in the source's /28 — the class where it is far below xdp-filter — and one line of the /32 table \
+             more for a partner or a stranger next to one (the /32's longest prefix inline: no second-level probe). \
+             Where those are still above, it is the bitmap in front of the table: cold, the 4 MiB cell table costs a \
+             miss of its own (the far-stranger row) before the table's line, where xdp-filter (whose destination \
+             lookup stays hot) pays its hash's alone.\n"
         );
+    }
+    if missed("Memory") {
+        if let Some(m) = r.memory.iter().find(|m| m.n == 1_000_000) {
+            let total: u64 = m.gate_maps.iter().map(|(_, b)| b).sum();
+            let mut big: Vec<&(String, u64)> = m
+                .gate_maps
+                .iter()
+                .filter(|(_, b)| *b * 20 >= total)
+                .collect();
+            big.sort_by(|a, b| b.1.cmp(&a.1));
+            let list: Vec<String> = big
+                .iter()
+                .map(|(n, b)| format!("{n} {}", super::mib(*b as f64)))
+                .collect();
+            let _ = writeln!(
+                o,
+                "* **Memory at 1M.** The maps take {} at 1M; the largest: {}. The /32 table is preallocated: two \
+                 images (the tear-free switch) of 2 × `maps.allow_entries` slots of one 64-byte line each, sized \
+                 for as many distinct /32s as prefixes, where the kernel hash it replaced allocated per entry \
+                 present. What would close it: sizing the table by distinct /32s (a `[maps]` key of its own: a \
+                 million prefixes rarely means a million /32s), a higher load factor with Robin Hood probing, or a \
+                 32-byte slot (the inline prefix's masks follow from its length).\n",
+                super::mib(total as f64),
+                list.join(", ")
+            );
+        }
     }
     if missed("Wire") {
         // The size where the gate is least ahead of nftables.
