@@ -2,7 +2,7 @@
 //! run while (or without) a daemon: both open the same pins.
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::maps::{
     lpm_trie::LpmTrie, Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuValues, SockMap,
 };
@@ -69,6 +69,15 @@ impl GateMaps {
     /// Open the maps a loaded gate pinned under `pin_path`.
     pub fn open(pin_path: &Path) -> Result<GateMaps> {
         let l = PinLayout::new(pin_path);
+        // A gate the previous release pinned has the SLASH32 hash and no
+        // table until a daemon of this release loads over it (`Gate::load`
+        // upgrades it in place): say that, not "no such file".
+        if !l.map(map_names::SLASH32_TABLE).exists() && l.map(map_names::SLASH32).exists() {
+            bail!(
+                "the gate at {} was pinned by an earlier mx6gate (its /32 level is the SLASH32 hash): restart the daemon (`systemctl restart mx6gate`) and it upgrades the gate in place, keeping the policy; nothing was changed",
+                pin_path.display()
+            );
+        }
         let mut ids = [0u32; Self::ID_COUNT];
         for (i, name) in [
             map_names::CONFIG,

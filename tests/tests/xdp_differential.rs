@@ -720,6 +720,15 @@ fn gate_pinned_before_the_slash32_table_is_upgraded_in_place() {
             old.insert(k, v, 0).unwrap();
         }
     }
+    // Until a daemon of this release loads over it, the CLI says what to do.
+    let e = format!(
+        "{:#}",
+        GateMaps::open(&h.cfg.pin_path).err().expect("refused")
+    );
+    assert!(
+        e.contains("pinned by an earlier mx6gate") && e.contains("restart the daemon"),
+        "{e}"
+    );
     let gate = Gate::load(&h.cfg).expect("the older gate is adopted");
     assert!(!maps.join("SLASH32").exists(), "the old hash's pin is gone");
     assert_eq!(mx6gate_tests::pinned::table_image(&h.cfg.pin_path), held);
