@@ -259,6 +259,29 @@ fn sum(v: &PerCpuValues<u64>) -> u64 {
     v.iter().sum()
 }
 
+/// `bytes` of an mmapable ARRAY map (BPF_F_MMAPABLE) mapped shared into
+/// this process: loads and stores through it are the map's own memory.
+fn map_shared(map: &MapData, bytes: usize, path: &Path) -> Result<*mut libc::c_void> {
+    use std::os::fd::{AsFd, AsRawFd};
+    // SAFETY: a new mapping of the map's fd; the kernel refuses a length
+    // beyond the map's values.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            map.fd().as_fd().as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("mapping {} into memory", path.display()));
+    }
+    Ok(ptr)
+}
+
 /// The OCCUPIED bitmap (an mmap-able BPF array of u64 words), mapped
 /// shared into this process: the programs see every store at once, and a
 /// word changes with one aligned 8-byte store, so a program never sees
@@ -276,7 +299,6 @@ impl Occupied {
     const BYTES: usize = OCCUPIED_ENTRIES as usize * 8;
 
     fn open(layout: &PinLayout) -> Result<Occupied> {
-        use std::os::fd::{AsFd, AsRawFd};
         let path = layout.map(map_names::OCCUPIED);
         let map = MapData::from_pin(&path)
             .with_context(|| format!("opening pinned map {}", path.display()))?;
@@ -289,20 +311,7 @@ impl Occupied {
                 info.value_size()
             );
         }
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                Self::BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("mapping {} into memory", path.display()));
-        }
+        let ptr = map_shared(&map, Self::BYTES, &path)?;
         Ok(Occupied {
             ptr: ptr.cast(),
             _map: map,
@@ -395,7 +404,6 @@ impl Table {
     /// Open the pinned table of a gate whose maps hold `capacity` entries,
     /// setting its header up if it is new (all zero).
     pub fn open_pinned(path: &Path, capacity: u32) -> Result<Table> {
-        use std::os::fd::{AsFd, AsRawFd};
         let map = MapData::from_pin(path)
             .with_context(|| format!("opening pinned map {}", path.display()))?;
         let info = map.info()?;
@@ -411,20 +419,7 @@ impl Table {
                 std::mem::size_of::<Slot>()
             );
         }
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                entries as usize * std::mem::size_of::<Slot>(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("mapping {} into memory", path.display()));
-        }
+        let ptr = map_shared(&map, entries as usize * std::mem::size_of::<Slot>(), path)?;
         let t = Table {
             ptr: ptr.cast(),
             entries,

@@ -101,17 +101,7 @@ fn partner_passes_and_stranger_drops_throughout_updates() {
     maps.write_config(&g).unwrap();
 
     let prog: &Xdp = gate.ebpf.program(XDP_PROGRAM).unwrap().try_into().unwrap();
-    let run = |src: Ipv6Addr| -> u32 {
-        let pkt = tcp_frame(&[], src.octets(), &[], &Tcp::syn(25));
-        let mut out = vec![0u8; pkt.len() + 256];
-        prog.test_run(TestRunOptions {
-            data_in: Some(&pkt),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN")
-        .return_value
-    };
+    let run = |src: Ipv6Addr| syn_verdict(prog, src.octets());
     assert_eq!(
         run(PARTNER),
         XDP_PASS,
@@ -226,17 +216,7 @@ fn unplaced_slash32s_are_answered_by_the_trie() {
     };
     let mut g = GateConfig::new(Mode::Drop, &[25]);
     let prog: &Xdp = gate.ebpf.program(XDP_PROGRAM).unwrap().try_into().unwrap();
-    let run = |src: u128| -> u32 {
-        let pkt = tcp_frame(&[], src.to_be_bytes(), &[], &Tcp::syn(25));
-        let mut out = vec![0u8; pkt.len() + 256];
-        prog.test_run(TestRunOptions {
-            data_in: Some(&pkt),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN")
-        .return_value
-    };
+    let run = |src: u128| syn_verdict(prog, src.to_be_bytes());
     for n in [24usize, 17, 20, 9, 24] {
         let set = prefixes(&tops[..n]);
         mx6gate::reconcile::apply_allow(&mut maps, &set).unwrap();
@@ -305,4 +285,18 @@ impl Drop for Pins {
     fn drop(&mut self) {
         mx6gate::gate::detach(&self.0, &self.1).ok();
     }
+}
+
+/// The XDP program's verdict (BPF_PROG_TEST_RUN) for a SYN to port 25
+/// from `src`.
+fn syn_verdict(prog: &Xdp, src: [u8; 16]) -> u32 {
+    let pkt = tcp_frame(&[], src, &[], &Tcp::syn(25));
+    let mut out = vec![0u8; pkt.len() + 256];
+    prog.test_run(TestRunOptions {
+        data_in: Some(&pkt),
+        data_out: Some(&mut out),
+        ..Default::default()
+    })
+    .expect("BPF_PROG_TEST_RUN")
+    .return_value
 }
